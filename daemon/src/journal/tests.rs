@@ -1,0 +1,261 @@
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use rollcall_protocol::v1::{ClockState, CredentialKind, Punch, Subject};
+use uuid::Uuid;
+
+use super::powercut::PowerCutBackend;
+use super::*;
+
+fn punch(n: u64) -> Punch {
+    Punch {
+        seq: 0,
+        event_id: Uuid::from_u128(n as u128),
+        captured_at_ms: 1_700_000_000_000 + n as i64,
+        clock: ClockState {
+            ntp_synced: true,
+            offset_ms: None,
+            boot_id: Uuid::nil(),
+            monotonic_ms: n,
+        },
+        reader_id: "door-card".into(),
+        reader_kind: "simulated-card".into(),
+        credential: CredentialKind::Card,
+        subject: Subject::Student(format!("S{n}")),
+        score: None,
+        flags: 0,
+    }
+}
+
+fn punches(range: std::ops::Range<u64>) -> Vec<Punch> {
+    range.map(punch).collect()
+}
+
+#[test]
+fn append_assigns_contiguous_seqs_and_reopen_recovers_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j.redb");
+    let epoch = {
+        let mut j = Journal::open(&path, 100).expect("create");
+        let mut batch = punches(0..3);
+        assert_eq!(j.append(&mut batch).expect("append"), 3);
+        assert_eq!(batch.iter().map(|p| p.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(j.append(&mut punches(3..5)).expect("append"), 2);
+        j.epoch()
+    };
+    let j = Journal::open(&path, 100).expect("reopen");
+    assert_eq!(j.epoch(), epoch);
+    assert_eq!((j.last_seq(), j.acked(), j.depth()), (5, 0, 5));
+    let back = j.read_punches(1, 5).expect("read");
+    assert_eq!(
+        back.iter().map(|p| p.subject.clone()).collect::<Vec<_>>(),
+        (0..5)
+            .map(|n| Subject::Student(format!("S{n}")))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(back[4].seq, 5);
+}
+
+#[test]
+fn a_new_journal_gets_a_new_epoch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = Journal::open(&dir.path().join("a.redb"), 10)
+        .expect("a")
+        .epoch();
+    let b = Journal::open(&dir.path().join("b.redb"), 10)
+        .expect("b")
+        .epoch();
+    assert_ne!(a, b);
+    assert_ne!(a, 0);
+}
+
+#[test]
+fn ack_deletes_only_up_to_the_acked_seq_and_seqs_are_never_reused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j.redb");
+    {
+        let mut j = Journal::open(&path, 100).expect("create");
+        j.append(&mut punches(0..5)).expect("append");
+        assert_eq!(j.ack(3).expect("ack"), 3);
+        assert_eq!(j.ack(2).expect("stale ack"), 0);
+        assert_eq!(j.read(1, 10).expect("read").len(), 2, "4 and 5 remain");
+        assert_eq!(
+            j.ack(99).expect("ack beyond"),
+            2,
+            "clamped to what was assigned"
+        );
+        assert_eq!(j.depth(), 0);
+        let mut more = punches(5..6);
+        j.append(&mut more).expect("append");
+        assert_eq!(more[0].seq, 6);
+        j.ack(6).expect("ack");
+    }
+    let mut j = Journal::open(&path, 100).expect("reopen");
+    assert_eq!((j.last_seq(), j.acked(), j.depth()), (6, 6, 0));
+    let mut next = punches(6..7);
+    j.append(&mut next).expect("append");
+    assert_eq!(
+        next[0].seq, 7,
+        "a seq is never reused, even after everything was acked"
+    );
+}
+
+#[test]
+fn full_journal_refuses_new_punches_and_keeps_the_old_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut j = Journal::open(&dir.path().join("j.redb"), 4).expect("create");
+    assert_eq!(j.append(&mut punches(0..3)).expect("append"), 3);
+    assert_eq!(
+        j.append(&mut punches(3..6)).expect("append"),
+        1,
+        "only one slot was left"
+    );
+    assert_eq!(j.append(&mut punches(6..7)).expect("append"), 0);
+    assert_eq!(
+        j.read_punches(1, 4).expect("read").len(),
+        4,
+        "nothing unacked was overwritten"
+    );
+    j.ack(2).expect("ack");
+    assert_eq!(
+        j.append(&mut punches(7..9)).expect("append"),
+        2,
+        "room again after an ack"
+    );
+}
+
+fn open_err(path: &Path) -> String {
+    Journal::open(path, 10)
+        .expect_err("must refuse")
+        .to_string()
+}
+
+#[test]
+fn garbage_file_is_refused_with_the_path_and_what_to_do() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j.redb");
+    fs::write(&path, vec![0x5A; 64 * 1024]).expect("write");
+    let msg = open_err(&path);
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+    assert!(msg.contains("move the file aside"), "{msg}");
+    assert_eq!(
+        fs::read(&path).expect("still there").len(),
+        64 * 1024,
+        "the file is left untouched"
+    );
+}
+
+#[test]
+fn empty_or_truncated_journal_is_refused_not_replaced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j.redb");
+    {
+        let mut j = Journal::open(&path, 100).expect("create");
+        j.append(&mut punches(0..50)).expect("append");
+    }
+    let full = fs::read(&path).expect("read");
+    for len in [0, 100, full.len() / 3, full.len() / 2] {
+        fs::write(&path, &full[..len]).expect("truncate");
+        let result = Journal::open(&path, 100);
+        match result {
+            Err(JournalError::Corrupt { .. }) => {}
+            Err(e) => panic!("truncated to {len}: unexpected error kind: {e}"),
+            Ok(j) => panic!(
+                "truncated to {len} opened silently with {} punches",
+                j.depth()
+            ),
+        }
+    }
+}
+
+#[test]
+fn a_redb_file_that_is_not_a_journal_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j.redb");
+    drop(Database::create(&path).expect("plain redb"));
+    assert!(open_err(&path).contains("no Rollcall journal metadata"));
+}
+
+#[test]
+fn disk_full_is_a_distinct_error_and_loses_nothing() {
+    let (backend, switch) = PowerCutBackend::new();
+    let mut j = Journal::open_backend(backend.clone(), "mem", 1_000_000).expect("create");
+    j.append(&mut punches(0..10)).expect("append");
+    let used = backend_len(&backend);
+    switch.set_max_len(Some(used));
+    let mut failed = None;
+    for i in 0..200 {
+        if let Err(e) = j.append(&mut punches(10 + i * 50..10 + (i + 1) * 50)) {
+            failed = Some(e);
+            break;
+        }
+    }
+    assert!(
+        matches!(failed, Some(JournalError::DiskFull(_))),
+        "{failed:?}"
+    );
+    drop(j);
+    switch.set_max_len(None);
+    let image = switch.cut(0, false);
+    let (backend, _) = PowerCutBackend::from_image(image);
+    let j = Journal::open_backend(backend, "mem", 1_000_000).expect("reopen");
+    assert!(j.depth() >= 10);
+    assert_eq!(j.read_punches(1, 10).expect("first ten survive").len(), 10);
+}
+
+fn backend_len(b: &PowerCutBackend) -> u64 {
+    StorageBackend::len(b).expect("len")
+}
+
+/// Power is cut at random moments while appending and acking; after each cut the journal is
+/// reopened from what reached the disk. Every punch whose append returned Ok must be there,
+/// byte for byte, and new seqs must not reuse any seq handed out before.
+#[test]
+fn power_cut_keeps_every_committed_punch() {
+    let mut rng = StdRng::seed_from_u64(0x5EED);
+    for round in 0..40 {
+        let mut image = Vec::new();
+        let mut epoch = None;
+        let mut committed: Vec<Punch> = Vec::new();
+        let mut acked = 0;
+        let mut highest_seq_seen = 0;
+        let mut counter = 0;
+        for cycle in 0..4 {
+            let (backend, switch) = PowerCutBackend::from_image(image);
+            let mut j = Journal::open_backend(backend, "mem", 1_000_000)
+                .unwrap_or_else(|e| panic!("round {round} cycle {cycle}: reopen failed: {e}"));
+            assert_eq!(*epoch.get_or_insert(j.epoch()), j.epoch(), "epoch survives");
+            assert!(
+                j.acked() <= acked,
+                "acked can only go back (a lost deletion), never forward"
+            );
+            acked = j.acked();
+            assert!(
+                j.last_seq() >= highest_seq_seen,
+                "a committed punch vanished, or a seq would be reused"
+            );
+            let expect: Vec<&Punch> = committed.iter().filter(|p| p.seq > acked).collect();
+            let got = j.read_punches(acked + 1, highest_seq_seen).expect("read");
+            assert_eq!(got.len(), expect.len(), "round {round} cycle {cycle}");
+            for (g, e) in got.iter().zip(expect) {
+                assert_eq!(g, e, "round {round} cycle {cycle}");
+            }
+            for _ in 0..rng.random_range(1..30) {
+                if rng.random_bool(0.2) && j.last_seq() > acked {
+                    let to = rng.random_range(acked + 1..=j.last_seq());
+                    j.ack(to).expect("ack");
+                    acked = to;
+                } else {
+                    let n = rng.random_range(1..20);
+                    let mut batch = punches(counter..counter + n);
+                    counter += n;
+                    let ok = j.append(&mut batch).expect("append");
+                    committed.extend(batch.into_iter().take(ok));
+                    highest_seq_seen = j.last_seq();
+                }
+            }
+            // Writes redb made after its last sync are what a cut can partially keep.
+            let keep = rng.random_range(0..=switch.unsynced_writes());
+            image = switch.cut(keep, rng.random_bool(0.5));
+            drop(j);
+        }
+    }
+}
