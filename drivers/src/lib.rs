@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 
 mod config;
+pub mod ef01;
 mod event;
 mod run;
 pub mod simulated;

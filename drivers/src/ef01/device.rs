@@ -1,0 +1,567 @@
+//! The async EF01 device: command/ack exchanges with timeouts, retries and resynchronisation,
+//! and the flows a gateway needs (identify, enrol, template transfer, reconcile, Aura LED).
+
+use std::collections::BTreeMap;
+use std::io;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::codec::Framed;
+
+use super::codec::{DEFAULT_ADDRESS, Ef01Codec, FrameError, Packet, PacketKind, split_data};
+use super::instruction::{Confirm, Instruction, SystemParameters};
+
+/// An EF01 operation that did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum Ef01Error {
+    /// The transport failed (port unplugged, read error).
+    #[error("serial I/O: {0}")]
+    Io(#[from] io::Error),
+    /// The transport reached end of file: the port or pipe is gone.
+    #[error("port closed")]
+    Closed,
+    /// No valid reply, even after retries: the module is absent, stuck, or at another baud.
+    #[error(
+        "{command}: no valid reply after {attempts} attempt(s): check power (3.3 V), TX/RX crossed, \
+         baud rate and that the serial console is off on this port"
+    )]
+    Timeout {
+        /// The instruction that went unanswered.
+        command: &'static str,
+        /// How many times it was sent.
+        attempts: u32,
+    },
+    /// The module answered with a failure code.
+    #[error("{command}: module answered {code}")]
+    Module {
+        /// The instruction.
+        command: &'static str,
+        /// Its confirmation code.
+        code: Confirm,
+    },
+    /// The module answered something that does not fit the instruction.
+    #[error("{command}: unexpected reply: {reason}")]
+    Protocol {
+        /// The instruction.
+        command: &'static str,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The finger being enrolled is already in the library.
+    #[error("fingerprint already enrolled{}", .slot.map(|s| format!(" in slot {s}")).unwrap_or_default())]
+    AlreadyEnrolled {
+        /// The slot holding it, when the module said.
+        slot: Option<u16>,
+    },
+    /// Nobody put a finger on the sensor in time.
+    #[error("no finger placed within {0:?}")]
+    NoFingerInTime(Duration),
+}
+
+/// An acknowledgement: confirmation code and the bytes after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    /// Confirmation code.
+    pub code: Confirm,
+    /// Reply parameters after the code.
+    pub data: Vec<u8>,
+}
+
+/// Outcome of one identify attempt. All of these are ordinary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Identify {
+    /// Nothing on the sensor.
+    NoFinger,
+    /// The finger matched this slot.
+    Match {
+        /// Library slot.
+        slot: u16,
+        /// Match score.
+        score: u16,
+    },
+    /// A finger was read but is not in the library.
+    NoMatch,
+    /// A finger was there but the image was unusable (messy, too few features); ask again.
+    BadImage(Confirm),
+}
+
+/// What [`Ef01::reconcile`] changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Slots deleted because the roster does not have them.
+    pub deleted: Vec<u16>,
+    /// Slots loaded from the roster because the module lacked them.
+    pub loaded: Vec<u16>,
+}
+
+/// An EF01 module (R305, R307, R503, AS608) on any byte transport.
+#[derive(Debug)]
+pub struct Ef01<T> {
+    io: Framed<T, Ef01Codec>,
+    address: u32,
+    timeout: Duration,
+    retries: u32,
+    packet_size: usize,
+    corrupt: u64,
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Ef01<T> {
+    /// Wraps a transport (serial port, simulator pipe, scripted mock). Default address,
+    /// 1 s reply timeout, 2 retries, 128-byte data packets until [`Self::read_system_parameters`].
+    pub fn new(transport: T) -> Self {
+        Self {
+            io: Framed::new(transport, Ef01Codec),
+            address: DEFAULT_ADDRESS,
+            timeout: Duration::from_secs(1),
+            retries: 2,
+            packet_size: 128,
+            corrupt: 0,
+        }
+    }
+
+    /// Talks to the module at `address` instead of FF FF FF FF.
+    pub fn with_address(mut self, address: u32) -> Self {
+        self.address = address;
+        self
+    }
+
+    /// Sets the reply timeout and how many times an unanswered or garbled command is re-sent.
+    pub fn with_timeout(mut self, timeout: Duration, retries: u32) -> Self {
+        self.timeout = timeout;
+        self.retries = retries;
+        self
+    }
+
+    /// Gives the transport back.
+    pub fn into_inner(self) -> T {
+        self.io.into_inner()
+    }
+
+    /// Corrupt frames seen so far (bad checksums, impossible headers, garbage runs).
+    pub fn corrupt_frames(&self) -> u64 {
+        self.corrupt
+    }
+
+    /// Sends `instruction` and returns the acknowledgement, whatever its code. Re-sends after a
+    /// timeout or a garbled reply.
+    pub async fn command(&mut self, instruction: &Instruction) -> Result<Ack, Ef01Error> {
+        let name = instruction.name();
+        let timeout = self.timeout_for(instruction);
+        let attempts = self.retries + 1;
+        for attempt in 1..=attempts {
+            self.send(PacketKind::Command, instruction.encode()).await?;
+            match self.receive(name, timeout).await {
+                Ok(packet) if packet.kind == PacketKind::Ack => {
+                    let Some((&code, data)) = packet.payload.split_first() else {
+                        return Err(protocol(name, "empty acknowledgement"));
+                    };
+                    return Ok(Ack {
+                        code: Confirm(code),
+                        data: data.to_vec(),
+                    });
+                }
+                Ok(packet) => {
+                    tracing::debug!(command = name, kind = ?packet.kind, "ignoring non-ack packet");
+                }
+                Err(Ef01Error::Timeout { .. }) => {
+                    tracing::debug!(command = name, attempt, "no reply, re-sending");
+                }
+                Err(Ef01Error::Protocol { reason, .. }) => {
+                    tracing::debug!(command = name, attempt, %reason, "garbled reply, re-sending");
+                }
+                Err(e) => return Err(e),
+            }
+            // Drop half-read bytes so the next reply parses from a clean buffer.
+            self.io.read_buffer_mut().clear();
+        }
+        Err(Ef01Error::Timeout {
+            command: name,
+            attempts,
+        })
+    }
+
+    /// Like [`Self::command`] but any code other than OK is an error; returns the reply data.
+    pub async fn expect_ok(&mut self, instruction: &Instruction) -> Result<Vec<u8>, Ef01Error> {
+        let ack = self.command(instruction).await?;
+        if ack.code != Confirm::OK {
+            return Err(Ef01Error::Module {
+                command: instruction.name(),
+                code: ack.code,
+            });
+        }
+        Ok(ack.data)
+    }
+
+    /// HandShake. Accepts 00 (datasheet) and 55 (what Adafruit's driver expects).
+    pub async fn handshake(&mut self) -> Result<(), Ef01Error> {
+        let ack = self.command(&Instruction::HandShake).await?;
+        match ack.code {
+            Confirm::OK | Confirm::MODULE_OK => Ok(()),
+            code => Err(Ef01Error::Module {
+                command: "HandShake",
+                code,
+            }),
+        }
+    }
+
+    /// VfyPwd; must be the first command after power-on when a password is set.
+    pub async fn verify_password(&mut self, password: u32) -> Result<(), Ef01Error> {
+        self.expect_ok(&Instruction::VfyPwd { password })
+            .await
+            .map(drop)
+    }
+
+    /// ReadSysPara; also adopts the module's data packet size.
+    pub async fn read_system_parameters(&mut self) -> Result<SystemParameters, Ef01Error> {
+        let data = self.expect_ok(&Instruction::ReadSysPara).await?;
+        let params = SystemParameters::decode(&data).ok_or_else(|| {
+            protocol("ReadSysPara", format!("{} bytes instead of 16", data.len()))
+        })?;
+        self.packet_size = params.packet_size();
+        Ok(params)
+    }
+
+    /// One identify attempt: capture, extract, search `count` slots from 0.
+    pub async fn identify(&mut self, library_size: u16) -> Result<Identify, Ef01Error> {
+        let image = self.command(&Instruction::GenImg).await?;
+        match image.code {
+            Confirm::OK => {}
+            Confirm::NO_FINGER => return Ok(Identify::NoFinger),
+            Confirm::IMAGE_FAILED => return Ok(Identify::BadImage(image.code)),
+            code => {
+                return Err(Ef01Error::Module {
+                    command: "GenImg",
+                    code,
+                });
+            }
+        }
+        let tz = self.command(&Instruction::Img2Tz { buffer: 1 }).await?;
+        match tz.code {
+            Confirm::OK => {}
+            Confirm::IMAGE_MESSY | Confirm::TOO_FEW_FEATURES | Confirm::NO_VALID_IMAGE => {
+                return Ok(Identify::BadImage(tz.code));
+            }
+            code => {
+                return Err(Ef01Error::Module {
+                    command: "Img2Tz",
+                    code,
+                });
+            }
+        }
+        match self.search(1, 0, library_size).await? {
+            Some((slot, score)) => Ok(Identify::Match { slot, score }),
+            None => Ok(Identify::NoMatch),
+        }
+    }
+
+    /// Searches the library for character buffer `buffer`; `None` when not found.
+    pub async fn search(
+        &mut self,
+        buffer: u8,
+        start: u16,
+        count: u16,
+    ) -> Result<Option<(u16, u16)>, Ef01Error> {
+        let ack = self
+            .command(&Instruction::Search {
+                buffer,
+                start,
+                count,
+            })
+            .await?;
+        match ack.code {
+            Confirm::OK => match ack.data[..] {
+                [s0, s1, c0, c1, ..] => Ok(Some((
+                    u16::from_be_bytes([s0, s1]),
+                    u16::from_be_bytes([c0, c1]),
+                ))),
+                _ => Err(protocol("Search", "reply shorter than page id and score")),
+            },
+            Confirm::NOT_FOUND | Confirm::NO_MATCH => Ok(None),
+            code => Err(Ef01Error::Module {
+                command: "Search",
+                code,
+            }),
+        }
+    }
+
+    /// Polls GenImg until a finger is captured (`true`) or lifted (`false`), within `within`.
+    async fn wait_for_finger(&mut self, present: bool, within: Duration) -> Result<(), Ef01Error> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let ack = self.command(&Instruction::GenImg).await?;
+            let captured = match ack.code {
+                Confirm::OK => true,
+                Confirm::NO_FINGER => false,
+                Confirm::IMAGE_FAILED => present, // try again
+                code => {
+                    return Err(Ef01Error::Module {
+                        command: "GenImg",
+                        code,
+                    });
+                }
+            };
+            if captured == present {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Ef01Error::NoFingerInTime(within));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Enrols a finger into `slot` from `captures` placements (2 works on every model; R503
+    /// accepts up to 6), refusing a finger already in the library, and returns the template read
+    /// back out of the module for the centre.
+    pub async fn enroll(
+        &mut self,
+        slot: u16,
+        captures: u8,
+        finger_timeout: Duration,
+    ) -> Result<Vec<u8>, Ef01Error> {
+        let captures = captures.clamp(2, 6);
+        let library_size = self.read_system_parameters().await?.library_size;
+        for buffer in 1..=captures {
+            self.wait_for_finger(true, finger_timeout).await?;
+            self.expect_ok(&Instruction::Img2Tz { buffer }).await?;
+            if buffer < captures {
+                self.wait_for_finger(false, finger_timeout).await?;
+            }
+        }
+        self.expect_ok(&Instruction::RegModel).await?;
+        if let Some((existing, _)) = self.search(1, 0, library_size).await? {
+            return Err(Ef01Error::AlreadyEnrolled {
+                slot: Some(existing),
+            });
+        }
+        self.store(1, slot).await?;
+        self.upload_template(1).await
+    }
+
+    /// Stores character buffer `buffer` into `slot`.
+    pub async fn store(&mut self, buffer: u8, slot: u16) -> Result<(), Ef01Error> {
+        match self
+            .expect_ok(&Instruction::Store { buffer, page: slot })
+            .await
+        {
+            Err(Ef01Error::Module {
+                code: Confirm::ALREADY_ENROLLED,
+                ..
+            }) => Err(Ef01Error::AlreadyEnrolled { slot: None }),
+            other => other.map(drop),
+        }
+    }
+
+    /// UpChar: reads character buffer `buffer` out of the module.
+    pub async fn upload_template(&mut self, buffer: u8) -> Result<Vec<u8>, Ef01Error> {
+        self.expect_ok(&Instruction::UpChar { buffer }).await?;
+        let mut template = Vec::new();
+        loop {
+            let packet = self.receive("UpChar", self.timeout).await?;
+            match packet.kind {
+                PacketKind::Data => template.extend_from_slice(&packet.payload),
+                PacketKind::EndData => {
+                    template.extend_from_slice(&packet.payload);
+                    return Ok(template);
+                }
+                kind => {
+                    return Err(protocol(
+                        "UpChar",
+                        format!("{kind:?} packet inside a transfer"),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// DownChar then Store: loads a template from the host into `slot`.
+    pub async fn load_template(&mut self, slot: u16, template: &[u8]) -> Result<(), Ef01Error> {
+        if template.is_empty() {
+            return Err(protocol("DownChar", "empty template"));
+        }
+        self.expect_ok(&Instruction::DownChar { buffer: 1 }).await?;
+        for packet in split_data(self.address, template, self.packet_size) {
+            self.io.feed(packet).await?;
+        }
+        self.io.flush().await?;
+        self.store(1, slot).await
+    }
+
+    /// Deletes `count` slots from `slot`.
+    pub async fn delete(&mut self, slot: u16, count: u16) -> Result<(), Ef01Error> {
+        self.expect_ok(&Instruction::DeleteChar { page: slot, count })
+            .await
+            .map(drop)
+    }
+
+    /// Erases the whole library.
+    pub async fn empty(&mut self) -> Result<(), Ef01Error> {
+        self.expect_ok(&Instruction::Empty).await.map(drop)
+    }
+
+    /// Number of stored templates.
+    pub async fn template_count(&mut self) -> Result<u16, Ef01Error> {
+        let data = self.expect_ok(&Instruction::TemplateNum).await?;
+        match data[..] {
+            [hi, lo, ..] => Ok(u16::from_be_bytes([hi, lo])),
+            _ => Err(protocol("TemplateNum", "reply shorter than a count")),
+        }
+    }
+
+    /// Occupied slots below `library_size`, from ReadIndexTable (bit 0 of byte 0 is slot 0).
+    pub async fn occupied_slots(&mut self, library_size: u16) -> Result<Vec<u16>, Ef01Error> {
+        let mut slots = Vec::new();
+        for page in 0..library_size.div_ceil(256).min(4) as u8 {
+            let table = self
+                .expect_ok(&Instruction::ReadIndexTable { page })
+                .await?;
+            for (byte_index, byte) in table.iter().take(32).enumerate() {
+                for bit in 0..8 {
+                    let slot = u16::from(page) * 256 + byte_index as u16 * 8 + bit;
+                    if byte & (1 << bit) != 0 && slot < library_size {
+                        slots.push(slot);
+                    }
+                }
+            }
+        }
+        Ok(slots)
+    }
+
+    /// Makes the module's library hold exactly the roster's slots: deletes slots the roster does
+    /// not have and loads the roster's templates the module lacks. A slot present on both sides is
+    /// trusted (templates cannot be compared without reading each one out).
+    pub async fn reconcile(
+        &mut self,
+        roster: &BTreeMap<u16, Vec<u8>>,
+    ) -> Result<Reconciled, Ef01Error> {
+        let params = self.read_system_parameters().await?;
+        if let Some((&slot, _)) = roster.range(params.library_size..).next() {
+            return Err(protocol(
+                "Store",
+                format!(
+                    "roster slot {slot} is beyond the module's library of {}",
+                    params.library_size
+                ),
+            ));
+        }
+        let occupied = self.occupied_slots(params.library_size).await?;
+        let mut done = Reconciled::default();
+        for &slot in occupied.iter().filter(|s| !roster.contains_key(s)) {
+            self.delete(slot, 1).await?;
+            done.deleted.push(slot);
+        }
+        for (&slot, template) in roster
+            .iter()
+            .filter(|(s, _)| occupied.binary_search(s).is_err())
+        {
+            self.load_template(slot, template).await?;
+            done.loaded.push(slot);
+        }
+        Ok(done)
+    }
+
+    /// R503 Aura LED: control (1 breathe, 2 flash, 3 on, 4 off, 5 fade on, 6 fade off),
+    /// speed, colour (1 red .. 7 white), count (0 = forever).
+    pub async fn aura(
+        &mut self,
+        control: u8,
+        speed: u8,
+        colour: u8,
+        count: u8,
+    ) -> Result<(), Ef01Error> {
+        self.expect_ok(&Instruction::AuraLedConfig {
+            control,
+            speed,
+            colour,
+            count,
+        })
+        .await
+        .map(drop)
+    }
+
+    /// SoftReset, then waits for the module's 0x55 and checks it answers again.
+    pub async fn soft_reset(&mut self) -> Result<(), Ef01Error> {
+        self.expect_ok(&Instruction::SoftReset).await?;
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.io.next()).await {
+                Ok(Some(Ok(Err(FrameError::Garbage(bytes))))) if bytes.contains(&0x55) => break,
+                Ok(Some(Ok(_))) => continue,
+                Ok(Some(Err(e))) => return Err(e.into()),
+                Ok(None) => return Err(Ef01Error::Closed),
+                // Tolerate modules that skip the 0x55: the handshake below decides.
+                Err(_) => break,
+            }
+        }
+        self.handshake().await
+    }
+
+    async fn send(&mut self, kind: PacketKind, payload: Vec<u8>) -> Result<(), Ef01Error> {
+        let packet = Packet {
+            address: self.address,
+            kind,
+            payload,
+        };
+        self.io.send(packet).await?;
+        Ok(())
+    }
+
+    /// Next valid packet from our module within `timeout`. Garbage before it is skipped;
+    /// a corrupt frame is reported as a protocol error so the caller can re-send.
+    async fn receive(
+        &mut self,
+        command: &'static str,
+        timeout: Duration,
+    ) -> Result<Packet, Ef01Error> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let item = tokio::time::timeout_at(deadline, self.io.next())
+                .await
+                .map_err(|_| Ef01Error::Timeout {
+                    command,
+                    attempts: 1,
+                })?;
+            match item {
+                None => return Err(Ef01Error::Closed),
+                Some(Err(e)) => return Err(e.into()),
+                Some(Ok(Err(FrameError::Garbage(bytes)))) => {
+                    self.corrupt += 1;
+                    tracing::debug!(command, skipped = bytes.len(), "garbage on the line");
+                }
+                Some(Ok(Err(e))) => {
+                    self.corrupt += 1;
+                    return Err(protocol(command, e.to_string()));
+                }
+                Some(Ok(Ok(packet))) if packet.address != self.address => {
+                    tracing::debug!(
+                        command,
+                        address = packet.address,
+                        "packet for another address"
+                    );
+                }
+                Some(Ok(Ok(packet))) => return Ok(packet),
+            }
+        }
+    }
+
+    fn timeout_for(&self, instruction: &Instruction) -> Duration {
+        match instruction {
+            // Searching 1000 prints, erasing or writing flash take longer than a plain reply.
+            Instruction::Search { .. }
+            | Instruction::HighSpeedSearch { .. }
+            | Instruction::Empty
+            | Instruction::Store { .. }
+            | Instruction::DeleteChar { .. }
+            | Instruction::GenImg => self.timeout * 3,
+            _ => self.timeout,
+        }
+    }
+}
+
+fn protocol(command: &'static str, reason: impl Into<String>) -> Ef01Error {
+    Ef01Error::Protocol {
+        command,
+        reason: reason.into(),
+    }
+}

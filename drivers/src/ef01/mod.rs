@@ -1,0 +1,61 @@
+//! Grow / ZhianTec "EF01" fingerprint modules: R305, R307, R503, AS608, ZFM-20.
+//!
+//! [`codec`] parses and builds packets with no I/O; [`instruction`] names the instructions and
+//! confirmation codes; [`Ef01`] is the async device over any `AsyncRead + AsyncWrite`; [`sim`] is
+//! a byte-level module for tests and the demo.
+//!
+//! # Wiring (Raspberry Pi 4/5)
+//!
+//! | module wire (R503 colours)   | Pi pin                                   |
+//! |------------------------------|------------------------------------------|
+//! | V+ (red), 3.3 V              | pin 1 or 17 (3.3 V)                      |
+//! | GND (black)                  | pin 6 (or any GND)                       |
+//! | TX (yellow)                  | the UART's RX (UART0: GPIO15, pin 10)    |
+//! | RX (green)                   | the UART's TX (UART0: GPIO14, pin 8)     |
+//! | WAKEUP (blue, R503)          | optional GPIO input: low while a finger touches |
+//! | 3.3VT (white, R503)          | 3.3 V, powers the touch circuit          |
+//!
+//! R503 and AS608 run on 3.3 V and talk 3.3 V logic: wire them straight to the Pi. R305/R307
+//! boards want 3.6-6 V on V+ (feed 5 V) but their TX idles at 3.3 V on most boards; measure it,
+//! and use a level shifter if it reads 5 V. Pi GPIO pins are not 5 V tolerant.
+//!
+//! # UART setup
+//!
+//! Use a PL011 UART (`/dev/ttyAMA*`); the mini UART (`/dev/ttyS0`) drifts with the core clock
+//! and corrupts frames under load. In `/boot/firmware/config.txt`:
+//!
+//! ```text
+//! enable_uart=1
+//! dtoverlay=disable-bt      # gives the PL011 on GPIO14/15 back from Bluetooth (Pi 3/4)
+//! dtoverlay=uart2           # extra PL011s on a Pi 4: uart2..uart5, one per reader
+//! ```
+//!
+//! Turn the serial console off (`sudo raspi-config` > Interface > Serial: login shell No,
+//! hardware Yes), or remove `console=serial0,115200` from `cmdline.txt`: otherwise the module
+//! receives login prompts and the driver sees garbage. The default speed is 57600 baud 8N1
+//! (`baud` in the config if the module was changed; 9600 x N).
+//!
+//! # Permissions
+//!
+//! The serial device belongs to group `dialout`: `sudo usermod -aG dialout rollcall`, then
+//! restart the service. "permission denied" in the reader's health means exactly this.
+//!
+//! # Troubleshooting
+//!
+//! - Health says "no valid reply": check V+ (3.3 V), TX/RX crossed, the baud rate, and that no
+//!   getty or other program holds the port (`sudo fuser /dev/ttyAMA0`).
+//! - Frequent "garbage on the line" at debug level: a mini UART, a long unshielded cable, or the
+//!   console is still on. The driver resynchronises on the next `EF 01` and re-sends.
+//! - "wrong password" / "password must be verified": set `password` in the reader's config.
+//! - Prints never match: templates are per model; a template from an R307 does not load into an
+//!   R503. Re-enrol on the model that will match.
+//! - The module holds its templates in clear in its own flash (a hardware limit): the gateway
+//!   keeps the authoritative copies encrypted and reconciles the module's library at start.
+
+pub mod codec;
+mod device;
+pub mod instruction;
+pub mod sim;
+
+pub use device::{Ack, Ef01, Ef01Error, Identify, Reconciled};
+pub use instruction::{Confirm, Instruction, SystemParameters};

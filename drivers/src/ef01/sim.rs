@@ -1,0 +1,514 @@
+//! A byte-level EF01 module: feed it the host's bytes, it answers the bytes a module would.
+//! Fingers are template byte strings; a search matches a library slot holding the same bytes.
+//! Faults are injected per reply, so tests can garble exactly the exchange they target.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+use super::codec::{DEFAULT_ADDRESS, Decoded, Packet, PacketKind, parse, split_data};
+use super::instruction::{Confirm, Instruction, SystemParameters};
+
+/// What kind of module to imitate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SimModel {
+    /// Library slots (R503: 200, R307: 1000).
+    pub library_size: u16,
+    /// Template length in bytes (R503: 1536, R30x: 512).
+    pub template_len: usize,
+    /// Data packet size code 0..3.
+    pub packet_size_code: u16,
+    /// Whether the Aura LED instruction is supported (R503 only).
+    pub aura: bool,
+    /// Whether Store refuses a template already in another slot (answers 0x27).
+    pub reject_duplicates: bool,
+}
+
+impl SimModel {
+    /// An R503: 200 slots, 1536-byte templates, Aura LED.
+    pub const R503: SimModel = SimModel {
+        library_size: 200,
+        template_len: 1536,
+        packet_size_code: 2,
+        aura: true,
+        reject_duplicates: true,
+    };
+    /// An R307: 1000 slots, 512-byte templates, no Aura LED.
+    pub const R307: SimModel = SimModel {
+        library_size: 1000,
+        template_len: 512,
+        packet_size_code: 2,
+        aura: false,
+        reject_duplicates: false,
+    };
+}
+
+/// A fault applied to the next reply the module sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// The checksum is off by one.
+    BadChecksum,
+    /// Only the first n bytes are sent.
+    Truncate(usize),
+    /// These bytes are sent first.
+    GarbageBefore(Vec<u8>),
+    /// Nothing is sent (a timeout on the host's side).
+    NoReply,
+    /// The instruction is not executed and answers this code instead (library full, already
+    /// enrolled, hardware error...).
+    Code(Confirm),
+}
+
+/// The simulated module's state.
+#[derive(Debug)]
+pub struct Ef01Sim {
+    model: SimModel,
+    address: u32,
+    password: u32,
+    verified: bool,
+    security_level: u16,
+    baud_multiplier: u16,
+    library: BTreeMap<u16, Vec<u8>>,
+    fingers: VecDeque<Vec<u8>>,
+    image: Option<Vec<u8>>,
+    buffers: [Option<Vec<u8>>; 6],
+    receiving: Option<(u8, Vec<u8>)>,
+    faults: VecDeque<Fault>,
+    stuck: bool,
+    input: Vec<u8>,
+    aura: Option<[u8; 4]>,
+    received: Vec<Instruction>,
+}
+
+impl Ef01Sim {
+    /// A powered-on module with an empty library, default address and password 0.
+    pub fn new(model: SimModel) -> Self {
+        Self {
+            model,
+            address: DEFAULT_ADDRESS,
+            password: 0,
+            verified: false,
+            security_level: 3,
+            baud_multiplier: 6,
+            library: BTreeMap::new(),
+            fingers: VecDeque::new(),
+            image: None,
+            buffers: Default::default(),
+            receiving: None,
+            faults: VecDeque::new(),
+            stuck: false,
+            input: Vec::new(),
+            aura: None,
+            received: Vec::new(),
+        }
+    }
+
+    /// Sets a password the host must verify first.
+    pub fn set_password(&mut self, password: u32) {
+        self.password = password;
+    }
+
+    /// Puts a template straight into a slot (enrolled earlier, by hand).
+    pub fn insert(&mut self, slot: u16, template: Vec<u8>) {
+        self.library.insert(slot, template);
+    }
+
+    /// The library as it stands.
+    pub fn library(&self) -> &BTreeMap<u16, Vec<u8>> {
+        &self.library
+    }
+
+    /// A finger is placed: the next GenImg captures it (one capture per placement).
+    pub fn place_finger(&mut self, template: Vec<u8>) {
+        self.fingers.push_back(template);
+    }
+
+    /// Placements not yet captured.
+    pub fn fingers_waiting(&self) -> usize {
+        self.fingers.len()
+    }
+
+    /// Queues a fault for the next reply.
+    pub fn inject(&mut self, fault: Fault) {
+        self.faults.push_back(fault);
+    }
+
+    /// A stuck module reads everything and answers nothing.
+    pub fn set_stuck(&mut self, stuck: bool) {
+        self.stuck = stuck;
+    }
+
+    /// Last Aura LED setting: control, speed, colour, count.
+    pub fn aura(&self) -> Option<[u8; 4]> {
+        self.aura
+    }
+
+    /// Every instruction received so far.
+    pub fn received(&self) -> &[Instruction] {
+        &self.received
+    }
+
+    /// A deterministic fake template of the model's length for a finger identified by `seed`.
+    pub fn template_for(&self, seed: u32) -> Vec<u8> {
+        let mut x = u64::from(seed).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..self.model.template_len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    /// Feeds the host's bytes; returns what the module sends back.
+    pub fn receive(&mut self, bytes: &[u8]) -> Vec<u8> {
+        self.input.extend_from_slice(bytes);
+        let mut out = Vec::new();
+        loop {
+            match parse(&self.input) {
+                Ok(Decoded::NeedMore(_)) => break,
+                Ok(Decoded::Packet { packet, len }) => {
+                    self.input.drain(..len);
+                    if packet.address == self.address && !self.stuck {
+                        self.handle(packet, &mut out);
+                    }
+                }
+                Err(e) => {
+                    self.input.drain(..e.skip().min(self.input.len()));
+                }
+            }
+        }
+        out
+    }
+
+    fn handle(&mut self, packet: Packet, out: &mut Vec<u8>) {
+        match packet.kind {
+            PacketKind::Data | PacketKind::EndData => {
+                if let Some((buffer, data)) = &mut self.receiving {
+                    data.extend_from_slice(&packet.payload);
+                    if packet.kind == PacketKind::EndData {
+                        let buffer = *buffer;
+                        let data = std::mem::take(data);
+                        self.receiving = None;
+                        self.set_buffer(buffer, data);
+                    }
+                }
+            }
+            PacketKind::Ack => {}
+            PacketKind::Command => {
+                self.receiving = None;
+                let Some(instruction) = Instruction::decode(&packet.payload) else {
+                    self.reply(Confirm::UNSUPPORTED, &[], out);
+                    return;
+                };
+                self.received.push(instruction.clone());
+                if let Some(Fault::Code(code)) = self.faults.front().cloned() {
+                    self.faults.pop_front();
+                    self.reply(code, &[], out);
+                    return;
+                }
+                let locked = self.password != 0 && !self.verified;
+                if locked && !matches!(instruction, Instruction::VfyPwd { .. }) {
+                    self.reply(Confirm::PASSWORD_REQUIRED, &[], out);
+                    return;
+                }
+                self.execute(instruction, out);
+            }
+        }
+    }
+
+    fn execute(&mut self, instruction: Instruction, out: &mut Vec<u8>) {
+        use Instruction::*;
+        let (code, data): (Confirm, Vec<u8>) = match instruction {
+            GenImg => match self.fingers.pop_front() {
+                Some(finger) => {
+                    self.image = Some(finger);
+                    (Confirm::OK, vec![])
+                }
+                None => (Confirm::NO_FINGER, vec![]),
+            },
+            Img2Tz { buffer } => match (self.buffer_index(buffer), self.image.take()) {
+                (None, _) => (Confirm::INVALID_REGISTER, vec![]),
+                (_, None) => (Confirm::NO_VALID_IMAGE, vec![]),
+                (Some(_), Some(image)) => {
+                    self.set_buffer(buffer, image);
+                    (Confirm::OK, vec![])
+                }
+            },
+            Match => match (&self.buffers[0], &self.buffers[1]) {
+                (Some(a), Some(b)) if a == b => (Confirm::OK, 200u16.to_be_bytes().to_vec()),
+                _ => (Confirm::NO_MATCH, 0u16.to_be_bytes().to_vec()),
+            },
+            Search {
+                buffer,
+                start,
+                count,
+            }
+            | HighSpeedSearch {
+                buffer,
+                start,
+                count,
+            } => self.search(buffer, start, count),
+            RegModel => {
+                let filled: Vec<&Vec<u8>> = self.buffers.iter().flatten().collect();
+                if filled.len() >= 2 && filled.iter().all(|b| *b == filled[0]) {
+                    let template = filled[0].clone();
+                    self.buffers[1] = Some(template.clone());
+                    self.buffers[0] = Some(template);
+                    (Confirm::OK, vec![])
+                } else {
+                    (Confirm::MERGE_FAILED, vec![])
+                }
+            }
+            Store { buffer, page } => (self.store(buffer, page), vec![]),
+            LoadChar { buffer, page } => match self.library.get(&page).cloned() {
+                None if page >= self.model.library_size => (Confirm::BAD_PAGE, vec![]),
+                None => (Confirm::BAD_TEMPLATE, vec![]),
+                Some(t) if self.buffer_index(buffer).is_some() => {
+                    self.set_buffer(buffer, t);
+                    (Confirm::OK, vec![])
+                }
+                Some(_) => (Confirm::INVALID_REGISTER, vec![]),
+            },
+            UpChar { buffer } => {
+                let data = self
+                    .buffer_index(buffer)
+                    .and_then(|i| self.buffers[i].clone());
+                match data {
+                    Some(data) => {
+                        self.reply(Confirm::OK, &[], out);
+                        let size = 32usize << self.model.packet_size_code.min(3);
+                        for p in split_data(self.address, &data, size) {
+                            p.encode_into(out);
+                        }
+                        return;
+                    }
+                    None => (Confirm::UPLOAD_FAILED, vec![]),
+                }
+            }
+            DownChar { buffer } => match self.buffer_index(buffer) {
+                Some(_) => {
+                    self.receiving = Some((buffer, Vec::new()));
+                    (Confirm::OK, vec![])
+                }
+                None => (Confirm::CANNOT_RECEIVE, vec![]),
+            },
+            DeleteChar { page, count } => {
+                let end = u32::from(page) + u32::from(count);
+                if count == 0 || end > u32::from(self.model.library_size) {
+                    (Confirm::DELETE_FAILED, vec![])
+                } else {
+                    self.library
+                        .retain(|s, _| u32::from(*s) < u32::from(page) || u32::from(*s) >= end);
+                    (Confirm::OK, vec![])
+                }
+            }
+            Empty => {
+                self.library.clear();
+                (Confirm::OK, vec![])
+            }
+            SetSysPara { parameter, value } => match (parameter, value) {
+                (4, 1..=12) => {
+                    self.baud_multiplier = value.into();
+                    (Confirm::OK, vec![])
+                }
+                (5, 1..=5) => {
+                    self.security_level = value.into();
+                    (Confirm::OK, vec![])
+                }
+                (6, 0..=3) => {
+                    self.model.packet_size_code = value.into();
+                    (Confirm::OK, vec![])
+                }
+                _ => (Confirm::INVALID_REGISTER, vec![]),
+            },
+            ReadSysPara => (Confirm::OK, self.parameters().encode()),
+            SetPwd { password } => {
+                self.password = password;
+                (Confirm::OK, vec![])
+            }
+            VfyPwd { password } => {
+                self.verified = password == self.password;
+                let code = if self.verified {
+                    Confirm::OK
+                } else {
+                    Confirm::WRONG_PASSWORD
+                };
+                (code, vec![])
+            }
+            TemplateNum => (
+                Confirm::OK,
+                (self.library.len() as u16).to_be_bytes().to_vec(),
+            ),
+            ReadIndexTable { page } if page <= 3 => {
+                let mut table = vec![0u8; 32];
+                for &slot in self.library.keys() {
+                    if slot / 256 == u16::from(page) {
+                        let bit = usize::from(slot % 256);
+                        table[bit / 8] |= 1 << (bit % 8);
+                    }
+                }
+                (Confirm::OK, table)
+            }
+            ReadIndexTable { .. } => (Confirm::BAD_PAGE, vec![]),
+            AuraLedConfig {
+                control,
+                speed,
+                colour,
+                count,
+            } if self.model.aura => {
+                self.aura = Some([control, speed, colour, count]);
+                (Confirm::OK, vec![])
+            }
+            AuraLedConfig { .. } => (Confirm::UNSUPPORTED, vec![]),
+            SoftReset => {
+                self.reply(Confirm::OK, &[], out);
+                self.verified = false;
+                self.buffers = Default::default();
+                self.image = None;
+                out.push(0x55);
+                return;
+            }
+            HandShake => (Confirm::MODULE_OK, vec![]),
+        };
+        self.reply(code, &data, out);
+    }
+
+    fn search(&self, buffer: u8, start: u16, count: u16) -> (Confirm, Vec<u8>) {
+        let Some(query) = self
+            .buffer_index(buffer)
+            .and_then(|i| self.buffers[i].as_ref())
+        else {
+            return (Confirm::NO_VALID_IMAGE, vec![]);
+        };
+        let end = (u32::from(start) + u32::from(count)).min(u32::from(self.model.library_size));
+        let found = self
+            .library
+            .range(start..)
+            .take_while(|(s, _)| u32::from(**s) < end)
+            .find(|(_, t)| *t == query);
+        match found {
+            Some((slot, _)) => (
+                Confirm::OK,
+                [slot.to_be_bytes(), 150u16.to_be_bytes()].concat(),
+            ),
+            None => (Confirm::NOT_FOUND, vec![0, 0, 0, 0]),
+        }
+    }
+
+    fn store(&mut self, buffer: u8, page: u16) -> Confirm {
+        let Some(template) = self
+            .buffer_index(buffer)
+            .and_then(|i| self.buffers[i].clone())
+        else {
+            return Confirm::INVALID_REGISTER;
+        };
+        if page >= self.model.library_size {
+            return Confirm::BAD_PAGE;
+        }
+        if !self.library.contains_key(&page)
+            && self.library.len() >= usize::from(self.model.library_size)
+        {
+            return Confirm::LIBRARY_FULL;
+        }
+        if self.model.reject_duplicates
+            && self
+                .library
+                .iter()
+                .any(|(s, t)| *s != page && *t == template)
+        {
+            return Confirm::ALREADY_ENROLLED;
+        }
+        self.library.insert(page, template);
+        Confirm::OK
+    }
+
+    fn parameters(&self) -> SystemParameters {
+        SystemParameters {
+            status: 0,
+            system_id: 0x0009,
+            library_size: self.model.library_size,
+            security_level: self.security_level,
+            address: self.address,
+            packet_size_code: self.model.packet_size_code,
+            baud_multiplier: self.baud_multiplier,
+        }
+    }
+
+    fn buffer_index(&self, buffer: u8) -> Option<usize> {
+        let max = if self.model.aura { 6 } else { 2 };
+        (1..=max).contains(&buffer).then(|| usize::from(buffer - 1))
+    }
+
+    fn set_buffer(&mut self, buffer: u8, data: Vec<u8>) {
+        if let Some(i) = self.buffer_index(buffer) {
+            self.buffers[i] = Some(data);
+        }
+    }
+
+    fn reply(&mut self, code: Confirm, data: &[u8], out: &mut Vec<u8>) {
+        let packet = Packet {
+            address: self.address,
+            kind: PacketKind::Ack,
+            payload: [&[code.0][..], data].concat(),
+        };
+        let mut bytes = packet.encode();
+        match self.faults.pop_front() {
+            None | Some(Fault::Code(_)) => {}
+            Some(Fault::BadChecksum) => {
+                if let Some(last) = bytes.last_mut() {
+                    *last = last.wrapping_add(1);
+                }
+            }
+            Some(Fault::Truncate(n)) => bytes.truncate(n),
+            Some(Fault::GarbageBefore(garbage)) => bytes.splice(0..0, garbage).for_each(drop),
+            Some(Fault::NoReply) => bytes.clear(),
+        }
+        out.extend_from_slice(&bytes);
+    }
+}
+
+/// A shared handle on a running simulator, for tests and the simulated reader bridge.
+/// The lock is never held across an await.
+#[derive(Debug, Clone)]
+pub struct SimHandle(Arc<Mutex<Ef01Sim>>);
+
+impl SimHandle {
+    /// Wraps a simulator.
+    pub fn new(sim: Ef01Sim) -> Self {
+        Self(Arc::new(Mutex::new(sim)))
+    }
+
+    /// Locks the simulator to inspect or change it.
+    pub fn lock(&self) -> MutexGuard<'_, Ef01Sim> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Answers the host on `io` until `shutdown` or until the host closes the line.
+    pub async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        mut io: T,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
+        let mut buf = [0u8; 512];
+        loop {
+            let n = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                n = io.read(&mut buf) => n?,
+            };
+            if n == 0 {
+                return Ok(());
+            }
+            let out = self.lock().receive(&buf[..n]);
+            if !out.is_empty() {
+                io.write_all(&out).await?;
+                io.flush().await?;
+            }
+        }
+    }
+}
