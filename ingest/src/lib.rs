@@ -1,1 +1,102 @@
-//! placeholder
+//! `rollcall-ingest`: Rollcall's central service. It consumes punch batches and heartbeats from
+//! MQTT (a shared, persistent subscription, so replicas split the load), writes each batch in
+//! one PostgreSQL transaction into the CampsHub360 schema and its own `rollcall` schema, acks
+//! the broker and each device only after COMMIT, and runs the attendance jobs that CampsHub360
+//! declares but never runs.
+//!
+//! * [`punch`]: decode and check a message (pure); refusals become dead letters.
+//! * [`decide`]: a punch's outcome from what the database knows (pure).
+//! * [`db`]: pool, migrations and schema check, the batch writer.
+//! * [`consumer`]: the MQTT loop, batching, acks.
+//! * [`jobs`]: scheduled jobs, exactly once per occurrence across replicas.
+//! * [`metrics`], [`config`].
+//!
+//! Entry point: [`run`].
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod consumer;
+pub mod db;
+pub mod decide;
+pub mod jobs;
+pub mod metrics;
+pub mod punch;
+
+use config::Config;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// The service's failures.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// Configuration.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// Database.
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+    /// Something to fix before starting (files, TLS material).
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Connects, migrates (when configured), then consumes and runs jobs until `shutdown`.
+/// Returns once the batch in flight is committed and acked, or abandoned unacked.
+pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), IngestError> {
+    run_with_metrics(cfg, Arc::new(metrics::Metrics::new()), shutdown).await
+}
+
+/// [`run`] with a caller-held metrics registry.
+pub async fn run_with_metrics(
+    cfg: Config,
+    metrics: Arc<metrics::Metrics>,
+    shutdown: CancellationToken,
+) -> Result<(), IngestError> {
+    let pool = db::pool(&cfg.database.url, cfg.database.pool_size)?;
+    if cfg.database.migrate_on_start {
+        let mut backoff = std::time::Duration::from_millis(200);
+        loop {
+            let attempt = async {
+                let mut c = pool.get().await?;
+                db::schema::migrate(&mut c, cfg.database.schema_mode).await
+            };
+            match attempt.await {
+                Ok(r) => {
+                    info!(created_tables = ?r.created_tables, applied = ?r.applied, "database ready");
+                    break;
+                }
+                Err(e) if e.is_transient() => {
+                    warn!(error = %e, "database not reachable; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    let tracker = tokio_util::task::TaskTracker::new();
+    let aux_stop = CancellationToken::new();
+    if let Some(addr) = cfg.metrics.listen {
+        let (m, s) = (metrics.clone(), aux_stop.clone());
+        tracker.spawn(async move {
+            if let Err(e) = metrics::serve(addr, m, s).await {
+                warn!(%addr, error = %e, "metrics endpoint failed");
+            }
+        });
+    }
+    {
+        let (c, p, m, s) = (cfg.clone(), pool.clone(), metrics.clone(), shutdown.clone());
+        tracker.spawn(async move { jobs::run(&c, p, m, s).await });
+    }
+    let result = consumer::run(&cfg, pool, metrics, shutdown.clone()).await;
+    shutdown.cancel();
+    aux_stop.cancel();
+    tracker.close();
+    tracker.wait().await;
+    info!("stopped");
+    result
+}

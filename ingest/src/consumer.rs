@@ -1,0 +1,356 @@
+//! The MQTT side: a shared, persistent subscription to every device's punches and status, a
+//! batching writer loop, and the acks, which go out only after COMMIT.
+//!
+//! Two tasks: the event loop (rumqttc must be polled continuously, for keep-alives and to send
+//! our acks) hands every publish to the writer over an unbounded channel. The channel is
+//! bounded in practice by the broker: it sends at most its in-flight window of unacked QoS 1
+//! messages (Mosquitto `max_inflight_messages`, 20 by default; raise it for ingest), and we
+//! ack only after COMMIT. The writer takes what has arrived (up to the batch limits, waiting
+//! at most `linger_ms` for more), writes it in one transaction, then acks each message to the
+//! broker and publishes each device's application ack (QoS 1). A batch that fails on a lost
+//! connection is retried with backoff; one that PostgreSQL refuses outright is split into
+//! single messages so only the culprit goes to the dead letters.
+
+use crate::IngestError;
+use crate::config::Config;
+use crate::db::DbError;
+use crate::db::writer::{self, BatchReport, WriterSettings};
+use crate::metrics::{DeviceLabel, Metrics};
+use crate::punch::{DeadLetter, DeadReason, Envelope, Message};
+use deadpool_postgres::Pool;
+use rollcall_protocol::{topic, v1};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS, Transport};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+struct Incoming {
+    publish: Publish,
+    received: Instant,
+}
+
+/// Builds the client options from the config.
+pub fn mqtt_options(cfg: &Config) -> Result<MqttOptions, IngestError> {
+    let (host, port, tls) = cfg.broker()?;
+    let mut o = MqttOptions::new(format!("rollcall-ingest-{}", cfg.node_name), host, port);
+    o.set_clean_session(false)
+        .set_manual_acks(true)
+        .set_keep_alive(Duration::from_secs(cfg.mqtt.keep_alive_s.max(5)))
+        .set_max_packet_size(v1::MAX_MESSAGE_BYTES + 16 * 1024, 64 * 1024)
+        .set_inflight(1000);
+    if let Some(user) = &cfg.mqtt.username {
+        let pass = match &cfg.mqtt.password_file {
+            Some(p) => std::fs::read_to_string(p)
+                .map_err(|e| {
+                    IngestError::Setup(format!("mqtt.password_file {}: {e}", p.display()))
+                })?
+                .trim()
+                .to_string(),
+            None => String::new(),
+        };
+        o.set_credentials(user, pass);
+    }
+    if tls {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| IngestError::Setup(format!("{}: {e}", p.display())))
+        };
+        let ca = match &cfg.mqtt.ca_file {
+            Some(p) => read(p)?,
+            None => return Err(IngestError::Setup("mqtts:// needs mqtt.ca_file".into())),
+        };
+        let client_auth = match (&cfg.mqtt.client_cert, &cfg.mqtt.client_key) {
+            (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+            _ => None,
+        };
+        o.set_transport(Transport::tls(ca, client_auth, None));
+    }
+    Ok(o)
+}
+
+fn shared(group: &str, filter: &str) -> String {
+    format!("$share/{group}/{filter}")
+}
+
+async fn event_loop(
+    mut el: EventLoop,
+    client: AsyncClient,
+    group: String,
+    tx: mpsc::UnboundedSender<Incoming>,
+    stop: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let ev = tokio::select! {
+            _ = stop.cancelled() => break,
+            ev = el.poll() => ev,
+        };
+        match ev {
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                if tx
+                    .send(Incoming {
+                        publish: p,
+                        received: Instant::now(),
+                    })
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            Ok(Event::Incoming(Packet::ConnAck(c))) => {
+                backoff = Duration::from_millis(200);
+                info!(session_present = c.session_present, "connected to broker");
+                // Re-subscribing on a resumed session is harmless; on a new one it is needed.
+                for f in [topic::ALL_PUNCHES, topic::ALL_STATUS] {
+                    if let Err(e) = client.try_subscribe(shared(&group, f), QoS::AtLeastOnce) {
+                        warn!(error = %e, "subscribe request not queued");
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "broker connection lost; reconnecting");
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+    // Flush our queued acks and the DISCONNECT (bounded).
+    let _ = client.try_disconnect();
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Ok(ev) = el.poll().await {
+            if matches!(ev, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Consumes until `stop`; returns after the batch in flight is committed (and acked) or
+/// abandoned (not acked: the broker redelivers it).
+pub async fn run(
+    cfg: &Config,
+    pool: Pool,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) -> Result<(), IngestError> {
+    let opts = mqtt_options(cfg)?;
+    let (client, el) = AsyncClient::new(opts, 4096);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let loop_stop = CancellationToken::new();
+    let el_task = tokio::spawn(event_loop(
+        el,
+        client.clone(),
+        cfg.mqtt.share_group.clone(),
+        tx,
+        loop_stop.clone(),
+    ));
+    let settings = WriterSettings {
+        node: cfg.node_name.clone(),
+        tz: cfg.campus_tz().unwrap_or(chrono_tz::Asia::Kolkata),
+        clock: cfg.campus.session_clock,
+        default_grace_minutes: cfg.attendance.default_grace_minutes,
+        early_arrival_minutes: cfg.ingest.early_arrival_minutes,
+        max_future_skew_s: cfg.ingest.max_future_skew_s,
+    };
+    loop {
+        let first = tokio::select! {
+            _ = stop.cancelled() => break,
+            m = rx.recv() => match m { Some(m) => m, None => break },
+        };
+        let mut batch = vec![first];
+        let mut punches = 0usize;
+        let deadline = tokio::time::Instant::now() + cfg.linger();
+        while batch.len() < cfg.ingest.max_batch_messages && punches < cfg.ingest.max_batch_punches
+        {
+            let next = match rx.try_recv() {
+                Ok(m) => m,
+                Err(_) => tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => break,
+                    m = rx.recv() => match m { Some(m) => m, None => break },
+                },
+            };
+            punches += next.publish.payload.len() / 64; // rough: a punch is ~100 bytes of CBOR
+            batch.push(next);
+        }
+        let envs: Vec<Envelope> = batch
+            .iter()
+            .map(|i| Envelope::new(&i.publish.topic, i.publish.payload.clone()))
+            .collect();
+        let Some(report) = commit_with_retry(&pool, &envs, &settings, &metrics, &stop).await else {
+            info!(
+                messages = batch.len(),
+                "shutdown with a batch not committed: abandoned, the broker redelivers it"
+            );
+            break;
+        };
+        let committed = Instant::now();
+        for i in &batch {
+            if let Err(e) = client.ack(&i.publish).await {
+                warn!(error = %e, "broker ack not queued");
+            }
+        }
+        for a in &report.acks {
+            let ack = v1::Ack {
+                device_id: a.device_id.clone(),
+                epoch: a.epoch,
+                up_to_seq: a.up_to_seq,
+            };
+            let t = topic::build(&a.site, &a.device_id, topic::Kind::Ack);
+            if let Err(e) = client
+                .publish(t, QoS::AtLeastOnce, false, ack.encode())
+                .await
+            {
+                warn!(device = %a.device_id, error = %e, "device ack not queued");
+            }
+        }
+        metrics
+            .ack_after_commit_seconds
+            .observe(committed.elapsed().as_secs_f64());
+        record(&metrics, &batch, &envs, &report);
+    }
+    loop_stop.cancel();
+    let _ = el_task.await;
+    Ok(())
+}
+
+fn record(m: &Metrics, batch: &[Incoming], envs: &[Envelope], r: &BatchReport) {
+    let mut n = 0u64;
+    for e in envs {
+        let kind = match &e.msg {
+            Message::Punches(b) => {
+                n += b.punches.len() as u64;
+                "punches"
+            }
+            Message::Status(_) => "status",
+            Message::Dead(_) => "dead",
+        };
+        Metrics::inc(&m.messages, kind, 1);
+    }
+    m.batch_punches.observe(n as f64);
+    for (o, c) in &r.outcomes {
+        Metrics::inc(&m.punches, o, *c);
+    }
+    m.replayed.inc_by(r.replayed);
+    for d in &r.dead {
+        Metrics::inc(&m.dead_letters, d.as_str(), 1);
+    }
+    for (dev, p) in &r.pending {
+        m.unacked_seqs
+            .get_or_create(&DeviceLabel {
+                device: dev.clone(),
+            })
+            .set(*p as i64);
+    }
+    for (i, e) in batch.iter().zip(envs) {
+        if let Message::Punches(b) = &e.msg {
+            m.ack_lag_seconds
+                .get_or_create(&DeviceLabel {
+                    device: b.device_id.clone(),
+                })
+                .set(i.received.elapsed().as_secs_f64());
+        }
+    }
+    debug!(
+        messages = batch.len(),
+        punches = n,
+        replayed = r.replayed,
+        acks = r.acks.len(),
+        "batch committed"
+    );
+}
+
+async fn write_once(
+    pool: &Pool,
+    envs: &[Envelope],
+    s: &WriterSettings,
+) -> Result<BatchReport, DbError> {
+    let mut c = pool.get().await?;
+    writer::write_batch(&mut c, envs, s, chrono::Utc::now()).await
+}
+
+/// Commits `envs`, retrying transient failures with backoff; `None` if shutdown came first.
+async fn commit_with_retry(
+    pool: &Pool,
+    envs: &[Envelope],
+    s: &WriterSettings,
+    m: &Metrics,
+    stop: &CancellationToken,
+) -> Option<BatchReport> {
+    let mut backoff = Duration::from_millis(100);
+    let mut attempt = 0u32;
+    loop {
+        let t0 = Instant::now();
+        match write_once(pool, envs, s).await {
+            Ok(r) => {
+                m.commit_seconds.observe(t0.elapsed().as_secs_f64());
+                return Some(r);
+            }
+            Err(e) if e.is_transient() => {
+                attempt += 1;
+                m.db_retries.inc();
+                warn!(error = %e, attempt, retry_in_ms = backoff.as_millis() as u64, "batch not committed; retrying");
+            }
+            Err(e) if envs.len() > 1 => {
+                warn!(error = %e, messages = envs.len(), "batch refused by PostgreSQL; writing its messages one by one");
+                let mut total = BatchReport::default();
+                for env in envs {
+                    let r = Box::pin(commit_with_retry(
+                        pool,
+                        std::slice::from_ref(env),
+                        s,
+                        m,
+                        stop,
+                    ))
+                    .await?;
+                    merge(&mut total, r);
+                }
+                return Some(total);
+            }
+            Err(e) => {
+                error!(error = %e, topic = %envs[0].topic, "message refused by PostgreSQL; dead-lettered");
+                let dead = Envelope {
+                    topic: envs[0].topic.clone(),
+                    payload: envs[0].payload.clone(),
+                    msg: Message::Dead(DeadLetter {
+                        topic: envs[0].topic.clone(),
+                        device_id: None,
+                        reason: DeadReason::DatabaseRejected,
+                        detail: e.to_string(),
+                        payload: envs[0].payload.iter().take(64 * 1024).copied().collect(),
+                        size: envs[0].payload.len(),
+                    }),
+                };
+                return Box::pin(commit_with_retry(
+                    pool,
+                    std::slice::from_ref(&dead),
+                    s,
+                    m,
+                    stop,
+                ))
+                .await;
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return None,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+fn merge(total: &mut BatchReport, r: BatchReport) {
+    total.acks.extend(r.acks);
+    for (k, v) in r.outcomes {
+        *total.outcomes.entry(k).or_default() += v;
+    }
+    total.replayed += r.replayed;
+    total.dead.extend(r.dead);
+    total.heartbeats += r.heartbeats;
+    total.pending.extend(r.pending);
+}

@@ -1,0 +1,78 @@
+//! PostgreSQL: the connection pool, error classification, migrations and schema check
+//! ([`schema`]), the batch writer ([`writer`]) and the device heartbeat writes.
+
+pub mod schema;
+pub mod writer;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use std::str::FromStr;
+use std::time::Duration;
+use tokio_postgres::NoTls;
+use tokio_postgres::error::SqlState;
+
+/// A database-layer failure.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// From PostgreSQL or the connection.
+    #[error("postgres: {0}")]
+    Pg(#[from] tokio_postgres::Error),
+    /// No connection could be had from the pool.
+    #[error("connection pool: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    /// The database lacks something ingest needs, or the URL is wrong.
+    #[error("{0}")]
+    Schema(String),
+}
+
+impl DbError {
+    /// Whether retrying the same work later can succeed (connection lost, server restarting,
+    /// deadlock, serialization failure), as opposed to a bug or a schema problem.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            DbError::Pool(_) => true,
+            DbError::Schema(_) => false,
+            DbError::Pg(e) => {
+                if e.is_closed() {
+                    return true;
+                }
+                match e.code() {
+                    None => true, // I/O, connection reset, timeout
+                    Some(c) => {
+                        *c == SqlState::T_R_DEADLOCK_DETECTED
+                            || *c == SqlState::T_R_SERIALIZATION_FAILURE
+                            || *c == SqlState::ADMIN_SHUTDOWN
+                            || *c == SqlState::CRASH_SHUTDOWN
+                            || *c == SqlState::CANNOT_CONNECT_NOW
+                            || *c == SqlState::QUERY_CANCELED
+                            || c.code().starts_with("08")
+                            || c.code().starts_with("53")
+                            || c.code().starts_with("57P")
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Builds a pool (connections are opened lazily).
+pub fn pool(url: &str, size: usize) -> Result<Pool, DbError> {
+    let mut cfg = tokio_postgres::Config::from_str(url)
+        .map_err(|e| DbError::Schema(format!("database.url is not a PostgreSQL URL: {e}")))?;
+    cfg.connect_timeout(Duration::from_secs(5));
+    cfg.application_name("rollcall-ingest");
+    let mgr = Manager::from_config(
+        cfg,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(mgr)
+        .max_size(size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(Duration::from_secs(10)))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .recycle_timeout(Some(Duration::from_secs(5)))
+        .build()
+        .map_err(|e| DbError::Schema(format!("building the connection pool: {e}")))
+}

@@ -1,0 +1,470 @@
+//! Ingest's own view of a message: decoded, checked against its topic, and flattened into the
+//! values the database layer needs. Wire types stay in `rollcall-protocol`; this module is the
+//! only place that reads them, so a protocol change is adapted here.
+
+use rollcall_protocol::topic::{self, Kind};
+use rollcall_protocol::v1;
+use uuid::Uuid;
+
+/// How the device identified the person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubjectIn {
+    /// `students_student.id` as text (a roll number is also accepted).
+    Student(String),
+    /// Unknown card, keyed hash of its UID.
+    UnknownCard([u8; 32]),
+    /// Finger not on the roster.
+    UnknownFinger,
+}
+
+/// Card or fingerprint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    /// RFID card: `attendance_record.source = 'rfid'`.
+    Card,
+    /// Fingerprint: `attendance_record.source = 'biometric'`.
+    Fingerprint,
+}
+
+impl Credential {
+    /// Ledger spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Credential::Card => "card",
+            Credential::Fingerprint => "fingerprint",
+        }
+    }
+    /// `attendance_record.source`.
+    pub fn record_source(self) -> &'static str {
+        match self {
+            Credential::Card => "rfid",
+            Credential::Fingerprint => "biometric",
+        }
+    }
+}
+
+/// One punch as ingest handles it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PunchIn {
+    /// Journal seq (from 1 per epoch).
+    pub seq: u64,
+    /// UUIDv7 from the device.
+    pub event_id: Uuid,
+    /// Capture time by the device's clock, UTC ms.
+    pub captured_at_ms: i64,
+    /// Whether the device clock was NTP-synced.
+    pub ntp_synced: bool,
+    /// Device clock offset from true time, when known (device - true).
+    pub offset_ms: Option<i64>,
+    /// Boot id and monotonic ms, kept for forensics.
+    pub boot_id: Uuid,
+    /// CLOCK_BOOTTIME ms.
+    pub monotonic_ms: u64,
+    /// Reader id.
+    pub reader_id: String,
+    /// Reader family.
+    pub reader_kind: String,
+    /// Card or fingerprint.
+    pub credential: Credential,
+    /// Who.
+    pub subject: SubjectIn,
+    /// Match score.
+    pub score: Option<u16>,
+    /// Flag bits.
+    pub flags: u32,
+}
+
+impl PunchIn {
+    /// Capture time corrected by the known clock offset (an unsynced clock with a known offset
+    /// is corrected; a synced clock is trusted).
+    pub fn effective_ms(&self) -> i64 {
+        match (self.ntp_synced, self.offset_ms) {
+            (false, Some(off)) => self.captured_at_ms.saturating_sub(off),
+            _ => self.captured_at_ms,
+        }
+    }
+
+    /// Subject as stored in the ledger: the student key, `card:<hex>` or `finger:unknown`.
+    pub fn subject_text(&self) -> String {
+        match &self.subject {
+            SubjectIn::Student(s) => s.clone(),
+            SubjectIn::UnknownCard(h) => format!("card:{}", hex::encode(h)),
+            SubjectIn::UnknownFinger => "finger:unknown".into(),
+        }
+    }
+}
+
+/// A punch batch from one device and epoch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchIn {
+    /// Site from the topic (the ack goes back under it).
+    pub site: String,
+    /// Device id (topic and payload agree).
+    pub device_id: String,
+    /// Journal epoch.
+    pub epoch: u64,
+    /// Punches, strictly increasing seq.
+    pub punches: Vec<PunchIn>,
+}
+
+impl BatchIn {
+    /// Highest seq in the batch (0 when empty).
+    pub fn last_seq(&self) -> u64 {
+        self.punches.iter().map(|p| p.seq).max().unwrap_or(0)
+    }
+}
+
+/// A heartbeat.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusIn {
+    /// Device id.
+    pub device_id: String,
+    /// Firmware / daemon version.
+    pub version: String,
+    /// Online flag (false in the last will).
+    pub online: bool,
+    /// Whole status as JSON for `rollcall.device_status`.
+    pub json: serde_json::Value,
+    /// Whether any reader reports unhealthy.
+    pub readers_unhealthy: bool,
+}
+
+/// What a message turned into.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    /// Punches to write.
+    Punches(BatchIn),
+    /// A heartbeat.
+    Status(StatusIn),
+    /// Refused: goes to the dead-letter table.
+    Dead(DeadLetter),
+}
+
+/// A message as received, with what it decoded to.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    /// Topic.
+    pub topic: String,
+    /// Raw payload (kept for dead letters).
+    pub payload: bytes::Bytes,
+    /// What it is.
+    pub msg: Message,
+}
+
+impl Envelope {
+    /// Decodes a raw message.
+    pub fn new(topic: &str, payload: bytes::Bytes) -> Self {
+        Envelope {
+            topic: topic.to_string(),
+            msg: classify(topic, &payload),
+            payload,
+        }
+    }
+}
+
+/// Why a message was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadReason {
+    /// Topic is not a Rollcall v1 device topic ingest consumes.
+    BadTopic,
+    /// Larger than the protocol limit.
+    Oversized,
+    /// CBOR did not decode or the message is invalid.
+    Undecodable,
+    /// Topic device and payload device differ.
+    DeviceMismatch,
+    /// Device not in `attendance_biometric_device`.
+    UnknownDevice,
+    /// Device registered but `is_enabled` is false.
+    DisabledDevice,
+    /// PostgreSQL refused the message's rows (not a transient failure).
+    DatabaseRejected,
+}
+
+impl DeadReason {
+    /// Stable spelling (table column and metric label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadReason::BadTopic => "bad_topic",
+            DeadReason::Oversized => "oversized",
+            DeadReason::Undecodable => "undecodable",
+            DeadReason::DeviceMismatch => "device_mismatch",
+            DeadReason::UnknownDevice => "unknown_device",
+            DeadReason::DisabledDevice => "disabled_device",
+            DeadReason::DatabaseRejected => "database_rejected",
+        }
+    }
+}
+
+/// A refused message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    /// Topic it came on.
+    pub topic: String,
+    /// Device, when known.
+    pub device_id: Option<String>,
+    /// Why.
+    pub reason: DeadReason,
+    /// Human detail.
+    pub detail: String,
+    /// The payload (truncated to 64 KiB).
+    pub payload: Vec<u8>,
+    /// Original size.
+    pub size: usize,
+}
+
+const KEEP_PAYLOAD: usize = 64 * 1024;
+
+fn dead(
+    topic: &str,
+    device: Option<&str>,
+    reason: DeadReason,
+    detail: String,
+    payload: &[u8],
+) -> Message {
+    Message::Dead(DeadLetter {
+        topic: topic.chars().take(512).collect(),
+        device_id: device.map(str::to_owned),
+        reason,
+        detail,
+        payload: payload[..payload.len().min(KEEP_PAYLOAD)].to_vec(),
+        size: payload.len(),
+    })
+}
+
+/// Decodes and checks one MQTT message. Pure: never fails, refusals are values.
+pub fn classify(topic_name: &str, payload: &[u8]) -> Message {
+    let t = match topic::parse(topic_name) {
+        Ok(t) if t.kind != Kind::Ack => t,
+        _ => {
+            return dead(
+                topic_name,
+                None,
+                DeadReason::BadTopic,
+                "not a device punches/status topic".into(),
+                payload,
+            );
+        }
+    };
+    if payload.len() > v1::MAX_MESSAGE_BYTES {
+        let detail = format!("{} bytes > {}", payload.len(), v1::MAX_MESSAGE_BYTES);
+        return dead(
+            topic_name,
+            Some(t.device_id),
+            DeadReason::Oversized,
+            detail,
+            payload,
+        );
+    }
+    match t.kind {
+        Kind::Punches => match v1::PunchBatch::decode(payload) {
+            Err(e) => dead(
+                topic_name,
+                Some(t.device_id),
+                DeadReason::Undecodable,
+                e.to_string(),
+                payload,
+            ),
+            Ok(b) if b.device_id != t.device_id => {
+                let detail = format!(
+                    "topic device {:?} but payload device {:?}",
+                    t.device_id, b.device_id
+                );
+                dead(
+                    topic_name,
+                    Some(t.device_id),
+                    DeadReason::DeviceMismatch,
+                    detail,
+                    payload,
+                )
+            }
+            Ok(b) if b.punches.iter().any(|p| p.seq > i64::MAX as u64) => {
+                let detail = "seq above 2^63-1 cannot be stored".to_string();
+                dead(
+                    topic_name,
+                    Some(t.device_id),
+                    DeadReason::Undecodable,
+                    detail,
+                    payload,
+                )
+            }
+            Ok(b) => Message::Punches(BatchIn {
+                site: t.site.to_owned(),
+                device_id: b.device_id,
+                epoch: b.epoch,
+                punches: b.punches.into_iter().map(punch_in).collect(),
+            }),
+        },
+        Kind::Status => match v1::Status::decode(payload) {
+            Err(e) => dead(
+                topic_name,
+                Some(t.device_id),
+                DeadReason::Undecodable,
+                e.to_string(),
+                payload,
+            ),
+            Ok(s) if s.device_id != t.device_id => {
+                let detail = format!(
+                    "topic device {:?} but payload device {:?}",
+                    t.device_id, s.device_id
+                );
+                dead(
+                    topic_name,
+                    Some(t.device_id),
+                    DeadReason::DeviceMismatch,
+                    detail,
+                    payload,
+                )
+            }
+            Ok(s) => Message::Status(status_in(s)),
+        },
+        Kind::Ack => unreachable_ack(topic_name, payload),
+    }
+}
+
+fn unreachable_ack(topic_name: &str, payload: &[u8]) -> Message {
+    dead(
+        topic_name,
+        None,
+        DeadReason::BadTopic,
+        "ack topics are not consumed".into(),
+        payload,
+    )
+}
+
+fn punch_in(p: v1::Punch) -> PunchIn {
+    PunchIn {
+        seq: p.seq,
+        event_id: p.event_id,
+        captured_at_ms: p.captured_at_ms,
+        ntp_synced: p.clock.ntp_synced,
+        offset_ms: p.clock.offset_ms,
+        boot_id: p.clock.boot_id,
+        monotonic_ms: p.clock.monotonic_ms,
+        reader_id: p.reader_id,
+        reader_kind: p.reader_kind,
+        credential: match p.credential {
+            v1::CredentialKind::Card => Credential::Card,
+            v1::CredentialKind::Fingerprint => Credential::Fingerprint,
+        },
+        subject: match p.subject {
+            v1::Subject::Student(s) => SubjectIn::Student(s),
+            v1::Subject::UnknownCard(h) => SubjectIn::UnknownCard(h),
+            v1::Subject::UnknownFinger => SubjectIn::UnknownFinger,
+        },
+        score: p.score,
+        flags: p.flags,
+    }
+}
+
+fn status_in(s: v1::Status) -> StatusIn {
+    let readers: Vec<serde_json::Value> = s
+        .readers
+        .iter()
+        .map(|r| serde_json::json!({"id": r.id, "kind": r.kind, "healthy": r.healthy, "detail": r.detail}))
+        .collect();
+    let json = serde_json::json!({
+        "version": s.version, "online": s.online, "sent_at_ms": s.sent_at_ms, "uptime_s": s.uptime_s,
+        "epoch": s.epoch.to_string(), "journal_depth": s.journal_depth,
+        "oldest_unacked_age_s": s.oldest_unacked_age_s, "last_acked_seq": s.last_acked_seq,
+        "readers": readers, "clock": {"ntp_synced": s.clock.ntp_synced, "offset_ms": s.clock.offset_ms},
+        "free_disk_bytes": s.free_disk_bytes,
+    });
+    StatusIn {
+        readers_unhealthy: s.readers.iter().any(|r| !r.healthy),
+        device_id: s.device_id,
+        version: s.version,
+        online: s.online,
+        json,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(device: &str) -> v1::PunchBatch {
+        v1::PunchBatch {
+            device_id: device.into(),
+            epoch: 7,
+            punches: vec![v1::Punch {
+                seq: 1,
+                event_id: Uuid::now_v7(),
+                captured_at_ms: 1_700_000_000_000,
+                clock: v1::ClockState {
+                    ntp_synced: true,
+                    offset_ms: None,
+                    boot_id: Uuid::nil(),
+                    monotonic_ms: 5,
+                },
+                reader_id: "r1".into(),
+                reader_kind: "sim".into(),
+                credential: v1::CredentialKind::Card,
+                subject: v1::Subject::Student("S1".into()),
+                score: None,
+                flags: 0,
+            }],
+        }
+    }
+
+    #[test]
+    fn punches_on_their_own_topic_decode() {
+        let m = classify("rollcall/v1/north/dev-1/punches", &batch("dev-1").encode());
+        let Message::Punches(b) = m else {
+            panic!("{m:?}")
+        };
+        assert_eq!(
+            (
+                b.site.as_str(),
+                b.device_id.as_str(),
+                b.epoch,
+                b.punches.len()
+            ),
+            ("north", "dev-1", 7, 1)
+        );
+    }
+
+    #[test]
+    fn device_publishing_as_another_is_dead_lettered() {
+        let m = classify("rollcall/v1/north/dev-1/punches", &batch("dev-2").encode());
+        assert!(
+            matches!(
+                m,
+                Message::Dead(DeadLetter {
+                    reason: DeadReason::DeviceMismatch,
+                    ..
+                })
+            ),
+            "{m:?}"
+        );
+    }
+
+    #[test]
+    fn garbage_and_oversized_and_foreign_topics_are_dead_lettered() {
+        let reason = |t: &str, p: &[u8]| match classify(t, p) {
+            Message::Dead(d) => d.reason,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            reason("rollcall/v1/n/d/punches", b"\xff\x00garbage"),
+            DeadReason::Undecodable
+        );
+        assert_eq!(
+            reason(
+                "rollcall/v1/n/d/punches",
+                &vec![0u8; v1::MAX_MESSAGE_BYTES + 1]
+            ),
+            DeadReason::Oversized
+        );
+        assert_eq!(reason("other/topic", b""), DeadReason::BadTopic);
+        assert_eq!(reason("rollcall/v1/n/d/ack", b""), DeadReason::BadTopic);
+    }
+
+    #[test]
+    fn unsynced_clock_with_known_offset_is_corrected() {
+        let mut p = punch_in(batch("d").punches.remove(0));
+        p.ntp_synced = false;
+        p.offset_ms = Some(60_000);
+        assert_eq!(p.effective_ms(), 1_700_000_000_000 - 60_000);
+    }
+}
