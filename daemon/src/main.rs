@@ -1,1 +1,156 @@
-fn main() {}
+//! rollcalld: see the README and `rollcalld --help`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use rollcall_daemon::{Config, RunOptions, control};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Rollcall edge daemon: readers -> durable journal -> MQTT"
+)]
+struct Cli {
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Run {
+        /// Configuration file.
+        #[arg(long, short, required_unless_present = "simulate")]
+        config: Option<PathBuf>,
+        /// Without --config: run with simulated readers, a demo roster and a broker on
+        /// 127.0.0.1, keeping state in --state-dir.
+        #[arg(long)]
+        simulate: bool,
+        /// State directory for --simulate without --config.
+        #[arg(long, default_value = "/tmp/rollcall-demo")]
+        state_dir: PathBuf,
+        /// Broker port on 127.0.0.1 for --simulate without --config.
+        #[arg(long, default_value_t = 1883)]
+        broker_port: u16,
+        /// Present a random credential to each simulated reader this often (e.g. 500ms).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        demo_every: Option<Duration>,
+        /// Notify systemd (READY, WATCHDOG); set by the unit file.
+        #[arg(long)]
+        systemd: bool,
+    },
+    /// Check a configuration file and exit (0 = valid).
+    Validate {
+        /// Configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Present a card or finger to a simulated reader of a running rollcalld.
+    Tap {
+        /// The control socket (default: <state_dir>/control.sock of --simulate).
+        #[arg(long, default_value = "/tmp/rollcall-demo/control.sock")]
+        socket: PathBuf,
+        /// `card <reader> <hex uid>`, `finger <reader> <slot|none>` or `status`.
+        #[arg(required = true, num_args = 1..)]
+        words: Vec<String>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logs(cli.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Validate { config } => match Config::load(&config) {
+            Ok(_) => {
+                println!("{}: valid", config.display());
+                Ok(())
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(1);
+            }
+        },
+        Command::Tap { socket, words } => {
+            let reply = runtime.block_on(control::send(&socket, &words.join(" ")))?;
+            println!("{reply}");
+            if reply.starts_with("error") {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Run {
+            config,
+            simulate,
+            state_dir,
+            broker_port,
+            demo_every,
+            systemd,
+        } => {
+            let config = match config {
+                Some(path) => Config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?,
+                None => {
+                    debug_assert!(simulate);
+                    Config::simulated(state_dir, broker_port)
+                }
+            };
+            let options = RunOptions {
+                demo_every,
+                systemd,
+            };
+            runtime.block_on(async move {
+                let shutdown = CancellationToken::new();
+                let stop = shutdown.clone();
+                tokio::spawn(async move {
+                    wait_for_signal().await;
+                    stop.cancel();
+                });
+                rollcall_daemon::run(config, options, shutdown).await
+            })
+        }
+    }
+    .context("rollcalld")
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = int.recv() => tracing::info!("SIGINT"),
+    }
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ROLLCALL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttc=warn"));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

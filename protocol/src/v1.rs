@@ -126,7 +126,7 @@ pub enum CredentialKind {
 }
 
 /// Who the device decided punched.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Encode, Decode)]
 pub enum Subject {
     /// A student on the room's roster (CampsHub360 `students_student.id`, as text).
     #[n(0)]
@@ -350,7 +350,13 @@ pub fn encode_batch_raw<B: AsRef<[u8]>>(device_id: &str, epoch: u64, punches: &[
     let mut e = minicbor::Encoder::new(Vec::with_capacity(body + device_id.len() + 32));
     // Writing into a Vec cannot fail.
     let header = (|| {
-        e.map(3)?.u8(0)?.str(device_id)?.u8(1)?.u64(epoch)?.u8(2)?.array(punches.len() as u64)?;
+        e.map(3)?
+            .u8(0)?
+            .str(device_id)?
+            .u8(1)?
+            .u64(epoch)?
+            .u8(2)?
+            .array(punches.len() as u64)?;
         Ok::<_, minicbor::encode::Error<core::convert::Infallible>>(())
     })();
     header.expect("writing into a Vec cannot fail");

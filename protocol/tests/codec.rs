@@ -102,8 +102,15 @@ fn punch_batch_bytes_match_the_golden_fixture() {
 #[test]
 fn raw_batch_encoding_equals_the_derived_one() {
     let batch = sample_batch();
-    let raw: Vec<Vec<u8>> = batch.punches.iter().map(|p| minicbor::to_vec(p).expect("encodes")).collect();
-    assert_eq!(encode_batch_raw(&batch.device_id, batch.epoch, &raw), batch.encode());
+    let raw: Vec<Vec<u8>> = batch
+        .punches
+        .iter()
+        .map(|p| minicbor::to_vec(p).expect("encodes"))
+        .collect();
+    assert_eq!(
+        encode_batch_raw(&batch.device_id, batch.epoch, &raw),
+        batch.encode()
+    );
 }
 
 #[test]

@@ -51,7 +51,10 @@ pub struct JournalStats {
 }
 
 enum Request {
-    Append(Vec<Punch>, oneshot::Sender<Result<Vec<Option<u64>>, StoreError>>),
+    Append(
+        Vec<Punch>,
+        oneshot::Sender<Result<Vec<Option<u64>>, StoreError>>,
+    ),
     Read(u64, u64, oneshot::Sender<Result<Vec<Vec<u8>>, StoreError>>),
     Ack(u64, oneshot::Sender<Result<u64, StoreError>>),
     Oldest(oneshot::Sender<Result<Option<i64>, StoreError>>),
@@ -93,28 +96,40 @@ impl JournalHandle {
     /// Appends punches; each gets `Some(seq)` once durable, or `None` if the journal is full.
     pub async fn append(&self, punches: Vec<Punch>) -> Result<Vec<Option<u64>>, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(RequestBox(Request::Append(punches, reply))).await.map_err(|_| gone())?;
+        self.tx
+            .send(RequestBox(Request::Append(punches, reply)))
+            .await
+            .map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
     }
 
     /// Encoded punches `first..=last`.
     pub async fn read(&self, first: u64, last: u64) -> Result<Vec<Vec<u8>>, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(RequestBox(Request::Read(first, last, reply))).await.map_err(|_| gone())?;
+        self.tx
+            .send(RequestBox(Request::Read(first, last, reply)))
+            .await
+            .map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
     }
 
     /// Deletes everything up to `up_to` (the centre committed it).
     pub async fn ack(&self, up_to: u64) -> Result<u64, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(RequestBox(Request::Ack(up_to, reply))).await.map_err(|_| gone())?;
+        self.tx
+            .send(RequestBox(Request::Ack(up_to, reply)))
+            .await
+            .map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
     }
 
     /// Capture time of the oldest unacked punch.
     pub async fn oldest_captured_at_ms(&self) -> Result<Option<i64>, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(RequestBox(Request::Oldest(reply))).await.map_err(|_| gone())?;
+        self.tx
+            .send(RequestBox(Request::Oldest(reply)))
+            .await
+            .map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
     }
 
@@ -125,10 +140,20 @@ impl JournalHandle {
 }
 
 fn stats_of(j: &Journal) -> JournalStats {
-    JournalStats { epoch: j.epoch(), last_seq: j.last_seq(), acked: j.acked(), depth: j.depth(), capacity: j.capacity() }
+    JournalStats {
+        epoch: j.epoch(),
+        last_seq: j.last_seq(),
+        acked: j.acked(),
+        depth: j.depth(),
+        capacity: j.capacity(),
+    }
 }
 
-fn serve(mut journal: Journal, mut rx: mpsc::Receiver<RequestBox>, stats: watch::Sender<JournalStats>) {
+fn serve(
+    mut journal: Journal,
+    mut rx: mpsc::Receiver<RequestBox>,
+    stats: watch::Sender<JournalStats>,
+) {
     let mut pending: Option<Request> = None;
     loop {
         let Some(request) = pending.take().or_else(|| rx.blocking_recv().map(|b| b.0)) else {
@@ -171,7 +196,10 @@ fn append_group(journal: &mut Journal, group: Vec<(Vec<Punch>, Reply)>) {
     let mut flat: Vec<Punch> = all.iter_mut().flat_map(std::mem::take).collect();
     match journal.append(&mut flat) {
         Ok(accepted) => {
-            let mut seqs = flat.iter().enumerate().map(|(i, p)| (i < accepted).then_some(p.seq));
+            let mut seqs = flat
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (i < accepted).then_some(p.seq));
             for (size, reply) in sizes.into_iter().zip(replies) {
                 let _ = reply.send(Ok(seqs.by_ref().take(size).collect()));
             }

@@ -264,7 +264,8 @@ fn power_cut_keeps_every_committed_punch() {
 async fn concurrent_appends_are_group_committed_with_distinct_seqs() {
     use super::actor::JournalHandle;
     let (backend, switch) = PowerCutBackend::new();
-    let handle = JournalHandle::spawn(Journal::open_backend(backend, "mem", 1_000_000).expect("create"));
+    let handle =
+        JournalHandle::spawn(Journal::open_backend(backend, "mem", 1_000_000).expect("create"));
     let syncs_before = switch.syncs();
     let tasks: Vec<_> = (0..200u64)
         .map(|i| {
@@ -280,6 +281,9 @@ async fn concurrent_appends_are_group_committed_with_distinct_seqs() {
     seqs.sort_unstable();
     assert_eq!(seqs, (1..=200).collect::<Vec<_>>());
     let syncs = switch.syncs() - syncs_before;
-    assert!(syncs < 200, "200 concurrent appends took {syncs} syncs: no group commit happened");
+    assert!(
+        syncs < 200,
+        "200 concurrent appends took {syncs} syncs: no group commit happened"
+    );
     assert_eq!(handle.stats().borrow().last_seq, 200);
 }

@@ -1,0 +1,267 @@
+//! The accept path: reader event -> identify -> duplicate check -> journal (fsync) -> signal.
+//!
+//! A punch is signalled "accepted" only after the journal has committed it. Each reader has its
+//! own task; events that queue up while a commit is running are taken as one burst and go into
+//! one journal transaction (and the journal thread merges bursts of different readers too).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rollcall_drivers::{ReaderEvent, ReaderHealth, Signal};
+use rollcall_protocol::v1::{CredentialKind, Punch, Subject, flags};
+use tokio::sync::{broadcast, mpsc};
+use uuid::Uuid;
+
+use crate::clock;
+use crate::journal::actor::{JournalHandle, StoreError};
+use crate::metrics::{Metrics, Outcome, ReaderLabels};
+use crate::roster::Roster;
+
+/// Most events taken into one burst.
+const MAX_BURST: usize = 256;
+
+/// A reader as the accept path knows it.
+#[derive(Debug, Clone)]
+pub struct ReaderInfo {
+    /// Its id in the config.
+    pub id: String,
+    /// Its family, as sent in punches.
+    pub kind: String,
+    /// Whether it is simulated (punches get the SIMULATED flag).
+    pub simulated: bool,
+}
+
+/// What became of one presented credential (for the control socket, logs and tests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// The reader it was presented to.
+    pub reader: String,
+    /// The outcome.
+    pub outcome: Outcome,
+    /// Its seq, when stored.
+    pub seq: Option<u64>,
+    /// Who it was, as far as the device could tell.
+    pub subject: Subject,
+}
+
+/// Shared state of the accept path.
+#[derive(Debug)]
+pub struct Accept {
+    journal: JournalHandle,
+    roster: Roster,
+    hash_key: [u8; 32],
+    window: Duration,
+    recent: Mutex<HashMap<Subject, Instant>>,
+    signals: Vec<mpsc::Sender<Signal>>,
+    metrics: Arc<Metrics>,
+    decisions: broadcast::Sender<Decision>,
+    health: Mutex<HashMap<String, ReaderHealth>>,
+}
+
+impl Accept {
+    /// The accept path over `journal`, answering through `signals` (one sender per indicator).
+    pub fn new(
+        journal: JournalHandle,
+        roster: Roster,
+        hash_key: [u8; 32],
+        window: Duration,
+        signals: Vec<mpsc::Sender<Signal>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let (decisions, _) = broadcast::channel(4096);
+        Self {
+            journal,
+            roster,
+            hash_key,
+            window,
+            recent: Mutex::new(HashMap::new()),
+            signals,
+            metrics,
+            decisions,
+            health: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Every decision from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Decision> {
+        self.decisions.subscribe()
+    }
+
+    /// Sends a signal to every indicator without ever waiting on one.
+    pub fn signal(&self, signal: Signal) {
+        for s in &self.signals {
+            let _ = s.try_send(signal);
+        }
+    }
+
+    /// Serves one reader's events until its channel closes.
+    pub async fn run_reader(&self, reader: ReaderInfo, mut events: mpsc::Receiver<ReaderEvent>) {
+        while let Some(first) = events.recv().await {
+            let mut burst = vec![first];
+            while burst.len() < MAX_BURST {
+                match events.try_recv() {
+                    Ok(e) => burst.push(e),
+                    Err(_) => break,
+                }
+            }
+            self.handle_burst(&reader, burst).await;
+        }
+    }
+
+    /// Handles a burst of events from one reader, in order.
+    pub async fn handle_burst(&self, reader: &ReaderInfo, events: Vec<ReaderEvent>) {
+        let now = Instant::now();
+        let mut to_store: Vec<(Subject, Punch)> = Vec::new();
+        let mut in_burst: HashSet<Subject> = HashSet::new();
+        for event in events {
+            let (credential, subject, score) = match event {
+                ReaderEvent::Card { uid } => (
+                    CredentialKind::Card,
+                    self.roster.card(&uid, &self.hash_key),
+                    None,
+                ),
+                ReaderEvent::Fingerprint { slot, score } => (
+                    CredentialKind::Fingerprint,
+                    self.roster.finger(slot),
+                    Some(score),
+                ),
+                ReaderEvent::FingerprintNoMatch => {
+                    (CredentialKind::Fingerprint, Subject::UnknownFinger, None)
+                }
+                ReaderEvent::Health(health) => {
+                    self.reader_health(reader, &health);
+                    continue;
+                }
+            };
+            if self.is_duplicate(&subject, now) || in_burst.contains(&subject) {
+                self.decide(reader, Outcome::duplicate, None, subject);
+                continue;
+            }
+            if subject != Subject::UnknownFinger {
+                in_burst.insert(subject.clone());
+            }
+            let (captured_at_ms, clock) = clock::now();
+            let mut punch_flags = if reader.simulated {
+                flags::SIMULATED
+            } else {
+                0
+            };
+            if !clock.ntp_synced {
+                punch_flags |= flags::CLOCK_UNSYNCED;
+            }
+            let punch = Punch {
+                seq: 0,
+                event_id: Uuid::now_v7(),
+                captured_at_ms,
+                clock,
+                reader_id: reader.id.clone(),
+                reader_kind: reader.kind.clone(),
+                credential,
+                subject: subject.clone(),
+                score,
+                flags: punch_flags,
+            };
+            to_store.push((subject, punch));
+        }
+        if to_store.is_empty() {
+            return;
+        }
+        let (subjects, punches): (Vec<Subject>, Vec<Punch>) = to_store.into_iter().unzip();
+        match self.journal.append(punches).await {
+            Ok(seqs) => {
+                for (subject, seq) in subjects.into_iter().zip(seqs) {
+                    match seq {
+                        Some(seq) => {
+                            let outcome = if matches!(subject, Subject::Student(_)) {
+                                Outcome::accepted
+                            } else {
+                                Outcome::unknown
+                            };
+                            if self.window > Duration::ZERO && subject != Subject::UnknownFinger {
+                                self.lock_recent().insert(subject.clone(), now);
+                            }
+                            tracing::info!(reader = %reader.id, seq, outcome = ?outcome, "punch journaled");
+                            self.decide(reader, outcome, Some(seq), subject);
+                        }
+                        None => {
+                            tracing::error!(reader = %reader.id, "journal full: punch refused; the uplink must drain it (check the broker link)");
+                            self.decide(reader, Outcome::storage_full, None, subject);
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                let outcome = match e {
+                    StoreError::DiskFull(_) => Outcome::storage_full,
+                    StoreError::Failed(_) => Outcome::failed,
+                };
+                tracing::error!(reader = %reader.id, error = %e, "punch NOT stored");
+                for subject in subjects {
+                    self.decide(reader, outcome, None, subject);
+                }
+            }
+        }
+    }
+
+    fn lock_recent(&self) -> std::sync::MutexGuard<'_, HashMap<Subject, Instant>> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn is_duplicate(&self, subject: &Subject, now: Instant) -> bool {
+        if self.window == Duration::ZERO || *subject == Subject::UnknownFinger {
+            return false;
+        }
+        let mut recent = self.lock_recent();
+        if recent.len() > 10_000 {
+            recent.retain(|_, at| now.duration_since(*at) < self.window);
+        }
+        recent
+            .get(subject)
+            .is_some_and(|at| now.duration_since(*at) < self.window)
+    }
+
+    fn decide(&self, reader: &ReaderInfo, outcome: Outcome, seq: Option<u64>, subject: Subject) {
+        self.metrics.punch(outcome);
+        self.signal(match outcome {
+            Outcome::accepted => Signal::Accepted,
+            Outcome::unknown => Signal::Unknown,
+            Outcome::duplicate => Signal::Duplicate,
+            Outcome::storage_full | Outcome::failed => Signal::StorageFull,
+        });
+        let _ = self.decisions.send(Decision {
+            reader: reader.id.clone(),
+            outcome,
+            seq,
+            subject,
+        });
+    }
+
+    /// Last reported health per reader id (readers that never reported are absent).
+    pub fn reader_health_snapshot(&self) -> HashMap<String, ReaderHealth> {
+        self.health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn reader_health(&self, reader: &ReaderInfo, health: &ReaderHealth) {
+        self.health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(reader.id.clone(), health.clone());
+        let up = self.metrics.reader_up.get_or_create(&ReaderLabels {
+            reader: reader.id.clone(),
+        });
+        match health {
+            ReaderHealth::Ok => {
+                up.set(1);
+                tracing::info!(reader = %reader.id, "reader healthy");
+            }
+            ReaderHealth::Down(why) => {
+                up.set(0);
+                tracing::error!(reader = %reader.id, problem = %why, "reader down");
+            }
+        }
+    }
+}

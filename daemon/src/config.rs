@@ -1,0 +1,529 @@
+//! rollcalld's configuration: facts about the installation, in one TOML file, validated into
+//! typed values with messages that name the key and the fix (`rollcalld validate`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rollcall_drivers::{IndicatorConfig, IndicatorKind, ReaderConfig, ReaderKind};
+use rollcall_protocol::v1::valid_id;
+use serde::Deserialize;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This gateway.
+    pub device: DeviceConfig,
+    /// The punch journal.
+    #[serde(default)]
+    pub journal: JournalConfig,
+    /// The link to the centre.
+    pub mqtt: MqttConfig,
+    /// Who is expected in this room.
+    #[serde(default)]
+    pub roster: RosterConfig,
+    /// The accept path.
+    #[serde(default)]
+    pub capture: CaptureConfig,
+    /// Prometheus metrics.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// The local control socket (simulated readers, `rollcalld tap`).
+    #[serde(default)]
+    pub control: ControlConfig,
+    /// Readers, one table each.
+    #[serde(default, rename = "reader")]
+    pub readers: Vec<ReaderConfig>,
+    /// Indicators, one table each.
+    #[serde(default, rename = "indicator")]
+    pub indicators: Vec<IndicatorConfig>,
+}
+
+/// `[device]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceConfig {
+    /// `attendance_biometric_device.device_id` of this gateway.
+    pub id: String,
+    /// Campus / site id (a topic level).
+    pub site: String,
+    /// Directory for the journal and the device's card-hash key.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+}
+
+/// `[journal]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalConfig {
+    /// Most unacked punches held before new ones are refused ("storage full").
+    #[serde(default = "default_capacity")]
+    pub capacity: u64,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        Self {
+            capacity: default_capacity(),
+        }
+    }
+}
+
+/// `[mqtt]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// Broker host name or address.
+    pub host: String,
+    /// Broker port (8883 for TLS, by convention).
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// MQTT client id; default `rollcalld-<device id>`. Must be stable: the broker keeps the
+    /// session (and queued acks) under it.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// TLS with a client certificate (required unless `allow_plaintext`).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Plain TCP, only to a broker on this machine (loopback), e.g. a local bridge or a demo.
+    #[serde(default)]
+    pub allow_plaintext: bool,
+    /// MQTT keep-alive.
+    #[serde(default = "default_keep_alive", with = "humantime_serde")]
+    pub keep_alive: Duration,
+    /// Most punches per published batch.
+    #[serde(default = "default_batch_max")]
+    pub batch_max: u64,
+    /// Most batches awaiting the centre's ack.
+    #[serde(default = "default_window")]
+    pub window: usize,
+    /// How long to wait for the centre's ack before re-sending from the journal.
+    #[serde(default = "default_ack_timeout", with = "humantime_serde")]
+    pub ack_timeout: Duration,
+    /// How often the retained status heartbeat is published.
+    #[serde(default = "default_status_interval", with = "humantime_serde")]
+    pub status_interval: Duration,
+}
+
+/// `[mqtt.tls]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file of the CA that signed the broker's certificate.
+    pub ca_file: PathBuf,
+    /// PEM certificate of this device (its CN is the device id).
+    pub cert_file: PathBuf,
+    /// PEM private key of this device.
+    pub key_file: PathBuf,
+}
+
+/// `[roster]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RosterConfig {
+    /// Roster file (see `roster.rs`); absent means every credential is "unknown".
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+}
+
+/// `[capture]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureConfig {
+    /// A second punch of the same person within this window is answered "duplicate" and not
+    /// stored. `0s` turns it off.
+    #[serde(default = "default_duplicate_window", with = "humantime_serde")]
+    pub duplicate_window: Duration,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        Self {
+            duplicate_window: default_duplicate_window(),
+        }
+    }
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address of the Prometheus endpoint (`/metrics`); empty turns it off.
+    #[serde(default = "default_metrics_listen")]
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_metrics_listen(),
+        }
+    }
+}
+
+/// `[control]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ControlConfig {
+    /// Unix socket for presenting cards and fingers to simulated readers; default
+    /// `<state_dir>/control.sock`.
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/rollcall")
+}
+fn default_capacity() -> u64 {
+    2_000_000
+}
+fn default_port() -> u16 {
+    8883
+}
+fn default_keep_alive() -> Duration {
+    Duration::from_secs(15)
+}
+fn default_batch_max() -> u64 {
+    500
+}
+fn default_window() -> usize {
+    8
+}
+fn default_ack_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_status_interval() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_duplicate_window() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_metrics_listen() -> String {
+    "127.0.0.1:9464".into()
+}
+
+/// Everything wrong with a configuration, one problem per line.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.join("\n"))]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl Config {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigErrors(vec![format!("{}: {e}", path.display())]))?;
+        Self::parse(&text).map_err(|ConfigErrors(errs)| {
+            ConfigErrors(
+                errs.into_iter()
+                    .map(|e| format!("{}: {e}", path.display()))
+                    .collect(),
+            )
+        })
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Self, ConfigErrors> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigErrors(vec![e.to_string()]))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// A configuration that needs no file: simulated readers, a broker on this machine, state
+    /// in `state_dir`. This is what `rollcalld run --simulate` uses without `--config`.
+    pub fn simulated(state_dir: PathBuf, broker_port: u16) -> Self {
+        let text = format!(
+            r#"
+            [device]
+            id = "demo-gateway"
+            site = "demo"
+            state_dir = "{dir}"
+            [mqtt]
+            host = "127.0.0.1"
+            port = {broker_port}
+            allow_plaintext = true
+            [roster]
+            path = "{dir}/roster.toml"
+            [metrics]
+            listen = ""
+            [[reader]]
+            id = "door-card"
+            kind = "simulated-card"
+            [[reader]]
+            id = "door-finger"
+            kind = "simulated-fingerprint"
+            [[indicator]]
+            kind = "log"
+            "#,
+            dir = state_dir.display()
+        );
+        toml::from_str(&text).expect("the built-in simulated configuration is valid")
+    }
+
+    /// Checks what types cannot: ids, ranges, TLS, readers.
+    pub fn validate(&self) -> Result<(), ConfigErrors> {
+        let mut errs = Vec::new();
+        let id_rule = "use 1 to 64 letters, digits, '-', '_' or '.'";
+        if !valid_id(&self.device.id) {
+            errs.push(format!(
+                "device.id: {:?} is not a valid id: {id_rule}",
+                self.device.id
+            ));
+        }
+        if !valid_id(&self.device.site) {
+            errs.push(format!(
+                "device.site: {:?} is not a valid id: {id_rule}",
+                self.device.site
+            ));
+        }
+        if !self.device.state_dir.is_absolute() {
+            errs.push(format!(
+                "device.state_dir: {:?} must be an absolute path",
+                self.device.state_dir
+            ));
+        }
+        if self.journal.capacity == 0 {
+            errs.push("journal.capacity: must be at least 1 (default 2000000)".into());
+        }
+        let m = &self.mqtt;
+        if m.host.is_empty() {
+            errs.push("mqtt.host: must name the broker".into());
+        }
+        if m.port == 0 {
+            errs.push("mqtt.port: 0 is not a valid port: use 1..=65535 (8883 for TLS)".into());
+        }
+        if let Some(id) = &m.client_id
+            && (id.is_empty() || id.len() > 128)
+        {
+            errs.push("mqtt.client_id: must be 1 to 128 characters".into());
+        }
+        match (&m.tls, m.allow_plaintext) {
+            (None, false) => errs.push(
+                "mqtt.tls: missing: punches must not leave the device in clear text; set ca_file, cert_file and \
+                 key_file (see `rollcall` provisioning), or allow_plaintext = true for a broker on this machine"
+                    .into(),
+            ),
+            (None, true) if !is_loopback(&m.host) => errs.push(format!(
+                "mqtt.allow_plaintext: only allowed for a broker on this machine (127.0.0.1, ::1, localhost), not {:?}; configure mqtt.tls",
+                m.host
+            )),
+            (Some(tls), _) => {
+                for (key, path) in [("ca_file", &tls.ca_file), ("cert_file", &tls.cert_file), ("key_file", &tls.key_file)] {
+                    if !path.is_file() {
+                        errs.push(format!("mqtt.tls.{key}: {} does not exist or is not a file", path.display()));
+                    }
+                }
+            }
+            _ => {}
+        }
+        if m.batch_max == 0 || m.batch_max > rollcall_protocol::v1::MAX_BATCH_PUNCHES as u64 {
+            errs.push(format!(
+                "mqtt.batch_max: {} is out of range: use 1..={}",
+                m.batch_max,
+                rollcall_protocol::v1::MAX_BATCH_PUNCHES
+            ));
+        }
+        if m.window == 0 || m.window > 64 {
+            errs.push(format!(
+                "mqtt.window: {} is out of range: use 1..=64",
+                m.window
+            ));
+        }
+        if m.ack_timeout < Duration::from_millis(100) {
+            errs.push("mqtt.ack_timeout: must be at least 100ms (e.g. \"10s\")".into());
+        }
+        if m.keep_alive < Duration::from_secs(1) {
+            errs.push("mqtt.keep_alive: must be at least 1s".into());
+        }
+        if m.status_interval < Duration::from_secs(1) {
+            errs.push("mqtt.status_interval: must be at least 1s".into());
+        }
+        if let Some(path) = &self.roster.path
+            && !path.is_absolute()
+        {
+            errs.push(format!("roster.path: {:?} must be an absolute path", path));
+        }
+        if !self.metrics.listen.is_empty() && self.metrics.listen.parse::<SocketAddr>().is_err() {
+            errs.push(format!(
+                "metrics.listen: {:?} is not an address: use e.g. \"127.0.0.1:9464\", or \"\" to turn metrics off",
+                self.metrics.listen
+            ));
+        }
+        if self.readers.is_empty() {
+            errs.push(
+                "reader: no [[reader]] configured: add at least one (see README, \"Configure\")"
+                    .into(),
+            );
+        }
+        let mut ids = std::collections::HashSet::new();
+        for (i, r) in self.readers.iter().enumerate() {
+            if let Err(e) = r.validate(i) {
+                errs.push(e.to_string());
+            }
+            if !ids.insert(r.id.clone()) {
+                errs.push(format!(
+                    "reader[{i}].id: {:?} is used by another reader: ids must be unique",
+                    r.id
+                ));
+            }
+        }
+        for (i, ind) in self.indicators.iter().enumerate() {
+            if let Err(e) = ind.validate(i) {
+                errs.push(e.to_string());
+            }
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(errs))
+        }
+    }
+
+    /// The MQTT client id.
+    pub fn client_id(&self) -> String {
+        self.mqtt
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("rollcalld-{}", self.device.id))
+    }
+
+    /// The journal file.
+    pub fn journal_path(&self) -> PathBuf {
+        self.device.state_dir.join("journal.redb")
+    }
+
+    /// The control socket.
+    pub fn control_socket(&self) -> PathBuf {
+        self.control
+            .socket
+            .clone()
+            .unwrap_or_else(|| self.device.state_dir.join("control.sock"))
+    }
+
+    /// Whether any reader is simulated (so the control socket is useful).
+    pub fn has_simulated_readers(&self) -> bool {
+        self.readers.iter().any(|r| {
+            matches!(
+                r.kind,
+                ReaderKind::SimulatedCard | ReaderKind::SimulatedFingerprint
+            )
+        })
+    }
+
+    /// The indicators, or a log indicator when none are configured.
+    pub fn indicators_or_log(&self) -> Vec<IndicatorConfig> {
+        if self.indicators.is_empty() {
+            vec![IndicatorConfig {
+                kind: IndicatorKind::Log,
+            }]
+        } else {
+            self.indicators.clone()
+        }
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        [device]
+        id = "room-101"
+        site = "north"
+        state_dir = "/var/lib/rollcall"
+        [mqtt]
+        host = "127.0.0.1"
+        port = 1883
+        allow_plaintext = true
+        [[reader]]
+        id = "door-card"
+        kind = "simulated-card"
+    "#;
+
+    #[test]
+    fn a_minimal_config_gets_sensible_defaults() {
+        let c = Config::parse(GOOD).expect("valid");
+        assert_eq!(c.capture.duplicate_window, Duration::from_secs(60));
+        assert_eq!(c.journal.capacity, 2_000_000);
+        assert_eq!(c.client_id(), "rollcalld-room-101");
+        assert_eq!(
+            c.journal_path(),
+            PathBuf::from("/var/lib/rollcall/journal.redb")
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_fix() {
+        let bad = GOOD
+            .replace("room-101", "room 101")
+            .replace("port = 1883", "port = 0");
+        let errs = Config::parse(&bad).expect_err("invalid").0;
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("device.id:") && e.contains("letters, digits")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("mqtt.port:") && e.contains("1..=65535")),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn plaintext_to_a_remote_broker_is_refused() {
+        let bad = GOOD.replace("127.0.0.1", "broker.campus.example");
+        let errs = Config::parse(&bad).expect_err("invalid").0;
+        assert!(
+            errs.iter().any(|e| e.starts_with("mqtt.allow_plaintext:")),
+            "{errs:?}"
+        );
+        let bad = GOOD.replace("allow_plaintext = true", "");
+        let errs = Config::parse(&bad).expect_err("invalid").0;
+        assert!(
+            errs.iter().any(|e| e.starts_with("mqtt.tls: missing")),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_are_reported_with_their_place() {
+        let err = Config::parse(&GOOD.replace("[mqtt]", "[mqtt]\nhots = \"x\""))
+            .expect_err("unknown key")
+            .to_string();
+        assert!(err.contains("hots"), "{err}");
+        let err = Config::parse(&GOOD.replace("port = 1883", "port = \"x\""))
+            .expect_err("wrong type")
+            .to_string();
+        assert!(err.contains("port"), "{err}");
+        let err = Config::parse(&format!("{GOOD}\n[capture]\nduplicate_window = \"soon\""))
+            .expect_err("bad duration")
+            .to_string();
+        assert!(err.contains("duplicate_window"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_reader_ids_are_refused() {
+        let twice =
+            format!("{GOOD}\n[[reader]]\nid = \"door-card\"\nkind = \"simulated-fingerprint\"\n");
+        let errs = Config::parse(&twice).expect_err("dup").0;
+        assert!(
+            errs.iter().any(|e| e.contains("used by another reader")),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn the_simulated_config_is_valid() {
+        let c = Config::simulated(PathBuf::from("/tmp/rollcall-demo"), 1883);
+        c.validate().expect("valid");
+        assert!(c.has_simulated_readers());
+    }
+}

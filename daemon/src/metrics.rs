@@ -1,0 +1,207 @@
+//! Prometheus metrics, served at `http://<metrics.listen>/metrics`.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// How a presented credential ended.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Outcome {
+    /// Stored, student known.
+    accepted,
+    /// Stored, credential not on the roster.
+    unknown,
+    /// Not stored: same person within the duplicate window.
+    duplicate,
+    /// Not stored: journal at capacity or disk full.
+    storage_full,
+    /// Not stored: the journal failed otherwise.
+    failed,
+}
+
+/// Label set of `rollcall_punches_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// The outcome.
+    pub outcome: Outcome,
+}
+
+/// Label set of `rollcall_acks_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AckLabels {
+    /// advanced, stale, wrong_epoch, beyond, foreign_device, undecodable.
+    pub result: String,
+}
+
+/// Label set of `rollcall_reader_up`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReaderLabels {
+    /// The reader's id.
+    pub reader: String,
+}
+
+/// Every metric of rollcalld.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Punches by outcome.
+    pub punches: Family<OutcomeLabels, Counter>,
+    /// Unacked punches in the journal.
+    pub journal_depth: Gauge,
+    /// Journal capacity.
+    pub journal_capacity: Gauge,
+    /// Age of the oldest unacked punch, seconds.
+    pub oldest_unacked_age_seconds: Gauge,
+    /// Batches published.
+    pub batches_published: Counter,
+    /// Punches published (re-sends included).
+    pub punches_published: Counter,
+    /// Application acks by result.
+    pub acks: Family<AckLabels, Counter>,
+    /// Punches deleted after an ack.
+    pub punches_acked: Counter,
+    /// MQTT connections established after the first.
+    pub reconnects: Counter,
+    /// Re-sends caused by an ack timeout.
+    pub retransmits: Gauge,
+    /// 1 if the MQTT link is up.
+    pub link_up: Gauge,
+    /// 1 per healthy reader.
+    pub reader_up: Family<ReaderLabels, Gauge>,
+}
+
+impl Metrics {
+    /// Counts one punch outcome.
+    pub fn punch(&self, outcome: Outcome) {
+        self.punches.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// Counts one ack result.
+    pub fn ack(&self, result: &str) {
+        self.acks
+            .get_or_create(&AckLabels {
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    fn registry(self: &Arc<Self>) -> Registry {
+        let mut r = Registry::with_prefix("rollcall");
+        r.register(
+            "punches",
+            "Presented credentials by outcome",
+            self.punches.clone(),
+        );
+        r.register(
+            "journal_depth",
+            "Unacked punches held in the journal",
+            self.journal_depth.clone(),
+        );
+        r.register(
+            "journal_capacity",
+            "Most unacked punches the journal holds",
+            self.journal_capacity.clone(),
+        );
+        r.register(
+            "oldest_unacked_age_seconds",
+            "Age of the oldest unacked punch",
+            self.oldest_unacked_age_seconds.clone(),
+        );
+        r.register(
+            "batches_published",
+            "Punch batches published",
+            self.batches_published.clone(),
+        );
+        r.register(
+            "punches_published",
+            "Punches published, re-sends included",
+            self.punches_published.clone(),
+        );
+        r.register(
+            "acks",
+            "Application acks received, by result",
+            self.acks.clone(),
+        );
+        r.register(
+            "punches_acked",
+            "Punches deleted after the centre's ack",
+            self.punches_acked.clone(),
+        );
+        r.register(
+            "mqtt_reconnects",
+            "MQTT connections after the first",
+            self.reconnects.clone(),
+        );
+        r.register(
+            "retransmits",
+            "Re-sends after an ack timeout",
+            self.retransmits.clone(),
+        );
+        r.register(
+            "link_up",
+            "1 when the MQTT link is up",
+            self.link_up.clone(),
+        );
+        r.register(
+            "reader_up",
+            "1 when the reader answers",
+            self.reader_up.clone(),
+        );
+        r
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(self: &Arc<Self>) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry());
+        out
+    }
+}
+
+/// Serves `/metrics` on `listener` until `shutdown`.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+    loop {
+        let (mut sock, _) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            let n =
+                match tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf))
+                    .await
+                {
+                    Ok(Ok(n)) => n,
+                    _ => return,
+                };
+            let request = String::from_utf8_lossy(&buf[..n]);
+            let response = if request.starts_with("GET /metrics") {
+                let body = metrics.render();
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+            } else {
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_owned()
+            };
+            let _ = sock.write_all(response.as_bytes()).await;
+        });
+    }
+}
