@@ -37,7 +37,9 @@ impl Seen {
 
     /// Highest contiguous seq (from 1) for a device and epoch.
     pub fn contiguous(&self, device: &str, epoch: u64) -> u64 {
-        let Some(m) = self.punches.get(&(device.to_owned(), epoch)) else { return 0 };
+        let Some(m) = self.punches.get(&(device.to_owned(), epoch)) else {
+            return 0;
+        };
         let mut c = 0;
         while m.contains_key(&(c + 1)) {
             c += 1;
@@ -87,9 +89,13 @@ impl Acker {
                         if *lock(&a)
                             && let Some((site_dev, ack)) = ack.map(|ack| (p.topic.clone(), ack))
                         {
-                            let Ok(t) = topic::parse(&site_dev) else { continue };
+                            let Ok(t) = topic::parse(&site_dev) else {
+                                continue;
+                            };
                             let to = topic::build(t.site, t.device_id, Kind::Ack);
-                            let _ = client.publish(to, QoS::AtLeastOnce, false, ack.encode()).await;
+                            let _ = client
+                                .publish(to, QoS::AtLeastOnce, false, ack.encode())
+                                .await;
                         }
                     }
                     Ok(_) => {}
@@ -112,7 +118,12 @@ impl Acker {
     }
 
     /// Waits until `cond` holds, or fails after `timeout` with `what` in the message.
-    pub async fn wait_for(&self, what: &str, timeout: Duration, cond: impl Fn(&Seen) -> bool) -> anyhow::Result<()> {
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        cond: impl Fn(&Seen) -> bool,
+    ) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
             if cond(&self.seen()) {
@@ -124,7 +135,10 @@ impl Acker {
                     "timed out waiting for {what}; seen: {} deliveries, {} duplicates, epochs {:?}",
                     s.deliveries,
                     s.duplicates,
-                    s.punches.iter().map(|(k, v)| (k.clone(), v.len())).collect::<Vec<_>>()
+                    s.punches
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.len()))
+                        .collect::<Vec<_>>()
                 );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -148,14 +162,19 @@ fn record(seen: &mut Seen, batch: PunchBatch) -> Option<Ack> {
         prev = p.seq;
         seen.deliveries += 1;
         let m = seen.punches.entry(key.clone()).or_default();
-        if m.contains_key(&p.seq) {
-            seen.duplicates += 1;
-        } else {
-            m.insert(p.seq, p);
+        match m.entry(p.seq) {
+            std::collections::btree_map::Entry::Occupied(_) => seen.duplicates += 1,
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(p);
+            }
         }
     }
     let up_to = seen.contiguous(&key.0, key.1);
-    (up_to > 0).then(|| Ack { device_id: key.0, epoch: key.1, up_to_seq: up_to })
+    (up_to > 0).then_some(Ack {
+        device_id: key.0,
+        epoch: key.1,
+        up_to_seq: up_to,
+    })
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -8,3 +8,4 @@
 pub mod acker;
 pub mod mosquitto;
 pub mod postgres;
+pub mod rollcalld;

@@ -1,0 +1,482 @@
+//! rollcalld as a process, against a real Mosquitto started by the test, with the test-only
+//! acker standing in for the centre. Each test has its own broker, directory and gateway.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use rollcall_protocol::topic::{self, Kind};
+use rollcall_protocol::v1::{Ack, Subject};
+use rollcall_tests::acker::Acker;
+use rollcall_tests::mosquitto::Mosquitto;
+use rollcall_tests::rollcalld::{GatewayOptions, Reply, Rollcalld, parse_reply};
+use rumqttc::{AsyncClient, MqttOptions, QoS};
+
+const BIN: &str = env!("CARGO_BIN_EXE_rollcalld");
+const DEVICE: &str = "room-101";
+const LONG: Duration = Duration::from_secs(60);
+
+fn bin() -> &'static Path {
+    Path::new(BIN)
+}
+
+/// Taps a card that is not on the roster, with a UID made from `n` (5 bytes, as an RDM6300
+/// reports).
+async fn tap(gw: &Rollcalld, n: u64) -> anyhow::Result<Reply> {
+    let line = gw
+        .command(&format!("card door-card {:010X}", 0x10_0000 + n))
+        .await?;
+    parse_reply(&line).ok_or_else(|| anyhow::anyhow!("tap {n}: {line}"))
+}
+
+fn short_hash(subject: &Subject) -> String {
+    match subject {
+        Subject::UnknownCard(h) => format!("unknown-card={}", hex::encode(&h[..6])),
+        Subject::Student(s) => format!("student={s}"),
+        Subject::UnknownFinger => "unknown-finger".into(),
+    }
+}
+
+/// Every accepted tap must be at the centre, as the same punch.
+fn assert_all_delivered(acker: &Acker, accepted: &BTreeMap<u64, String>) {
+    let seen = acker.seen();
+    let committed: BTreeMap<u64, String> = seen
+        .punches
+        .iter()
+        .filter(|((d, _), _)| d == DEVICE)
+        .flat_map(|(_, m)| m.iter().map(|(seq, p)| (*seq, short_hash(&p.subject))))
+        .collect();
+    for (seq, subject) in accepted {
+        assert_eq!(
+            committed.get(seq),
+            Some(subject),
+            "accepted punch {seq} ({subject}) missing or different at the centre"
+        );
+    }
+    assert_eq!(seen.misordered_batches, 0, "a batch was not in seq order");
+}
+
+async fn device_epoch(acker: &Acker) -> u64 {
+    loop {
+        if let Some(e) = acker
+            .seen()
+            .punches
+            .keys()
+            .find(|(d, _)| d == DEVICE)
+            .map(|k| k.1)
+        {
+            return e;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_outage_buffers_then_drains_in_order() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut broker = Mosquitto::start()?;
+    let port = broker.port();
+    broker.kill();
+    let gw = Rollcalld::start(bin(), &GatewayOptions::new(port).write(dir.path())?).await?;
+    let mut accepted = BTreeMap::new();
+    for n in 0..120 {
+        let r = tap(&gw, n).await?;
+        assert_eq!(
+            r.outcome, "unknown",
+            "an unknown card is stored and answered as unknown: {r:?}"
+        );
+        accepted.insert(r.seq.expect("stored"), r.subject);
+    }
+    assert_eq!(
+        accepted.keys().copied().collect::<Vec<_>>(),
+        (1..=120).collect::<Vec<_>>()
+    );
+    assert_eq!(gw.journal().await?, (120, 0, 120), "all held while offline");
+
+    broker.restart()?;
+    let acker = Acker::start(port).await?;
+    let epoch = tokio::time::timeout(LONG, device_epoch(&acker)).await?;
+    acker
+        .wait_for("all 120 punches", LONG, |s| {
+            s.contiguous(DEVICE, epoch) == 120
+        })
+        .await?;
+    assert_all_delivered(&acker, &accepted);
+    wait_journal(&gw, (120, 120, 0)).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_random_moments_loses_no_accepted_punch() -> anyhow::Result<()> {
+    let cycles: usize = std::env::var("ROLLCALL_KILL_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let dir = tempfile::tempdir()?;
+    let broker = Mosquitto::start()?;
+    let acker = Acker::start(broker.port()).await?;
+    let config = GatewayOptions::new(broker.port()).write(dir.path())?;
+    let mut rng = StdRng::seed_from_u64(0xC0FFEE);
+    let mut accepted: BTreeMap<u64, String> = BTreeMap::new();
+    let mut n = 0u64;
+    for cycle in 0..cycles {
+        let mut gw = Rollcalld::start(bin(), &config).await?;
+        let kill_after = Duration::from_millis(rng.random_range(20..400));
+        let tapping = async {
+            loop {
+                match tap(&gw, n).await {
+                    Ok(r) => {
+                        if let Some(seq) = r.seq {
+                            let before = accepted.insert(seq, r.subject.clone());
+                            assert!(
+                                before.is_none(),
+                                "cycle {cycle}: seq {seq} handed out twice"
+                            );
+                        }
+                        n += 1;
+                    }
+                    Err(_) => return,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(kill_after, tapping).await;
+        gw.kill9();
+    }
+    // A last life to drain what is left.
+    let gw = Rollcalld::start(bin(), &config).await?;
+    assert!(
+        accepted.len() > cycles,
+        "only {} taps were accepted in {cycles} cycles",
+        accepted.len()
+    );
+    let last = *accepted.keys().last().expect("some punches");
+    let epoch = tokio::time::timeout(LONG, device_epoch(&acker)).await?;
+    acker
+        .wait_for("every accepted punch", LONG, |s| {
+            s.contiguous(DEVICE, epoch) >= last
+        })
+        .await?;
+    assert_all_delivered(&acker, &accepted);
+    let seen = acker.seen();
+    assert_eq!(
+        seen.punches.keys().filter(|(d, _)| d == DEVICE).count(),
+        1,
+        "one journal epoch throughout"
+    );
+    eprintln!(
+        "{cycles} kill -9 cycles: {} taps accepted, {} deliveries, {} re-sent duplicates (dropped by dedupe)",
+        accepted.len(),
+        seen.deliveries,
+        seen.duplicates
+    );
+    drop(gw);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_restarts_mid_stream_lose_nothing() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut broker = Mosquitto::start()?;
+    let acker = Acker::start(broker.port()).await?;
+    let gw = Rollcalld::start(
+        bin(),
+        &GatewayOptions::new(broker.port()).write(dir.path())?,
+    )
+    .await?;
+    let mut accepted = BTreeMap::new();
+    for n in 0..300u64 {
+        let r = tap(&gw, n).await?;
+        accepted.insert(r.seq.expect("stored"), r.subject);
+        if n == 100 {
+            broker.kill();
+        }
+        if n == 150 {
+            broker.restart()?;
+        }
+        if n == 220 {
+            broker.stop();
+            broker.restart()?;
+        }
+    }
+    let epoch = tokio::time::timeout(LONG, device_epoch(&acker)).await?;
+    acker
+        .wait_for("all 300 punches", LONG, |s| {
+            s.contiguous(DEVICE, epoch) >= 300
+        })
+        .await?;
+    assert_all_delivered(&acker, &accepted);
+    Ok(())
+}
+
+async fn raw_client(port: u16) -> anyhow::Result<AsyncClient> {
+    let (client, mut events) =
+        AsyncClient::new(MqttOptions::new("test-forger", "127.0.0.1", port), 100);
+    tokio::spawn(async move { while events.poll().await.is_ok() {} });
+    Ok(client)
+}
+
+async fn wait_journal(gw: &Rollcalld, want: (u64, u64, u64)) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + LONG;
+    loop {
+        let got = gw.journal().await?;
+        if got == want {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "journal is {got:?}, expected {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_duplicate_and_foreign_acks_are_ignored() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Mosquitto::start()?;
+    let acker = Acker::start(broker.port()).await?;
+    acker.set_acking(false);
+    let mut opts = GatewayOptions::new(broker.port());
+    opts.ack_timeout = "30s".into();
+    let gw = Rollcalld::start(bin(), &opts.write(dir.path())?).await?;
+    for n in 0..10 {
+        tap(&gw, n).await?;
+    }
+    acker
+        .wait_for("10 punches", LONG, |s| s.deliveries >= 10)
+        .await?;
+    let epoch = device_epoch(&acker).await;
+    let forger = raw_client(broker.port()).await?;
+    let ack_topic = topic::build("test-site", DEVICE, Kind::Ack);
+    let send = |ack: Vec<u8>| {
+        let (f, t) = (forger.clone(), ack_topic.clone());
+        async move { f.publish(t, QoS::AtLeastOnce, false, ack).await }
+    };
+    send(
+        Ack {
+            device_id: DEVICE.into(),
+            epoch: epoch ^ 1,
+            up_to_seq: 10,
+        }
+        .encode(),
+    )
+    .await?;
+    send(
+        Ack {
+            device_id: "room-999".into(),
+            epoch,
+            up_to_seq: 10,
+        }
+        .encode(),
+    )
+    .await?;
+    send(
+        Ack {
+            device_id: DEVICE.into(),
+            epoch,
+            up_to_seq: 1000,
+        }
+        .encode(),
+    )
+    .await?;
+    send(b"\xff\x00garbage".to_vec()).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        gw.journal().await?,
+        (10, 0, 10),
+        "no bad ack deleted anything"
+    );
+
+    send(
+        Ack {
+            device_id: DEVICE.into(),
+            epoch,
+            up_to_seq: 4,
+        }
+        .encode(),
+    )
+    .await?;
+    wait_journal(&gw, (10, 4, 6)).await?;
+    send(
+        Ack {
+            device_id: DEVICE.into(),
+            epoch,
+            up_to_seq: 2,
+        }
+        .encode(),
+    )
+    .await?;
+    send(
+        Ack {
+            device_id: DEVICE.into(),
+            epoch,
+            up_to_seq: 4,
+        }
+        .encode(),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        gw.journal().await?,
+        (10, 4, 6),
+        "stale and duplicate acks change nothing"
+    );
+
+    acker.set_acking(true);
+    // A new punch makes the acker ack the highest contiguous seq it holds.
+    tap(&gw, 10).await?;
+    wait_journal(&gw, (11, 11, 0)).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_journal_refuses_with_storage_full_and_keeps_what_it_has() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Mosquitto::start()?;
+    let acker = Acker::start(broker.port()).await?;
+    acker.set_acking(false);
+    let metrics_port = rollcall_tests::mosquitto::free_port()?;
+    let mut opts = GatewayOptions::new(broker.port());
+    opts.capacity = 5;
+    opts.ack_timeout = "1s".into();
+    opts.metrics_port = Some(metrics_port);
+    let gw = Rollcalld::start(bin(), &opts.write(dir.path())?).await?;
+    let mut outcomes = Vec::new();
+    for n in 0..7 {
+        outcomes.push(tap(&gw, n).await?.outcome);
+    }
+    assert_eq!(
+        outcomes,
+        [
+            "unknown",
+            "unknown",
+            "unknown",
+            "unknown",
+            "unknown",
+            "storage_full",
+            "storage_full"
+        ]
+    );
+    let metrics = http_get(metrics_port, "/metrics").await?;
+    assert!(
+        metrics.contains("rollcall_punches_total{outcome=\"storage_full\"} 2"),
+        "{metrics}"
+    );
+
+    acker.set_acking(true);
+    wait_journal(&gw, (5, 5, 0)).await?;
+    assert_eq!(
+        tap(&gw, 7).await?.outcome,
+        "unknown",
+        "room again once the centre acked"
+    );
+    let seen = acker.seen();
+    assert_eq!(seen.seqs(DEVICE)[..5], [1, 2, 3, 4, 5]);
+    Ok(())
+}
+
+async fn http_get(port: u16, path: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await?;
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_journal_stops_start_with_the_file_and_the_fix() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let config = GatewayOptions::new(rollcall_tests::mosquitto::free_port()?).write(dir.path())?;
+    let journal = dir.path().join("state").join("journal.redb");
+    std::fs::write(&journal, vec![0xA5u8; 8192])?;
+    let err = Rollcalld::start(bin(), &config)
+        .await
+        .expect_err("must refuse to start")
+        .to_string();
+    assert!(err.contains(&journal.display().to_string()), "{err}");
+    assert!(err.contains("move the file aside"), "{err}");
+    assert_eq!(
+        std::fs::read(&journal)?,
+        vec![0xA5u8; 8192],
+        "the damaged file is kept as it was"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_keeps_unacked_punches_for_the_next_start() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Mosquitto::start()?;
+    let acker = Acker::start(broker.port()).await?;
+    acker.set_acking(false);
+    let config = GatewayOptions::new(broker.port()).write(dir.path())?;
+    let mut gw = Rollcalld::start(bin(), &config).await?;
+    let finger = parse_reply(&gw.command("finger door-finger 1").await?).expect("reply");
+    assert_eq!(
+        (finger.outcome.as_str(), finger.subject.as_str()),
+        ("accepted", "student=S001")
+    );
+    let card = parse_reply(&gw.command("card door-card 0000000002").await?).expect("reply");
+    assert_eq!(
+        (card.outcome.as_str(), card.subject.as_str()),
+        ("accepted", "student=S002")
+    );
+    let status = gw.terminate()?;
+    assert!(
+        status.success(),
+        "clean exit on SIGTERM: {status}; log:\n{}",
+        gw.log()
+    );
+    acker.set_acking(true);
+    let gw = Rollcalld::start(bin(), &config).await?;
+    wait_journal(&gw, (2, 2, 0)).await?;
+    let seen = acker.seen();
+    let subjects: Vec<_> = seen
+        .punches
+        .values()
+        .flat_map(|m| m.values().map(|p| p.subject.clone()))
+        .collect();
+    assert_eq!(
+        subjects,
+        [
+            Subject::Student("S001".into()),
+            Subject::Student("S002".into())
+        ]
+    );
+    Ok(())
+}
+
+#[test]
+fn validate_names_every_bad_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[device]\nid = \"room 1\"\nsite = \"s\"\n[mqtt]\nhost = \"broker.example\"\nport = 0\n[[reader]]\nid = \"r\"\nkind = \"simulated-card\"\n",
+    )
+    .expect("write");
+    let out = std::process::Command::new(BIN)
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for key in ["device.id:", "mqtt.port:", "mqtt.tls: missing"] {
+        assert!(err.contains(key), "{key} not in:\n{err}");
+    }
+    let good = GatewayOptions::new(1883).write(dir.path()).expect("write");
+    let out = std::process::Command::new(BIN)
+        .args(["validate", "--config"])
+        .arg(&good)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
