@@ -18,16 +18,24 @@ pub struct Mosquitto {
 
 /// Finds the mosquitto binary (Debian puts it in /usr/sbin, often not on a user's PATH).
 pub fn binary() -> anyhow::Result<PathBuf> {
-    for candidate in ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/usr/bin/mosquitto"] {
+    for candidate in [
+        "/usr/sbin/mosquitto",
+        "/usr/local/sbin/mosquitto",
+        "/usr/bin/mosquitto",
+    ] {
         let p = PathBuf::from(candidate);
         if p.exists() {
             return Ok(p);
         }
     }
-    let out = Command::new("sh").args(["-c", "command -v mosquitto"]).output()?;
+    let out = Command::new("sh")
+        .args(["-c", "command -v mosquitto"])
+        .output()?;
     let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     if path.is_empty() {
-        bail!("mosquitto not found: install it with `apt-get install mosquitto` (the README's test command does)");
+        bail!(
+            "mosquitto not found: install it with `apt-get install mosquitto` (the README's test command does)"
+        );
     }
     Ok(PathBuf::from(path))
 }
@@ -40,8 +48,14 @@ pub fn free_port() -> anyhow::Result<u16> {
 impl Mosquitto {
     /// Starts a broker with persistence in its own temporary directory.
     pub fn start() -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new().prefix("rollcall-mosquitto").tempdir()?;
-        let mut broker = Self { dir, port: free_port()?, child: None };
+        let dir = tempfile::Builder::new()
+            .prefix("rollcall-mosquitto")
+            .tempdir()?;
+        let mut broker = Self {
+            dir,
+            port: free_port()?,
+            child: None,
+        };
         broker.spawn()?;
         Ok(broker)
     }
@@ -86,7 +100,11 @@ impl Mosquitto {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        bail!("mosquitto did not listen on port {} within 10 s; log: {}", self.port, self.log())
+        bail!(
+            "mosquitto did not listen on port {} within 10 s; log: {}",
+            self.port,
+            self.log()
+        )
     }
 
     /// The broker's port on 127.0.0.1.
@@ -110,7 +128,10 @@ impl Mosquitto {
     /// SIGTERM and wait: a clean stop that saves the persistence file.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
             let _ = child.wait();
         }
     }
@@ -144,5 +165,9 @@ impl Drop for Mosquitto {
 }
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false)
 }
