@@ -114,7 +114,11 @@ pub struct Journal {
     last_seq: u64,
     acked: u64,
     capacity: u64,
+    acks_since_sync: u32,
 }
+
+/// One ack transaction in this many is committed durably (see [`Journal::ack`]).
+const ACKS_PER_SYNC: u32 = 8;
 
 impl Journal {
     /// Opens the journal at `path`, creating it (atomically) if there is no file.
@@ -186,6 +190,7 @@ impl Journal {
             last_seq: next_seq - 1,
             acked,
             capacity,
+            acks_since_sync: 0,
         })
     }
 

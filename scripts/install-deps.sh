@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Rollcall's tests, demo and benchmarks need, only if missing.
+# Safe to run again. Needs root or sudo when something is missing.
+set -euo pipefail
+
+need=()
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
+have mosquitto || need+=(mosquitto)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+have socat || need+=(socat)
+have python3 || need+=(python3)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+have cc || need+=(gcc)
+# Cross build and emulation for the Raspberry Pi (aarch64); optional but installed when possible.
+have aarch64-linux-gnu-gcc || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
+have qemu-aarch64 || need+=(qemu-user)
+
+if ((${#need[@]})); then
+  echo "install-deps: installing ${need[*]}"
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  # Optional packages may be missing on some releases; the required ones must install.
+  $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" ||
+    $sudo apt-get install -y -qq --no-install-recommends mosquitto postgresql socat python3 python3-venv gcc
+fi
+
+# The aarch64 standard library for cross builds (rustup only; skipped elsewhere).
+if command -v rustup >/dev/null 2>&1 && ! rustup target list --installed | grep -q aarch64-unknown-linux-gnu; then
+  rustup target add aarch64-unknown-linux-gnu || echo "install-deps: aarch64 target unavailable; aarch64 steps will be skipped"
+fi
+# The Debian mosquitto package starts a system broker on port 1883; Rollcall's tests never use
+# it (each test starts its own on a free port).
+exit 0

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Rollcall's whole test suite: installs what it needs, then runs every test against real
+# Mosquitto and PostgreSQL servers that the tests start themselves on free ports.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh
+[ -x drivers/tests/setup-python.sh ] && drivers/tests/setup-python.sh
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast
+else
+  cargo test --workspace --no-fail-fast
+fi
+
+# The drivers' tests again as aarch64 binaries under qemu-user (skipped where unavailable).
+[ -x drivers/aarch64-test.sh ] && drivers/aarch64-test.sh
+echo "all Rollcall tests passed"
