@@ -14,7 +14,7 @@ use tokio_postgres::error::SqlState;
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     /// From PostgreSQL or the connection.
-    #[error("postgres: {0}")]
+    #[error("postgres: {}", pg_message(.0))]
     Pg(#[from] tokio_postgres::Error),
     /// No connection could be had from the pool.
     #[error("connection pool: {0}")]
@@ -22,6 +22,17 @@ pub enum DbError {
     /// The database lacks something ingest needs, or the URL is wrong.
     #[error("{0}")]
     Schema(String),
+}
+
+/// The server's message (and detail) when there is one; the client error otherwise.
+fn pg_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => match d.detail() {
+            Some(detail) => format!("{}: {} ({detail})", d.code().code(), d.message()),
+            None => format!("{}: {}", d.code().code(), d.message()),
+        },
+        None => e.to_string(),
+    }
 }
 
 impl DbError {

@@ -63,7 +63,7 @@ pub async fn statistics(
                  semester, total_sessions, present_count, absent_count, late_count, excused_count, attendance_percentage,
                  is_eligible_for_exam, period_start, period_end, last_calculated)
              SELECT $1, $1, student_id, course_section_id, academic_year, semester, total, present, absent, late, excused,
-                    pct, pct >= $3::numeric, period_start, period_end, $1
+                    pct, pct >= ($3::float8)::numeric, period_start, period_end, $1
              FROM p ORDER BY student_id, course_section_id
              ON CONFLICT (student_id, course_section_id, academic_year, semester, period_start, period_end) DO UPDATE SET
                  updated_at = $1, total_sessions = EXCLUDED.total_sessions, present_count = EXCLUDED.present_count,
@@ -71,7 +71,7 @@ pub async fn statistics(
                  excused_count = EXCLUDED.excused_count, attendance_percentage = EXCLUDED.attendance_percentage,
                  is_eligible_for_exam = EXCLUDED.is_eligible_for_exam, last_calculated = $1
              RETURNING is_eligible_for_exam",
-            &[&now, &ctx.late_counts_as_attended, &threshold.to_string()],
+            &[&now, &ctx.late_counts_as_attended, &threshold],
         )
         .await?;
     let ineligible = rows.iter().filter(|r| !r.get::<_, bool>(0)).count();

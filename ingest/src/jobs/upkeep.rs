@@ -119,7 +119,7 @@ pub async fn device_health(
         .query(
             "INSERT INTO rollcall.room_alert (session_id, kind, room, detected_at)
              SELECT s.id, 'no_punches', s.room, $1 FROM attendance_session s
-             WHERE s.status = 'open' AND s.actual_start_datetime < $1 - interval '10 minutes' AND s.room <> ''
+             WHERE s.status = 'open' AND s.actual_start_datetime < $1::timestamptz - interval '10 minutes' AND s.room <> ''
                AND EXISTS (SELECT 1 FROM attendance_biometric_device d WHERE d.room = s.room AND d.is_enabled)
                AND NOT EXISTS (SELECT 1 FROM rollcall.ledger l WHERE l.session_id = s.id)
                AND NOT EXISTS (SELECT 1 FROM rollcall.ledger l JOIN attendance_biometric_device d ON d.device_id = l.device_id
