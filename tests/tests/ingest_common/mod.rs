@@ -25,7 +25,8 @@ pub enum Schema {
 }
 
 pub fn real_schema_file() -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference/campshub360-schema.sql");
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/reference/campshub360-schema.sql");
     p.exists().then_some(p)
 }
 
@@ -60,7 +61,9 @@ pub async fn db(schema: Schema) -> Option<Db> {
         }
     };
     let mut client = connect(&url).await;
-    rollcall_ingest::db::schema::migrate(&mut client, mode).await.expect("migrate");
+    rollcall_ingest::db::schema::migrate(&mut client, mode)
+        .await
+        .expect("migrate");
     Some(Db { pg, url, client })
 }
 
@@ -83,7 +86,9 @@ pub async fn ins(c: &Client, table: &str, given: &[(&str, &str)]) -> String {
             continue;
         }
         let v = match ty.as_str() {
-            "character varying" | "character" => format!("left(md5(random()::text), {})", len.unwrap_or(32).min(32)),
+            "character varying" | "character" => {
+                format!("left(md5(random()::text), {})", len.unwrap_or(32).min(32))
+            }
             "text" => "''".into(),
             "uuid" => "gen_random_uuid()".into(),
             "boolean" => "false".into(),
@@ -99,10 +104,22 @@ pub async fn ins(c: &Client, table: &str, given: &[(&str, &str)]) -> String {
         names.push(name);
         values.push(v);
     }
-    let sql = format!("INSERT INTO {table} ({}) VALUES ({}) RETURNING id::text", names.join(", "), values.join(", "));
-    c.batch_execute("SET session_replication_role = replica").await.unwrap();
-    let id: String = c.query_one(&sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e:?}")).get(0);
-    c.batch_execute("SET session_replication_role = DEFAULT").await.unwrap();
+    let sql = format!(
+        "INSERT INTO {table} ({}) VALUES ({}) RETURNING id::text",
+        names.join(", "),
+        values.join(", ")
+    );
+    c.batch_execute("SET session_replication_role = replica")
+        .await
+        .unwrap();
+    let id: String = c
+        .query_one(&sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+        .get(0);
+    c.batch_execute("SET session_replication_role = DEFAULT")
+        .await
+        .unwrap();
     id
 }
 
@@ -124,26 +141,91 @@ pub const SITE: &str = "north";
 /// (wall clock as UTC) unless `clock` is Utc.
 pub async fn campus(c: &Client, clock: SessionClock) -> Campus {
     let ay = ins(c, "students_academicyear", &[("year", "'2024-2025'")]).await;
-    let batch = ins(c, "students_studentbatch", &[("academic_year_id", &ay), ("semester", "'5'")]).await;
-    let section: i64 = ins(c, "academics_coursesection", &[("student_batch_id", &batch)]).await.parse().unwrap();
-    let other_section: i64 = ins(c, "academics_coursesection", &[("student_batch_id", &batch)]).await.parse().unwrap();
+    let batch = ins(
+        c,
+        "students_studentbatch",
+        &[("academic_year_id", &ay), ("semester", "'5'")],
+    )
+    .await;
+    let section: i64 = ins(
+        c,
+        "academics_coursesection",
+        &[("student_batch_id", &batch)],
+    )
+    .await
+    .parse()
+    .unwrap();
+    let other_section: i64 = ins(
+        c,
+        "academics_coursesection",
+        &[("student_batch_id", &batch)],
+    )
+    .await
+    .parse()
+    .unwrap();
     let mut students = Vec::new();
     for i in 0..3 {
         let id = Uuid::now_v7();
-        ins(c, "students_student", &[("id", &format!("'{id}'")), ("roll_number", &format!("'R{i:03}'")), ("student_batch_id", &batch), ("status", "'ACTIVE'")]).await;
+        ins(
+            c,
+            "students_student",
+            &[
+                ("id", &format!("'{id}'")),
+                ("roll_number", &format!("'R{i:03}'")),
+                ("student_batch_id", &batch),
+                ("status", "'ACTIVE'"),
+            ],
+        )
+        .await;
         students.push(id);
     }
     for s in &students[..2] {
-        ins(c, "academics_courseenrollment", &[("student_id", &format!("'{s}'")), ("course_section_id", &section.to_string()), ("status", "'ENROLLED'")]).await;
+        ins(
+            c,
+            "academics_courseenrollment",
+            &[
+                ("student_id", &format!("'{s}'")),
+                ("course_section_id", &section.to_string()),
+                ("status", "'ENROLLED'"),
+            ],
+        )
+        .await;
     }
-    for (dev, room, enabled) in [(DEVICE, "R101", "true"), (DISABLED, "R102", "false"), ("dev-nosession", "R999", "true")] {
-        ins(c, "attendance_biometric_device", &[("device_id", &format!("'{dev}'")), ("room", &format!("'{room}'")), ("is_enabled", enabled), ("status", "'active'"), ("device_type", "'fingerprint'")]).await;
+    for (dev, room, enabled) in [
+        (DEVICE, "R101", "true"),
+        (DISABLED, "R102", "false"),
+        ("dev-nosession", "R999", "true"),
+    ] {
+        ins(
+            c,
+            "attendance_biometric_device",
+            &[
+                ("device_id", &format!("'{dev}'")),
+                ("room", &format!("'{room}'")),
+                ("is_enabled", enabled),
+                ("status", "'active'"),
+                ("device_type", "'fingerprint'"),
+            ],
+        )
+        .await;
     }
     let period = Uuid::now_v7();
     // The real schema checks record -> academic period at COMMIT; the subset has no such table.
-    let has_periods: bool = c.query_one("SELECT to_regclass('public.attendance_academicperiod') IS NOT NULL", &[]).await.unwrap().get(0);
+    let has_periods: bool = c
+        .query_one(
+            "SELECT to_regclass('public.attendance_academicperiod') IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
     if has_periods {
-        ins(c, "attendance_academicperiod", &[("id", &format!("'{period}'"))]).await;
+        ins(
+            c,
+            "attendance_academicperiod",
+            &[("id", &format!("'{period}'"))],
+        )
+        .await;
     }
     let (start, end) = match clock {
         SessionClock::WallclockAsUtc => ("'2025-01-06T09:00:00Z'", "'2025-01-06T10:00:00Z'"),
@@ -165,12 +247,21 @@ pub async fn campus(c: &Client, clock: SessionClock) -> Campus {
     .await
     .parse()
     .unwrap();
-    Campus { students, section, other_section, session, period, day: NaiveDate::from_ymd_opt(2025, 1, 6).unwrap() }
+    Campus {
+        students,
+        section,
+        other_section,
+        session,
+        period,
+        day: NaiveDate::from_ymd_opt(2025, 1, 6).unwrap(),
+    }
 }
 
 /// Instant of campus (IST) wall-clock `hh:mm:ss` on 2025-01-06.
 pub fn ist(hms: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(&format!("2025-01-06T{hms}+05:30")).unwrap().with_timezone(&Utc)
+    DateTime::parse_from_rfc3339(&format!("2025-01-06T{hms}+05:30"))
+        .unwrap()
+        .with_timezone(&Utc)
 }
 
 pub fn punch(seq: u64, at: DateTime<Utc>, subject: v1::Subject) -> v1::Punch {
@@ -178,7 +269,12 @@ pub fn punch(seq: u64, at: DateTime<Utc>, subject: v1::Subject) -> v1::Punch {
         seq,
         event_id: Uuid::now_v7(),
         captured_at_ms: at.timestamp_millis(),
-        clock: v1::ClockState { ntp_synced: true, offset_ms: None, boot_id: Uuid::nil(), monotonic_ms: seq * 1000 },
+        clock: v1::ClockState {
+            ntp_synced: true,
+            offset_ms: None,
+            boot_id: Uuid::nil(),
+            monotonic_ms: seq * 1000,
+        },
         reader_id: "door".into(),
         reader_kind: "r503".into(),
         credential: v1::CredentialKind::Fingerprint,
@@ -197,7 +293,11 @@ pub fn topic(device: &str) -> String {
 }
 
 pub fn env(device: &str, epoch: u64, punches: Vec<v1::Punch>) -> Envelope {
-    let b = v1::PunchBatch { device_id: device.into(), epoch, punches };
+    let b = v1::PunchBatch {
+        device_id: device.into(),
+        epoch,
+        punches,
+    };
     Envelope::new(&topic(device), b.encode().into())
 }
 
@@ -214,15 +314,24 @@ pub fn settings(clock: SessionClock) -> WriterSettings {
 
 /// Writes with "now" = 2025-01-06 12:00 IST.
 pub async fn write(c: &mut Client, envs: &[Envelope], clock: SessionClock) -> BatchReport {
-    write_batch(c, envs, &settings(clock), ist("12:00:00")).await.expect("write batch")
+    write_batch(c, envs, &settings(clock), ist("12:00:00"))
+        .await
+        .expect("write batch")
 }
 
 pub async fn count(c: &Client, sql: &str) -> i64 {
-    c.query_one(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}")).get(0)
+    c.query_one(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
 }
 
 /// `(mark, marked_at, source)` of a student's record in a session.
-pub async fn record(c: &Client, session: i64, student: Uuid) -> Option<(String, DateTime<Utc>, String)> {
+pub async fn record(
+    c: &Client,
+    session: i64,
+    student: Uuid,
+) -> Option<(String, DateTime<Utc>, String)> {
     c.query_opt("SELECT mark::text, marked_at, source::text FROM attendance_record WHERE session_id = $1 AND student_id = $2", &[&session, &student])
         .await
         .unwrap()
@@ -230,10 +339,13 @@ pub async fn record(c: &Client, session: i64, student: Uuid) -> Option<(String, 
 }
 
 pub async fn outcome(c: &Client, device: &str, epoch: u64, seq: u64) -> String {
-    c.query_one("SELECT outcome FROM rollcall.ledger WHERE device_id = $1 AND epoch = $2 AND seq = $3", &[&device, &(epoch as i64), &(seq as i64)])
-        .await
-        .unwrap()
-        .get(0)
+    c.query_one(
+        "SELECT outcome FROM rollcall.ledger WHERE device_id = $1 AND epoch = $2 AND seq = $3",
+        &[&device, &(epoch as i64), &(seq as i64)],
+    )
+    .await
+    .unwrap()
+    .get(0)
 }
 
 /// Generates `#[tokio::test]`s `<name>_standalone` and `<name>_real_schema` from an async fn
@@ -257,3 +369,4 @@ macro_rules! both_schemas {
         }
     )* };
 }
+pub mod device;
