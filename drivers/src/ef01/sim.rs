@@ -72,6 +72,7 @@ pub struct Ef01Sim {
     baud_multiplier: u16,
     library: BTreeMap<u16, Vec<u8>>,
     fingers: VecDeque<Vec<u8>>,
+    lift_next: bool,
     image: Option<Vec<u8>>,
     buffers: [Option<Vec<u8>>; 6],
     receiving: Option<(u8, Vec<u8>)>,
@@ -94,6 +95,7 @@ impl Ef01Sim {
             baud_multiplier: 6,
             library: BTreeMap::new(),
             fingers: VecDeque::new(),
+            lift_next: false,
             image: None,
             buffers: Default::default(),
             receiving: None,
@@ -223,8 +225,15 @@ impl Ef01Sim {
     fn execute(&mut self, instruction: Instruction, out: &mut Vec<u8>) {
         use Instruction::*;
         let (code, data): (Confirm, Vec<u8>) = match instruction {
+            // A finger that follows another one is placed after the first is lifted: the host
+            // sees one "no finger" between them, as it would with a real hand.
+            GenImg if self.lift_next => {
+                self.lift_next = false;
+                (Confirm::NO_FINGER, vec![])
+            }
             GenImg => match self.fingers.pop_front() {
                 Some(finger) => {
+                    self.lift_next = !self.fingers.is_empty();
                     self.image = Some(finger);
                     (Confirm::OK, vec![])
                 }
