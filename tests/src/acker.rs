@@ -23,6 +23,8 @@ pub struct Seen {
     pub misordered_batches: u64,
     /// Undecodable messages.
     pub undecodable: u64,
+    /// Highest contiguous seq per (device, epoch), advanced as punches arrive.
+    cursors: BTreeMap<(String, u64), u64>,
 }
 
 impl Seen {
@@ -37,14 +39,10 @@ impl Seen {
 
     /// Highest contiguous seq (from 1) for a device and epoch.
     pub fn contiguous(&self, device: &str, epoch: u64) -> u64 {
-        let Some(m) = self.punches.get(&(device.to_owned(), epoch)) else {
-            return 0;
-        };
-        let mut c = 0;
-        while m.contains_key(&(c + 1)) {
-            c += 1;
-        }
-        c
+        self.cursors
+            .get(&(device.to_owned(), epoch))
+            .copied()
+            .unwrap_or(0)
     }
 }
 
@@ -169,7 +167,12 @@ fn record(seen: &mut Seen, batch: PunchBatch) -> Option<Ack> {
             }
         }
     }
-    let up_to = seen.contiguous(&key.0, key.1);
+    let m = seen.punches.get(&key);
+    let cursor = seen.cursors.entry(key.clone()).or_default();
+    while m.is_some_and(|m| m.contains_key(&(*cursor + 1))) {
+        *cursor += 1;
+    }
+    let up_to = *cursor;
     (up_to > 0).then_some(Ack {
         device_id: key.0,
         epoch: key.1,

@@ -26,6 +26,8 @@ pub struct GatewayOptions {
     pub metrics_port: Option<u16>,
     /// Batch size.
     pub batch_max: u64,
+    /// Batches in flight.
+    pub window: usize,
 }
 
 impl GatewayOptions {
@@ -39,6 +41,7 @@ impl GatewayOptions {
             ack_timeout: "2s".into(),
             metrics_port: None,
             batch_max: 100,
+            window: 8,
         }
     }
 
@@ -68,6 +71,7 @@ allow_plaintext = true
 keep_alive = "5s"
 ack_timeout = "{ack_timeout}"
 batch_max = {batch_max}
+window = {window}
 status_interval = "2s"
 [roster]
 path = "{state}/roster.toml"
@@ -88,6 +92,7 @@ kind = "simulated-fingerprint"
             port = self.broker_port,
             ack_timeout = self.ack_timeout,
             batch_max = self.batch_max,
+            window = self.window,
             dup = self.duplicate_window,
         );
         let path = dir.join("rollcalld.toml");

@@ -288,10 +288,17 @@ impl Journal {
         let err = |e: redb::Error| storage(&self.label, e);
         let mut tx = self.db.begin_write().map_err(|e| err(e.into()))?;
         // Losing a deletion in a power cut only means re-sending acked punches, which the
-        // centre ignores; so deletions need not wait for their own fsync. The next append's
-        // fsync persists them.
-        tx.set_durability(Durability::None)
-            .map_err(|e| err(e.into()))?;
+        // centre ignores; so most deletions skip their own fsync (the next append's persists
+        // them). Every few acks one is durable anyway, so that a long drain with no appends
+        // lets redb reuse the freed pages instead of growing the file.
+        self.acks_since_sync += 1;
+        let durability = if self.acks_since_sync >= ACKS_PER_SYNC {
+            self.acks_since_sync = 0;
+            Durability::Immediate
+        } else {
+            Durability::None
+        };
+        tx.set_durability(durability).map_err(|e| err(e.into()))?;
         {
             let mut table = tx.open_table(PUNCHES).map_err(|e| err(e.into()))?;
             table
