@@ -162,7 +162,7 @@ impl UplinkShell {
                             .await?;
                         self.metrics.batches_published.inc();
                         self.metrics.punches_published.inc_by(n);
-                        tracing::debug!(first, last, "batch published");
+                        tracing::info!(first, last, "batch published");
                     }
                     Action::Delete { up_to } => {
                         let deleted = self.journal.ack(up_to).await?;
