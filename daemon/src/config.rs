@@ -527,3 +527,17 @@ mod tests {
         assert!(c.has_simulated_readers());
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    /// The shipped example parses; its only complaints are the TLS files absent on this machine.
+    #[test]
+    fn the_example_config_is_valid_but_for_its_certificate_files() {
+        let text = include_str!("../rollcalld.example.toml");
+        let errs = Config::parse(text).expect_err("certificate files do not exist here").0;
+        assert!(errs.iter().all(|e| e.starts_with("mqtt.tls.")), "{errs:?}");
+        assert_eq!(errs.len(), 3, "{errs:?}");
+    }
+}

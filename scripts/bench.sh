@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Rollcall's benchmarks; results are printed as Markdown tables (see BENCHMARKS.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+echo "## Machine"
+echo
+echo "- CPU: $(lscpu | sed -n 's/^Model name: *//p') ($(nproc) cores), memory $(free -g | awk '/Mem:/ {print $2}') GiB"
+echo "- Disk under target/: $(df -h target 2>/dev/null | awk 'NR==2 {print $1, $2}')"
+echo
+echo "## Edge (rollcalld)"
+echo
+cargo bench -p rollcall-daemon --bench edge
