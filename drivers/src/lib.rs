@@ -10,8 +10,11 @@
 mod config;
 pub mod ef01;
 mod event;
+pub mod pn532;
+pub mod rdm6300;
 mod run;
 pub mod simulated;
+pub mod wiegand;
 
 pub use config::{ConfigError, IndicatorConfig, IndicatorKind, ReaderConfig, ReaderKind};
 pub use event::{CredentialKind, ReaderEvent, ReaderHealth, Signal};

@@ -1,0 +1,359 @@
+//! The Wiegand decoder: edges with kernel timestamps in, card numbers out. No I/O, no clock.
+//!
+//! D0 and D1 idle high. A low pulse on D0 is a 0 bit, on D1 a 1 bit, most significant first.
+//! A pulse counts when it lasts between `min_pulse` and `max_pulse` (so noise spikes and a line
+//! stuck low are ignored); a gap of `frame_gap` (5 ms) without a pulse ends the frame.
+
+use std::time::Duration;
+
+/// Which data line an edge is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Line {
+    /// D0 (a pulse is a 0 bit).
+    D0,
+    /// D1 (a pulse is a 1 bit).
+    D1,
+}
+
+/// One edge, as the GPIO character device reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Edge {
+    /// The line.
+    pub line: Line,
+    /// True for high-to-low (a pulse starts), false for low-to-high (it ends).
+    pub falling: bool,
+    /// Kernel timestamp (CLOCK_MONOTONIC), nanoseconds.
+    pub at_ns: u64,
+}
+
+/// A decoded card.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Card {
+    /// 26-bit: 8-bit facility code, 16-bit card number.
+    W26 {
+        /// Facility code.
+        facility: u8,
+        /// Card number.
+        card: u16,
+    },
+    /// 34-bit: 32 data bits (commonly 16-bit facility, 16-bit card).
+    W34 {
+        /// The 32 data bits.
+        data: u32,
+    },
+}
+
+impl Card {
+    /// The data bits packed big-endian, parity bits removed: 3 bytes for W26, 4 for W34.
+    pub fn uid(&self) -> Vec<u8> {
+        match *self {
+            Card::W26 { facility, card } => {
+                let [hi, lo] = card.to_be_bytes();
+                vec![facility, hi, lo]
+            }
+            Card::W34 { data } => data.to_be_bytes().to_vec(),
+        }
+    }
+
+    /// The frame's bits on the wire, parity included, most significant first.
+    pub fn bits(&self) -> Vec<bool> {
+        let (data, n) = match *self {
+            Card::W26 { facility, card } => ((u64::from(facility) << 16) | u64::from(card), 24),
+            Card::W34 { data } => (u64::from(data), 32),
+        };
+        let data_bits: Vec<bool> = (0..n).rev().map(|i| data >> i & 1 == 1).collect();
+        let half = n / 2;
+        let even = data_bits[..half].iter().filter(|b| **b).count() % 2 == 1;
+        let odd = data_bits[half..].iter().filter(|b| **b).count() % 2 == 0;
+        let mut bits = vec![even];
+        bits.extend(data_bits);
+        bits.push(odd);
+        bits
+    }
+}
+
+/// A frame that could not be decoded. Ordinary line trouble, reported and forgotten.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WiegandError {
+    /// The frame length is neither 26 nor 34 bits.
+    #[error(
+        "{0}-bit frame: only Wiegand 26 and 34 are supported (check the reader's output format)"
+    )]
+    Length(usize),
+    /// A parity bit is wrong.
+    #[error("{bits}-bit frame with a bad {which} parity bit")]
+    Parity {
+        /// Frame length.
+        bits: usize,
+        /// "leading even" or "trailing odd".
+        which: &'static str,
+    },
+}
+
+/// Decodes a complete frame of bits.
+pub fn decode_bits(bits: &[bool]) -> Result<Card, WiegandError> {
+    let n = bits.len();
+    if n != 26 && n != 34 {
+        return Err(WiegandError::Length(n));
+    }
+    let data = &bits[1..n - 1];
+    let half = data.len() / 2;
+    let ones = |b: &[bool]| b.iter().filter(|x| **x).count();
+    if (ones(&data[..half]) + usize::from(bits[0])) % 2 != 0 {
+        return Err(WiegandError::Parity {
+            bits: n,
+            which: "leading even",
+        });
+    }
+    if (ones(&data[half..]) + usize::from(bits[n - 1])) % 2 != 1 {
+        return Err(WiegandError::Parity {
+            bits: n,
+            which: "trailing odd",
+        });
+    }
+    let value = data.iter().fold(0u64, |v, b| v << 1 | u64::from(*b));
+    Ok(if n == 26 {
+        Card::W26 {
+            facility: (value >> 16) as u8,
+            card: value as u16,
+        }
+    } else {
+        Card::W34 { data: value as u32 }
+    })
+}
+
+/// Timing limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// Shorter low pulses are noise (default 10 us).
+    pub min_pulse: Duration,
+    /// Longer low pulses are not data (default 2 ms).
+    pub max_pulse: Duration,
+    /// Silence that ends a frame (default 5 ms).
+    pub frame_gap: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            min_pulse: Duration::from_micros(10),
+            max_pulse: Duration::from_millis(2),
+            frame_gap: Duration::from_millis(5),
+        }
+    }
+}
+
+/// The decoder's state: bits of the frame in progress and pulses in flight.
+#[derive(Debug, Clone, Default)]
+pub struct Decoder {
+    timing: Timing,
+    bits: Vec<bool>,
+    last_bit_ns: Option<u64>,
+    low_since: [Option<u64>; 2],
+    noise: u64,
+}
+
+impl Decoder {
+    /// A decoder with the given timing.
+    pub fn new(timing: Timing) -> Self {
+        Self {
+            timing,
+            ..Self::default()
+        }
+    }
+
+    /// Pulses rejected as noise so far.
+    pub fn noise_pulses(&self) -> u64 {
+        self.noise
+    }
+
+    /// When the frame in progress ends if no further pulse comes (ns), for the caller's timer.
+    pub fn deadline_ns(&self) -> Option<u64> {
+        self.last_bit_ns
+            .map(|t| t.saturating_add(self.timing.frame_gap.as_nanos() as u64))
+    }
+
+    /// Feeds one edge. Returns a finished frame when this edge comes after the previous frame's
+    /// gap (the previous frame is then complete).
+    pub fn edge(&mut self, edge: Edge) -> Option<Result<Card, WiegandError>> {
+        let done = self.poll(edge.at_ns);
+        let i = match edge.line {
+            Line::D0 => 0,
+            Line::D1 => 1,
+        };
+        if edge.falling {
+            self.low_since[i] = Some(edge.at_ns);
+        } else if let Some(start) = self.low_since[i].take() {
+            let width = Duration::from_nanos(edge.at_ns.saturating_sub(start));
+            if width < self.timing.min_pulse || width > self.timing.max_pulse {
+                self.noise += 1;
+            } else {
+                self.bits.push(edge.line == Line::D1);
+                self.last_bit_ns = Some(edge.at_ns);
+            }
+        }
+        done
+    }
+
+    /// Tells the decoder the time is `now_ns`; returns the frame if its gap has passed.
+    pub fn poll(&mut self, now_ns: u64) -> Option<Result<Card, WiegandError>> {
+        let deadline = self.deadline_ns()?;
+        if now_ns < deadline {
+            return None;
+        }
+        self.last_bit_ns = None;
+        let bits = std::mem::take(&mut self.bits);
+        Some(decode_bits(&bits))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// facility 212, card 7041 -> `1 11010100 00011011 10000001 0` (readers.md).
+    const EXAMPLE: &str = "1 11010100 00011011 10000001 0";
+
+    fn bits(s: &str) -> Vec<bool> {
+        s.chars()
+            .filter(|c| !c.is_whitespace())
+            .map(|c| c == '1')
+            .collect()
+    }
+
+    fn edges(bits: &[bool], start_ns: u64) -> Vec<Edge> {
+        let mut out = Vec::new();
+        for (i, b) in bits.iter().enumerate() {
+            let line = if *b { Line::D1 } else { Line::D0 };
+            let t = start_ns + i as u64 * 2_000_000;
+            out.push(Edge {
+                line,
+                falling: true,
+                at_ns: t,
+            });
+            out.push(Edge {
+                line,
+                falling: false,
+                at_ns: t + 80_000,
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn decodes_datasheet_w26() {
+        let card = decode_bits(&bits(EXAMPLE)).unwrap();
+        assert_eq!(
+            card,
+            Card::W26 {
+                facility: 212,
+                card: 7041
+            }
+        );
+        assert_eq!(card.uid(), [212, 0x1B, 0x81]);
+        assert_eq!(card.bits(), bits(EXAMPLE));
+    }
+
+    #[test]
+    fn w34_round_trip_and_parity() {
+        let card = Card::W34 { data: 0xDEAD_BEEF };
+        assert_eq!(decode_bits(&card.bits()), Ok(card));
+        assert_eq!(card.uid(), [0xDE, 0xAD, 0xBE, 0xEF]);
+        let mut bad = card.bits();
+        bad[33] = !bad[33];
+        assert_eq!(
+            decode_bits(&bad),
+            Err(WiegandError::Parity {
+                bits: 34,
+                which: "trailing odd"
+            })
+        );
+    }
+
+    #[test]
+    fn rejects_parity_error_and_odd_lengths() {
+        let mut b = bits(EXAMPLE);
+        b[0] = false;
+        assert_eq!(
+            decode_bits(&b),
+            Err(WiegandError::Parity {
+                bits: 26,
+                which: "leading even"
+            })
+        );
+        assert_eq!(decode_bits(&b[..25]), Err(WiegandError::Length(25)));
+    }
+
+    #[test]
+    fn edges_to_card_with_gap() {
+        let mut d = Decoder::new(Timing::default());
+        let mut out = Vec::new();
+        for e in edges(&bits(EXAMPLE), 1_000_000_000) {
+            out.extend(d.edge(e));
+        }
+        assert!(out.is_empty(), "no card before the gap");
+        let last = 1_000_000_000 + 25 * 2_000_000 + 80_000;
+        assert_eq!(d.poll(last + 4_000_000), None, "4 ms is not yet a gap");
+        assert_eq!(
+            d.poll(last + 5_000_000),
+            Some(Ok(Card::W26 {
+                facility: 212,
+                card: 7041
+            }))
+        );
+        assert_eq!(d.poll(last + 50_000_000), None);
+    }
+
+    #[test]
+    fn next_frame_ends_previous_one() {
+        let mut d = Decoder::new(Timing::default());
+        let mut out = Vec::new();
+        for e in edges(&bits(EXAMPLE), 0)
+            .into_iter()
+            .chain(edges(&bits(EXAMPLE), 100_000_000))
+        {
+            out.extend(d.edge(e));
+        }
+        assert_eq!(
+            out,
+            vec![Ok(Card::W26 {
+                facility: 212,
+                card: 7041
+            })]
+        );
+    }
+
+    #[test]
+    fn noise_pulses_are_ignored() {
+        let mut d = Decoder::new(Timing::default());
+        let mut all = edges(&bits(EXAMPLE), 0);
+        // A 2 us spike on D1 between two bits.
+        all.insert(
+            4,
+            Edge {
+                line: Line::D1,
+                falling: true,
+                at_ns: 3_000_000,
+            },
+        );
+        all.insert(
+            5,
+            Edge {
+                line: Line::D1,
+                falling: false,
+                at_ns: 3_002_000,
+            },
+        );
+        for e in all {
+            assert_eq!(d.edge(e), None);
+        }
+        assert_eq!(
+            d.poll(u64::MAX),
+            Some(Ok(Card::W26 {
+                facility: 212,
+                card: 7041
+            }))
+        );
+        assert_eq!(d.noise_pulses(), 1);
+    }
+}
