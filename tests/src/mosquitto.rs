@@ -13,6 +13,7 @@ use anyhow::{Context, bail};
 pub struct Mosquitto {
     dir: tempfile::TempDir,
     port: u16,
+    tls: Option<(u16, PathBuf)>,
     child: Option<Child>,
 }
 
@@ -54,10 +55,34 @@ impl Mosquitto {
         let mut broker = Self {
             dir,
             port: free_port()?,
+            tls: None,
             child: None,
         };
         broker.spawn()?;
         Ok(broker)
+    }
+
+    /// Starts a broker with two listeners: the plain one of [`Mosquitto::start`] (anonymous, no
+    /// ACL: for the test's own clients) and a TLS one that requires a client certificate signed
+    /// by `pki`'s CA, takes the certificate's CN as the user name, and lets each device publish
+    /// and read only its own topics (`pattern ... rollcall/v1/+/%u/...`).
+    pub fn start_tls(pki: &crate::pki::Pki) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("rollcall-mosquitto")
+            .tempdir()?;
+        let mut broker = Self {
+            dir,
+            port: free_port()?,
+            tls: Some((free_port()?, pki.dir().to_owned())),
+            child: None,
+        };
+        broker.spawn()?;
+        Ok(broker)
+    }
+
+    /// The TLS listener's port, if any.
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls.as_ref().map(|t| t.0)
     }
 
     fn spawn(&mut self) -> anyhow::Result<()> {
@@ -67,13 +92,36 @@ impl Mosquitto {
         // Running as root, mosquitto would switch to the `mosquitto` user, who cannot write
         // into our temporary directory; `user` keeps the current user.
         let user = if is_root() { "user root\n" } else { "" };
+        let tls = match &self.tls {
+            None => String::new(),
+            Some((port, pki)) => {
+                let acl = self.dir.path().join("acl");
+                std::fs::write(
+                    &acl,
+                    "pattern write rollcall/v1/+/%u/punches\npattern write rollcall/v1/+/%u/status\n\
+                     pattern read rollcall/v1/+/%u/ack\n",
+                )?;
+                format!(
+                    "listener {port} 127.0.0.1\ncafile {pki}/ca.pem\ncertfile {pki}/server.pem\n\
+                     keyfile {pki}/server.key\nrequire_certificate true\nuse_identity_as_username true\n\
+                     acl_file {acl}\n",
+                    pki = pki.display(),
+                    acl = acl.display(),
+                )
+            }
+        };
+        let per_listener = if self.tls.is_some() {
+            "per_listener_settings true\n"
+        } else {
+            ""
+        };
         std::fs::write(
             &conf,
             format!(
-                "{user}listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+                "{user}{per_listener}listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
                  persistence_location {data}/\nautosave_interval 1\nmax_queued_messages 0\n\
                  max_inflight_messages 0\nmessage_size_limit 0\nlog_dest file {dir}/mosquitto.log\n\
-                 log_type error\nlog_type warning\nlog_type notice\n",
+                 log_type error\nlog_type warning\nlog_type notice\n{tls}",
                 port = self.port,
                 data = data.display(),
                 dir = self.dir.path().display(),

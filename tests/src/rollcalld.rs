@@ -28,6 +28,8 @@ pub struct GatewayOptions {
     pub batch_max: u64,
     /// Batches in flight.
     pub window: usize,
+    /// TLS: (CA, client certificate, client key); plain TCP to loopback when `None`.
+    pub tls: Option<(PathBuf, PathBuf, PathBuf)>,
 }
 
 impl GatewayOptions {
@@ -42,6 +44,7 @@ impl GatewayOptions {
             metrics_port: None,
             batch_max: 100,
             window: 8,
+            tls: None,
         }
     }
 
@@ -67,7 +70,7 @@ capacity = {capacity}
 [mqtt]
 host = "127.0.0.1"
 port = {port}
-allow_plaintext = true
+{transport}
 keep_alive = "5s"
 ack_timeout = "{ack_timeout}"
 batch_max = {batch_max}
@@ -93,6 +96,15 @@ kind = "simulated-fingerprint"
             ack_timeout = self.ack_timeout,
             batch_max = self.batch_max,
             window = self.window,
+            transport = match &self.tls {
+                None => "allow_plaintext = true".to_owned(),
+                Some((ca, cert, key)) => format!(
+                    "tls = {{ ca_file = \"{}\", cert_file = \"{}\", key_file = \"{}\" }}",
+                    ca.display(),
+                    cert.display(),
+                    key.display()
+                ),
+            },
             dup = self.duplicate_window,
         );
         let path = dir.join("rollcalld.toml");
