@@ -24,14 +24,26 @@ pub enum ReaderKind {
     SimulatedCard,
     /// A fingerprint reader fed by [`crate::simulated::Presenter`] (no hardware).
     SimulatedFingerprint,
+    /// Grow/ZhianTec EF01 fingerprint module (R305, R307, R503, AS608) on a UART.
+    #[serde(alias = "r503", alias = "r307", alias = "r305", alias = "as608")]
+    Ef01,
+    /// RDM6300 125 kHz EM4100 card reader on a UART.
+    Rdm6300,
+    /// PN532 13.56 MHz ISO14443A reader on a UART (HSU).
+    Pn532,
+    /// Wiegand 26/34 reader on two GPIO lines.
+    Wiegand,
 }
 
 impl ReaderKind {
     /// The credential this kind of reader reads.
     pub fn credential(self) -> CredentialKind {
         match self {
-            ReaderKind::SimulatedCard => CredentialKind::Card,
-            ReaderKind::SimulatedFingerprint => CredentialKind::Fingerprint,
+            ReaderKind::SimulatedCard
+            | ReaderKind::Rdm6300
+            | ReaderKind::Pn532
+            | ReaderKind::Wiegand => CredentialKind::Card,
+            ReaderKind::SimulatedFingerprint | ReaderKind::Ef01 => CredentialKind::Fingerprint,
         }
     }
 
@@ -40,6 +52,27 @@ impl ReaderKind {
         match self {
             ReaderKind::SimulatedCard => "simulated-card",
             ReaderKind::SimulatedFingerprint => "simulated-fingerprint",
+            ReaderKind::Ef01 => "ef01",
+            ReaderKind::Rdm6300 => "rdm6300",
+            ReaderKind::Pn532 => "pn532",
+            ReaderKind::Wiegand => "wiegand",
+        }
+    }
+
+    /// Whether this kind talks over a UART (`port`, `baud`).
+    pub fn is_serial(self) -> bool {
+        matches!(
+            self,
+            ReaderKind::Ef01 | ReaderKind::Rdm6300 | ReaderKind::Pn532
+        )
+    }
+
+    /// The UART speed the device ships with.
+    pub fn default_baud(self) -> u32 {
+        match self {
+            ReaderKind::Ef01 => 57_600,
+            ReaderKind::Pn532 => 115_200,
+            _ => 9_600,
         }
     }
 }
@@ -58,6 +91,26 @@ pub struct ReaderConfig {
     /// Baud rate override for UART readers.
     #[serde(default)]
     pub baud: Option<u32>,
+    /// Run the real driver against its byte-level simulator on a pseudo-terminal (serial kinds)
+    /// or an edge channel (wiegand) instead of hardware; fed by the Presenter like the
+    /// simulated kinds.
+    #[serde(default)]
+    pub simulate: bool,
+    /// EF01 module address (default 0xFFFFFFFF).
+    #[serde(default)]
+    pub address: Option<u32>,
+    /// EF01 module password (default 0).
+    #[serde(default)]
+    pub password: Option<u32>,
+    /// GPIO chip for Wiegand lines (default `/dev/gpiochip0`).
+    #[serde(default)]
+    pub chip: Option<PathBuf>,
+    /// Wiegand D0 line offset on `chip` (the BCM GPIO number on a Pi).
+    #[serde(default)]
+    pub d0_line: Option<u32>,
+    /// Wiegand D1 line offset on `chip`.
+    #[serde(default)]
+    pub d1_line: Option<u32>,
 }
 
 impl ReaderConfig {
@@ -78,7 +131,97 @@ impl ReaderConfig {
                 ),
             });
         }
+        let err = |k: &str, message: String| {
+            Err(ConfigError {
+                key: key(k),
+                message,
+            })
+        };
+        let kind = self.kind.as_str();
+        let real = !self.simulate
+            && !matches!(
+                self.kind,
+                ReaderKind::SimulatedCard | ReaderKind::SimulatedFingerprint
+            );
+        if self.kind.is_serial() && real && self.port.is_none() {
+            return err(
+                "port",
+                format!(
+                    "required for kind {kind}: the UART the reader is wired to, e.g. \"/dev/ttyAMA0\" \
+                     (or set simulate = true)"
+                ),
+            );
+        }
+        if !self.kind.is_serial() && (self.port.is_some() || self.baud.is_some()) {
+            let k = if self.port.is_some() { "port" } else { "baud" };
+            return err(
+                k,
+                format!("kind {kind} has no serial port: remove this key"),
+            );
+        }
+        if let Some(baud) = self.baud {
+            let ok = match self.kind {
+                ReaderKind::Ef01 => baud % 9600 == 0 && (1..=12).contains(&(baud / 9600)),
+                _ => baud > 0,
+            };
+            if !ok {
+                return err(
+                    "baud",
+                    format!(
+                        "{baud} is not a speed an {kind} module supports: use 9600 x N, N = 1..12 (default 57600)"
+                    ),
+                );
+            }
+        }
+        if self.kind != ReaderKind::Ef01 && (self.address.is_some() || self.password.is_some()) {
+            let k = if self.address.is_some() {
+                "address"
+            } else {
+                "password"
+            };
+            return err(
+                k,
+                format!(
+                    "only fingerprint modules of kind ef01 have one: remove it for kind {kind}"
+                ),
+            );
+        }
+        if self.kind == ReaderKind::Wiegand {
+            match (self.d0_line, self.d1_line) {
+                (Some(d0), Some(d1)) if d0 == d1 => {
+                    return err(
+                        "d1_line",
+                        format!("D0 and D1 cannot both be line {d0}: wire them to two GPIOs"),
+                    );
+                }
+                (None, _) if real => {
+                    return err(
+                        "d0_line",
+                        "required for kind wiegand: the GPIO line of the green D0 wire, e.g. 17"
+                            .into(),
+                    );
+                }
+                (_, None) if real => {
+                    return err(
+                        "d1_line",
+                        "required for kind wiegand: the GPIO line of the white D1 wire, e.g. 27"
+                            .into(),
+                    );
+                }
+                _ => {}
+            }
+        } else if self.d0_line.is_some() || self.d1_line.is_some() || self.chip.is_some() {
+            return err(
+                "d0_line",
+                format!("GPIO lines only apply to kind wiegand, not {kind}: remove them"),
+            );
+        }
         Ok(())
+    }
+
+    /// The baud rate to open the port at.
+    pub fn baud_or_default(&self) -> u32 {
+        self.baud.unwrap_or(self.kind.default_baud())
     }
 }
 
@@ -88,6 +231,10 @@ impl ReaderConfig {
 pub enum IndicatorKind {
     /// Writes each signal to the log (the default; useful with simulated readers).
     Log,
+    /// Green LED, red LED and/or buzzer on GPIO output lines.
+    Gpio,
+    /// The R503's ring LED, driven through the fingerprint reader named by `reader`.
+    Aura,
 }
 
 /// One `[[indicator]]` table.
@@ -96,11 +243,70 @@ pub enum IndicatorKind {
 pub struct IndicatorConfig {
     /// Indicator family.
     pub kind: IndicatorKind,
+    /// GPIO chip for `gpio` (default `/dev/gpiochip0`).
+    #[serde(default)]
+    pub chip: Option<PathBuf>,
+    /// Line of the green LED (`gpio`).
+    #[serde(default)]
+    pub green_line: Option<u32>,
+    /// Line of the red LED (`gpio`).
+    #[serde(default)]
+    pub red_line: Option<u32>,
+    /// Line of the buzzer (`gpio`).
+    #[serde(default)]
+    pub buzzer_line: Option<u32>,
+    /// Outputs are active low (many relay boards) (`gpio`).
+    #[serde(default)]
+    pub active_low: bool,
+    /// Id of the `ef01` / `simulated-fingerprint` reader whose Aura LED to use (`aura`).
+    #[serde(default)]
+    pub reader: Option<String>,
+    /// Log line changes instead of driving GPIO (`gpio`).
+    #[serde(default)]
+    pub simulate: bool,
 }
 
 impl IndicatorConfig {
     /// Checks values that TOML types alone cannot.
-    pub fn validate(&self, _index: usize) -> Result<(), ConfigError> {
+    pub fn validate(&self, index: usize) -> Result<(), ConfigError> {
+        let key = |k: &str| format!("indicator[{index}].{k}");
+        let lines = [self.green_line, self.red_line, self.buzzer_line];
+        match self.kind {
+            IndicatorKind::Gpio => {
+                if lines.iter().all(Option::is_none) {
+                    return Err(ConfigError {
+                        key: key("green_line"),
+                        message: "a gpio indicator needs at least one of green_line, red_line, buzzer_line".into(),
+                    });
+                }
+                let set: Vec<u32> = lines.iter().flatten().copied().collect();
+                if (1..set.len()).any(|i| set[..i].contains(&set[i])) {
+                    return Err(ConfigError {
+                        key: key("buzzer_line"),
+                        message: "two outputs share one GPIO line: give each its own".into(),
+                    });
+                }
+            }
+            IndicatorKind::Aura => {
+                if self.reader.as_deref().unwrap_or("").is_empty() {
+                    return Err(ConfigError {
+                        key: key("reader"),
+                        message:
+                            "required for kind aura: the id of the R503 reader whose LED to use"
+                                .into(),
+                    });
+                }
+            }
+            IndicatorKind::Log => {}
+        }
+        if self.kind != IndicatorKind::Gpio
+            && (lines.iter().any(Option::is_some) || self.chip.is_some())
+        {
+            return Err(ConfigError {
+                key: key("green_line"),
+                message: "GPIO lines only apply to kind gpio: remove them".into(),
+            });
+        }
         Ok(())
     }
 }

@@ -10,6 +10,7 @@
 mod config;
 pub mod ef01;
 mod event;
+pub mod indicator;
 pub mod pn532;
 pub mod rdm6300;
 mod run;

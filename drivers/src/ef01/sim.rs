@@ -225,15 +225,15 @@ impl Ef01Sim {
     fn execute(&mut self, instruction: Instruction, out: &mut Vec<u8>) {
         use Instruction::*;
         let (code, data): (Confirm, Vec<u8>) = match instruction {
-            // A finger that follows another one is placed after the first is lifted: the host
-            // sees one "no finger" between them, as it would with a real hand.
+            // Every placement is captured once and then lifted: the host sees one "no finger"
+            // after each capture, as it would with a real hand.
             GenImg if self.lift_next => {
                 self.lift_next = false;
                 (Confirm::NO_FINGER, vec![])
             }
             GenImg => match self.fingers.pop_front() {
                 Some(finger) => {
-                    self.lift_next = !self.fingers.is_empty();
+                    self.lift_next = true;
                     self.image = Some(finger);
                     (Confirm::OK, vec![])
                 }

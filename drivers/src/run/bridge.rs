@@ -1,0 +1,125 @@
+//! Presenter -> simulator bridges: what a person "presents" becomes the bytes or edges the
+//! real device would produce, so the real drivers do the decoding.
+
+use std::time::Duration;
+
+use tokio::io::AsyncWrite;
+use tokio::sync::{broadcast, mpsc};
+
+use super::Stop;
+use crate::ef01::sim::SimHandle;
+use crate::pn532::sim::Pn532Handle;
+use crate::rdm6300::{Tag, sim as rdm_sim};
+use crate::simulated::Presentation;
+use crate::wiegand::{Edge, sim as wiegand_sim};
+
+type Presentations = broadcast::Receiver<(String, Presentation)>;
+
+/// Next presentation for reader `id`; `None` when the presenter is gone.
+async fn next(rx: &mut Presentations, id: &str) -> Option<Presentation> {
+    loop {
+        match rx.recv().await {
+            Ok((target, what)) if target == id => return Some(what),
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(reader = id, lost = n, "simulated presentations dropped");
+            }
+            Err(broadcast::error::RecvError::Closed) => return None,
+        }
+    }
+}
+
+/// Fingers onto an EF01 simulator. `Finger(Some(slot))` is a finger whose template is stored
+/// in `slot` (stored on first use); `Finger(None)` is a finger the library does not hold.
+pub(crate) async fn fingers(mut rx: Presentations, id: &str, sim: &SimHandle) -> Result<(), Stop> {
+    let mut strangers = 0u32;
+    while let Some(what) = next(&mut rx, id).await {
+        let mut module = sim.lock();
+        match what {
+            Presentation::Finger(Some(slot)) => {
+                let template = module.template_for(u32::from(slot) + 1);
+                if module.library().get(&slot) != Some(&template) {
+                    module.insert(slot, template.clone());
+                }
+                module.place_finger(template);
+            }
+            Presentation::Finger(None) => {
+                strangers = strangers.wrapping_add(1);
+                let template = module.template_for(0x8000_0000 | strangers);
+                module.place_finger(template);
+            }
+            Presentation::Card(_) => {
+                tracing::warn!(
+                    reader = id,
+                    "a card was presented to a fingerprint reader; ignored"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Cards onto whichever card simulators are present, by UID length: 5 bytes RDM6300,
+/// 4/7/10 bytes PN532, 3 (or 4 without a PN532) bytes Wiegand.
+pub(crate) async fn cards<W: AsyncWrite + Unpin>(
+    mut rx: Presentations,
+    id: &str,
+    mut rdm6300: Option<W>,
+    pn532: Option<&Pn532Handle>,
+    wiegand: Option<mpsc::Sender<Edge>>,
+) -> Result<(), Stop> {
+    let epoch = tokio::time::Instant::now();
+    while let Some(what) = next(&mut rx, id).await {
+        let Presentation::Card(uid) = what else {
+            tracing::warn!(
+                reader = id,
+                "a finger was presented to a card reader; ignored"
+            );
+            continue;
+        };
+        match (uid.len(), &mut rdm6300, pn532, &wiegand) {
+            (5, Some(port), _, _) => {
+                let tag = Tag {
+                    version: uid[0],
+                    id: u32::from_be_bytes([uid[1], uid[2], uid[3], uid[4]]),
+                };
+                rdm_sim::present(port, tag, 2, None)
+                    .await
+                    .map_err(|e| Stop::Down(format!("rdm6300 simulator: {e}")))?;
+                // Taken away: longer than the repeat window, so the next one is a new tap.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            (4 | 7 | 10, _, Some(chip), _) => {
+                chip.lock().place_card(uid, 3);
+                // Wait until the reader has seen the card and seen it leave.
+                for _ in 0..250 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    let chip = chip.lock();
+                    if !chip.card_present() && chip.empty_polls() >= 2 {
+                        break;
+                    }
+                }
+            }
+            (3 | 4, _, _, Some(lines)) => {
+                let Some(card) = wiegand_sim::card_for_uid(&uid) else {
+                    continue;
+                };
+                let start = epoch.elapsed().as_nanos() as u64;
+                for edge in wiegand_sim::frame_edges(card, start, None) {
+                    if lines.send(edge).await.is_err() {
+                        return Err(Stop::Down("wiegand simulator: reader gone".into()));
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(80)).await;
+            }
+            (n, ..) => {
+                tracing::warn!(
+                    reader = id,
+                    len = n,
+                    "no simulated reader of this kind produces a {n}-byte UID; ignored"
+                );
+            }
+        }
+    }
+    Ok(())
+}

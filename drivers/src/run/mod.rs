@@ -1,0 +1,157 @@
+//! Running one configured reader or indicator until shutdown.
+//!
+//! A reader runs as a *session* (open the port, initialise the device, read until something
+//! breaks) inside a supervisor loop: a failed session reports [`ReaderHealth::Down`] with a
+//! message a person can act on, waits with exponential backoff (0.5 s doubling to 30 s) and
+//! starts again; the first session that initialises after a failure reports
+//! [`ReaderHealth::Ok`]. Only a closed event channel or an unusable configuration ends
+//! [`run_reader`] with an error.
+
+mod bridge;
+mod indicator;
+mod serial;
+mod sessions;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{Mutex, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::simulated::Presenter;
+use crate::{ReaderConfig, ReaderEvent, ReaderHealth};
+
+pub use indicator::run_indicator;
+
+/// A reader or indicator failed in a way its task cannot recover from.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// The daemon stopped listening for events.
+    #[error("reader {0}: event receiver closed")]
+    Closed(String),
+    /// The configuration cannot work; the message names the key and the fix.
+    #[error("{0}")]
+    Config(String),
+    /// This build lacks what the configuration asks for.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// `port: required ...` from `reader[0].port: required ...`.
+pub(crate) fn key_and_message(e: &crate::ConfigError) -> String {
+    let key = e.key.split_once("].").map_or(e.key.as_str(), |(_, k)| k);
+    format!("{key}: {}", e.message)
+}
+
+/// Why a session ended.
+#[derive(Debug)]
+pub(crate) enum Stop {
+    /// The device is unusable for now; retry after a pause. The text is for a person.
+    Down(String),
+    /// Give up.
+    Fatal(DriverError),
+}
+
+/// What sessions share with the supervisor: the event channel and health state.
+#[derive(Debug, Clone)]
+pub(crate) struct Ctx {
+    id: Arc<str>,
+    events: mpsc::Sender<ReaderEvent>,
+    last_down: Arc<Mutex<Option<String>>>,
+    ups: Arc<AtomicU64>,
+}
+
+impl Ctx {
+    fn new(id: &str, events: mpsc::Sender<ReaderEvent>) -> Self {
+        Self {
+            id: id.into(),
+            events,
+            last_down: Arc::default(),
+            ups: Arc::default(),
+        }
+    }
+
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Sends an event to the daemon.
+    pub(crate) async fn emit(&self, event: ReaderEvent) -> Result<(), Stop> {
+        self.events
+            .send(event)
+            .await
+            .map_err(|_| Stop::Fatal(DriverError::Closed(self.id.to_string())))
+    }
+
+    /// The device initialised: reports recovery if it was down.
+    pub(crate) async fn up(&self) -> Result<(), Stop> {
+        self.ups.fetch_add(1, Ordering::Relaxed);
+        let was_down = self.last_down.lock().await.take().is_some();
+        if was_down {
+            tracing::info!(reader = %self.id, "reader recovered");
+            self.emit(ReaderEvent::Health(ReaderHealth::Ok)).await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, message: String) -> Result<(), Stop> {
+        let mut last = self.last_down.lock().await;
+        if last.as_deref() != Some(message.as_str()) {
+            tracing::warn!(reader = %self.id, %message, "reader down");
+            *last = Some(message.clone());
+            drop(last);
+            self.emit(ReaderEvent::Health(ReaderHealth::Down(message)))
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Drives the reader described by `config`, sending its events to `events` until `shutdown`.
+///
+/// Kinds `simulated-card` and `simulated-fingerprint`, and any kind with `simulate = true`,
+/// run the real driver against its byte-level simulator and are fed by `presenter`:
+/// `simulated-fingerprint` is an R503-like EF01 simulator (1000 slots; a
+/// `Presentation::Finger(Some(slot))` matches that slot); `simulated-card` routes a card UID by
+/// its length to the simulator of a reader that produces it (3 bytes Wiegand 26, 5 bytes
+/// RDM6300, 4/7/10 bytes PN532; 4 bytes could be Wiegand 34 too, PN532 is used).
+/// Recovery after a failure is reported as `Health(Ok)`; the first start is not reported.
+pub async fn run_reader(
+    config: &ReaderConfig,
+    presenter: &Presenter,
+    events: mpsc::Sender<ReaderEvent>,
+    shutdown: CancellationToken,
+) -> Result<(), DriverError> {
+    config.validate(0).map_err(|e| {
+        DriverError::Config(format!("reader {}: {}", config.id, key_and_message(&e)))
+    })?;
+    let ctx = Ctx::new(&config.id, events);
+    const FIRST: Duration = Duration::from_millis(500);
+    let mut delay = FIRST;
+    loop {
+        let ups = ctx.ups.load(Ordering::Relaxed);
+        let outcome = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            outcome = sessions::session(config, presenter, &ctx) => outcome,
+        };
+        match outcome {
+            Ok(()) => return Ok(()),
+            Err(Stop::Fatal(e)) => return Err(e),
+            Err(Stop::Down(message)) => {
+                if ctx.ups.load(Ordering::Relaxed) != ups {
+                    delay = FIRST; // it worked for a while: retry promptly
+                }
+                match ctx.down(message).await {
+                    Err(Stop::Fatal(e)) => return Err(e),
+                    _ => {}
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
