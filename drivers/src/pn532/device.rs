@@ -129,6 +129,14 @@ impl Presence {
     }
 }
 
+/// What one wait for a frame produced.
+#[derive(Debug, PartialEq, Eq)]
+enum Received {
+    Frame(Frame),
+    Corrupt,
+    Nothing,
+}
+
 /// A PN532 on any byte transport.
 #[derive(Debug)]
 pub struct Pn532<T> {
@@ -231,27 +239,35 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Pn532<T> {
         for attempt in 1..=attempts {
             self.io.send(Frame::command(data)).await?;
             match self.receive(code, self.timeout).await? {
-                Some(Frame::Ack) => {}
+                Received::Frame(Frame::Ack) => {}
                 other => {
                     tracing::debug!(command = code, attempt, ?other, "pn532: no ACK, re-sending");
                     self.io.read_buffer_mut().clear();
                     continue;
                 }
             }
-            match self.receive(code, reply_timeout).await? {
-                Some(Frame::Info {
+            let mut reply = self.receive(code, reply_timeout).await?;
+            let mut nacks = 0;
+            // A garbled reply: a NACK asks the chip to send it again.
+            while reply == Received::Corrupt && nacks < self.retries {
+                nacks += 1;
+                self.io.send(Frame::Nack).await?;
+                reply = self.receive(code, self.timeout).await?;
+            }
+            match reply {
+                Received::Frame(Frame::Info {
                     tfi: TFI_CHIP,
                     data: reply,
                 }) if reply.first() == Some(&code.wrapping_add(1)) => {
                     return Ok(reply);
                 }
-                Some(Frame::Info { tfi: TFI_ERROR, .. }) => {
+                Received::Frame(Frame::Info { tfi: TFI_ERROR, .. }) => {
                     return Err(Pn532Error::Protocol {
                         command: code,
                         reason: "chip sent the error frame".into(),
                     });
                 }
-                None => {
+                Received::Nothing | Received::Corrupt => {
                     // ACKed but unanswered: an ACK from the host aborts whatever the chip is
                     // still doing (a card search), so the next command starts clean.
                     self.io.send(Frame::Ack).await?;
@@ -264,7 +280,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Pn532<T> {
                     }
                     tracing::debug!(command = code, attempt, "pn532: no reply, re-sending");
                 }
-                Some(other) => {
+                Received::Frame(other) => {
                     tracing::debug!(
                         command = code,
                         attempt,
@@ -281,16 +297,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Pn532<T> {
         })
     }
 
-    /// Next frame within `timeout`; `None` on timeout or a corrupt frame (the caller re-sends).
-    async fn receive(
-        &mut self,
-        command: u8,
-        timeout: Duration,
-    ) -> Result<Option<Frame>, Pn532Error> {
+    /// Next frame within `timeout`, skipping garbage.
+    async fn receive(&mut self, command: u8, timeout: Duration) -> Result<Received, Pn532Error> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             match tokio::time::timeout_at(deadline, self.io.next()).await {
-                Err(_) => return Ok(None),
+                Err(_) => return Ok(Received::Nothing),
                 Ok(None) => return Err(Pn532Error::Closed),
                 Ok(Some(Err(e))) => return Err(e.into()),
                 Ok(Some(Ok(Err(FrameError::Garbage(n))))) => {
@@ -300,9 +312,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Pn532<T> {
                 Ok(Some(Ok(Err(e)))) => {
                     self.corrupt += 1;
                     tracing::debug!(command, error = %e, "pn532: corrupt frame");
-                    return Ok(None);
+                    return Ok(Received::Corrupt);
                 }
-                Ok(Some(Ok(Ok(frame)))) => return Ok(Some(frame)),
+                Ok(Some(Ok(Ok(frame)))) => return Ok(Received::Frame(frame)),
             }
         }
     }

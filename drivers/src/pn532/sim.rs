@@ -32,6 +32,7 @@ pub struct Pn532Sim {
     configured: bool,
     faults: std::collections::VecDeque<Fault>,
     commands: Vec<u8>,
+    last_reply: Vec<u8>,
 }
 
 impl Pn532Sim {
@@ -75,12 +76,14 @@ impl Pn532Sim {
                 Ok(Decoded::NeedMore(_)) => break,
                 Ok(Decoded::Frame { frame, len }) => {
                     self.input.drain(..len);
-                    if let Frame::Info {
-                        tfi: TFI_HOST,
-                        data,
-                    } = frame
-                    {
-                        self.handle(&data, &mut out);
+                    match frame {
+                        Frame::Info {
+                            tfi: TFI_HOST,
+                            data,
+                        } => self.handle(&data, &mut out),
+                        // The host could not read the last reply: send it again, intact.
+                        Frame::Nack => out.extend_from_slice(&self.last_reply),
+                        _ => {}
                     }
                 }
                 // Wake-up 55s and noise land here.
@@ -149,6 +152,7 @@ impl Pn532Sim {
             data: reply,
         }
         .encode();
+        self.last_reply = bytes.clone();
         match fault {
             Some(Fault::BadChecksum) => {
                 let i = bytes.len() - 2;
