@@ -151,6 +151,9 @@ pub struct IngestConfig {
     /// Most punches in one transaction.
     #[serde(default = "d_batch_punches")]
     pub max_batch_punches: usize,
+    /// Concurrent writer transactions (devices are split among them by hash).
+    #[serde(default = "d_writers")]
+    pub writers: usize,
     /// How long to wait for more messages once one has arrived.
     #[serde(default = "d_linger")]
     pub linger_ms: u64,
@@ -275,6 +278,9 @@ fn d_batch_msgs() -> usize {
 }
 fn d_batch_punches() -> usize {
     20_000
+}
+fn d_writers() -> usize {
+    2
 }
 fn d_linger() -> u64 {
     5

@@ -77,7 +77,7 @@ async fn event_loop(
     mut el: EventLoop,
     client: AsyncClient,
     group: String,
-    tx: mpsc::UnboundedSender<Incoming>,
+    txs: Vec<mpsc::UnboundedSender<Incoming>>,
     stop: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(200);
@@ -88,7 +88,8 @@ async fn event_loop(
         };
         match ev {
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                if tx
+                let w = route(&p.topic, txs.len());
+                if txs[w]
                     .send(Incoming {
                         publish: p,
                         received: Instant::now(),
@@ -140,83 +141,131 @@ pub async fn run(
     stop: CancellationToken,
 ) -> Result<(), IngestError> {
     let opts = mqtt_options(cfg)?;
-    let (client, el) = AsyncClient::new(opts, 4096);
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (client, mut el) = AsyncClient::new(opts, 4096);
+    // Acks are small packets: without NODELAY, Nagle holds them back ~40 ms.
+    el.network_options.set_tcp_nodelay(true);
+    let writers = cfg.ingest.writers.max(1);
+    let (txs, rxs): (Vec<_>, Vec<_>) = (0..writers).map(|_| mpsc::unbounded_channel()).unzip();
     let loop_stop = CancellationToken::new();
     let el_task = tokio::spawn(event_loop(
         el,
         client.clone(),
         cfg.mqtt.share_group.clone(),
-        tx,
+        txs,
         loop_stop.clone(),
     ));
-    let settings = WriterSettings {
+    let settings = Arc::new(WriterSettings {
         node: cfg.node_name.clone(),
         tz: cfg.campus_tz().unwrap_or(chrono_tz::Asia::Kolkata),
         clock: cfg.campus.session_clock,
         default_grace_minutes: cfg.attendance.default_grace_minutes,
         early_arrival_minutes: cfg.ingest.early_arrival_minutes,
         max_future_skew_s: cfg.ingest.max_future_skew_s,
-    };
-    loop {
-        let first = tokio::select! {
-            _ = stop.cancelled() => break,
-            m = rx.recv() => match m { Some(m) => m, None => break },
+    });
+    let mut tasks = tokio::task::JoinSet::new();
+    for rx in rxs {
+        let w = Writer {
+            client: client.clone(),
+            pool: pool.clone(),
+            settings: settings.clone(),
+            metrics: metrics.clone(),
+            stop: stop.clone(),
+            max_messages: cfg.ingest.max_batch_messages,
+            max_punches: cfg.ingest.max_batch_punches,
+            linger: cfg.linger(),
         };
-        let mut batch = vec![first];
-        let mut punches = 0usize;
-        let deadline = tokio::time::Instant::now() + cfg.linger();
-        while batch.len() < cfg.ingest.max_batch_messages && punches < cfg.ingest.max_batch_punches
-        {
-            let next = match rx.try_recv() {
-                Ok(m) => m,
-                Err(_) => tokio::select! {
-                    _ = tokio::time::sleep_until(deadline) => break,
-                    m = rx.recv() => match m { Some(m) => m, None => break },
-                },
-            };
-            punches += next.publish.payload.len() / 64; // rough: a punch is ~100 bytes of CBOR
-            batch.push(next);
-        }
-        let envs: Vec<Envelope> = batch
-            .iter()
-            .map(|i| Envelope::new(&i.publish.topic, i.publish.payload.clone()))
-            .collect();
-        let Some(report) = commit_with_retry(&pool, &envs, &settings, &metrics, &stop).await else {
-            info!(
-                messages = batch.len(),
-                "shutdown with a batch not committed: abandoned, the broker redelivers it"
-            );
-            break;
-        };
-        let committed = Instant::now();
-        for i in &batch {
-            if let Err(e) = client.ack(&i.publish).await {
-                warn!(error = %e, "broker ack not queued");
-            }
-        }
-        for a in &report.acks {
-            let ack = v1::Ack {
-                device_id: a.device_id.clone(),
-                epoch: a.epoch,
-                up_to_seq: a.up_to_seq,
-            };
-            let t = topic::build(&a.site, &a.device_id, topic::Kind::Ack);
-            if let Err(e) = client
-                .publish(t, QoS::AtLeastOnce, false, ack.encode())
-                .await
-            {
-                warn!(device = %a.device_id, error = %e, "device ack not queued");
-            }
-        }
-        metrics
-            .ack_after_commit_seconds
-            .observe(committed.elapsed().as_secs_f64());
-        record(&metrics, &batch, &envs, &report);
+        tasks.spawn(w.run(rx));
     }
+    while tasks.join_next().await.is_some() {}
     loop_stop.cancel();
     let _ = el_task.await;
     Ok(())
+}
+
+/// One writer: its own share of the devices (by hash of the device id), so batches of one
+/// device are written in order and writers never contend on a device's cursor row.
+struct Writer {
+    client: AsyncClient,
+    pool: Pool,
+    settings: Arc<WriterSettings>,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+    max_messages: usize,
+    max_punches: usize,
+    linger: Duration,
+}
+
+impl Writer {
+    async fn run(self, mut rx: mpsc::UnboundedReceiver<Incoming>) {
+        loop {
+            let first = tokio::select! {
+                _ = self.stop.cancelled() => break,
+                m = rx.recv() => match m { Some(m) => m, None => break },
+            };
+            let mut batch = vec![first];
+            let mut punches = 0usize;
+            let deadline = tokio::time::Instant::now() + self.linger;
+            while batch.len() < self.max_messages && punches < self.max_punches {
+                let next = match rx.try_recv() {
+                    Ok(m) => m,
+                    Err(_) => tokio::select! {
+                        _ = tokio::time::sleep_until(deadline) => break,
+                        m = rx.recv() => match m { Some(m) => m, None => break },
+                    },
+                };
+                punches += next.publish.payload.len() / 64; // rough: a punch is ~100 bytes of CBOR
+                batch.push(next);
+            }
+            let envs: Vec<Envelope> = batch
+                .iter()
+                .map(|i| Envelope::new(&i.publish.topic, i.publish.payload.clone()))
+                .collect();
+            let Some(report) =
+                commit_with_retry(&self.pool, &envs, &self.settings, &self.metrics, &self.stop)
+                    .await
+            else {
+                info!(
+                    messages = batch.len(),
+                    "shutdown with a batch not committed: abandoned, the broker redelivers it"
+                );
+                break;
+            };
+            let committed = Instant::now();
+            for i in &batch {
+                if let Err(e) = self.client.ack(&i.publish).await {
+                    warn!(error = %e, "broker ack not queued");
+                }
+            }
+            for a in &report.acks {
+                let ack = v1::Ack {
+                    device_id: a.device_id.clone(),
+                    epoch: a.epoch,
+                    up_to_seq: a.up_to_seq,
+                };
+                let t = topic::build(&a.site, &a.device_id, topic::Kind::Ack);
+                if let Err(e) = self
+                    .client
+                    .publish(t, QoS::AtLeastOnce, false, ack.encode())
+                    .await
+                {
+                    warn!(device = %a.device_id, error = %e, "device ack not queued");
+                }
+            }
+            self.metrics
+                .ack_after_commit_seconds
+                .observe(committed.elapsed().as_secs_f64());
+            record(&self.metrics, &batch, &envs, &report);
+        }
+    }
+}
+
+/// Which writer handles a topic: by its device level, so one device stays on one writer.
+fn route(topic_name: &str, writers: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let device = topic_name.split('/').nth(3).unwrap_or("");
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    device.hash(&mut h);
+    (h.finish() % writers.max(1) as u64) as usize
 }
 
 fn record(m: &Metrics, batch: &[Incoming], envs: &[Envelope], r: &BatchReport) {

@@ -34,7 +34,10 @@ pub struct PgOptions {
 
 impl Default for PgOptions {
     fn default() -> Self {
-        PgOptions { fsync: true, settings: Vec::new() }
+        PgOptions {
+            fsync: true,
+            settings: Vec::new(),
+        }
     }
 }
 
@@ -85,7 +88,11 @@ fn is_root() -> bool {
     // No libc: /proc/self/status says who we are.
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
         .unwrap_or(false)
 }
 
@@ -114,14 +121,33 @@ impl Postgres {
     pub fn start_with(opts: PgOptions) -> Result<Self> {
         let bindir = bindir()?;
         let dir = tempfile::Builder::new().prefix("rollcall-pg-").tempdir()?;
-        let run_as = if is_root() { Some(postgres_user()?) } else { None };
+        let run_as = if is_root() {
+            Some(postgres_user()?)
+        } else {
+            None
+        };
         if let Some((uid, gid)) = run_as {
             std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))?;
         }
-        let mut pg = Postgres { dir, bindir, port: free_port()?, child: None, run_as, opts };
+        let mut pg = Postgres {
+            dir,
+            bindir,
+            port: free_port()?,
+            child: None,
+            run_as,
+            opts,
+        };
         let out = pg
             .command("initdb")
-            .args(["-D", &pg.data_dir().to_string_lossy(), "-U", "postgres", "--auth=trust", "-E", "UTF8"])
+            .args([
+                "-D",
+                &pg.data_dir().to_string_lossy(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+            ])
             .args(["--no-locale", "--no-sync"])
             .output()
             .context("running initdb")?;
@@ -163,17 +189,33 @@ impl Postgres {
     fn launch(&mut self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("postgres.log"))?;
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.path().join("postgres.log"))?;
             let mut cmd = self.command("postgres");
             cmd.args(["-D", &self.data_dir().to_string_lossy()])
-                .args(["-p", &self.port.to_string(), "-k", &self.dir.path().to_string_lossy()])
+                .args([
+                    "-p",
+                    &self.port.to_string(),
+                    "-k",
+                    &self.dir.path().to_string_lossy(),
+                ])
                 .args(["-c", "listen_addresses=127.0.0.1"])
-                .args(["-c", &format!("fsync={}", if self.opts.fsync { "on" } else { "off" })])
+                .args([
+                    "-c",
+                    &format!("fsync={}", if self.opts.fsync { "on" } else { "off" }),
+                ])
                 .args(["-c", "max_connections=60", "-c", "shared_buffers=64MB"]);
             for (k, v) in &self.opts.settings {
                 cmd.args(["-c", &format!("{k}={v}")]);
             }
-            let mut child = cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).spawn().context("starting postgres")?;
+            let mut child = cmd
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()
+                .context("starting postgres")?;
             // Ready when it accepts a query; a stale shared-memory block after kill -9 makes the
             // first start fail, so retry until the deadline.
             loop {
@@ -191,7 +233,10 @@ impl Postgres {
                 if Instant::now() > deadline {
                     let _ = child.kill();
                     let _ = child.wait();
-                    bail!("postgres did not become ready in 30 s; log:\n{}", self.log());
+                    bail!(
+                        "postgres did not become ready in 30 s; log:\n{}",
+                        self.log()
+                    );
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -200,7 +245,16 @@ impl Postgres {
 
     fn psql_raw(&self, db: &str, sql: &str) -> Result<String> {
         let out = Command::new(self.bindir.join("psql"))
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", db])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                db,
+            ])
             .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
             .env("PGCONNECT_TIMEOUT", "2")
             .output()?;
@@ -218,12 +272,25 @@ impl Postgres {
     /// Runs an SQL file through psql (ON_ERROR_STOP) in database `db`.
     pub fn psql_file(&self, db: &str, file: &Path) -> Result<()> {
         let out = Command::new(self.bindir.join("psql"))
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", db])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                db,
+            ])
             .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f"])
             .arg(file)
             .output()?;
         if !out.status.success() {
-            bail!("psql -f {}: {}", file.display(), String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "psql -f {}: {}",
+                file.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(())
     }
@@ -256,7 +323,9 @@ impl Postgres {
     /// Fast clean shutdown (SIGINT).
     pub fn stop(&mut self) -> Result<()> {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").args(["-INT", &c.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-INT", &c.id().to_string()])
+                .status();
             let deadline = Instant::now() + Duration::from_secs(20);
             while c.try_wait()?.is_none() {
                 if Instant::now() > deadline {
@@ -283,7 +352,9 @@ impl Drop for Postgres {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
             // Immediate shutdown: the postmaster takes its backends down with it.
-            let _ = Command::new("kill").args(["-QUIT", &c.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-QUIT", &c.id().to_string()])
+                .status();
             let deadline = Instant::now() + Duration::from_secs(10);
             while matches!(c.try_wait(), Ok(None)) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));

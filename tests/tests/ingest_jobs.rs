@@ -41,7 +41,14 @@ fn rand_slot() -> i64 {
 }
 
 async fn exists(db: &Db, table: &str) -> bool {
-    db.client.query_one("SELECT to_regclass($1) IS NOT NULL", &[&format!("public.{table}")]).await.unwrap().get(0)
+    db.client
+        .query_one(
+            "SELECT to_regclass($1) IS NOT NULL",
+            &[&format!("public.{table}")],
+        )
+        .await
+        .unwrap()
+        .get(0)
 }
 
 both_schemas!(
@@ -56,133 +63,440 @@ async fn sessions_are_generated_for_every_date_skipping_holidays(db: Db) {
     let c = campus(&db.client, SessionClock::WallclockAsUtc).await;
     let faculty = uuid::Uuid::now_v7();
     if exists(&db, "faculty_faculty").await {
-        ins(&db.client, "faculty_faculty", &[("id", &format!("'{faculty}'"))]).await;
+        ins(
+            &db.client,
+            "faculty_faculty",
+            &[("id", &format!("'{faculty}'"))],
+        )
+        .await;
     }
     let slot = |dow: i32, start: &'static str, end: &'static str, active: bool| {
         let (db, section) = (&db, c.section);
         async move {
-            ins(&db.client, "attendance_timetable_slot", &[
-                ("course_section_id", &section.to_string()), ("faculty_id", &format!("'{faculty}'")),
-                ("day_of_week", &dow.to_string()), ("start_time", &format!("'{start}'")), ("end_time", &format!("'{end}'")),
-                ("room", "'R101'"), ("is_active", if active { "true" } else { "false" }),
-            ]).await
+            ins(
+                &db.client,
+                "attendance_timetable_slot",
+                &[
+                    ("course_section_id", &section.to_string()),
+                    ("faculty_id", &format!("'{faculty}'")),
+                    ("day_of_week", &dow.to_string()),
+                    ("start_time", &format!("'{start}'")),
+                    ("end_time", &format!("'{end}'")),
+                    ("room", "'R101'"),
+                    ("is_active", if active { "true" } else { "false" }),
+                ],
+            )
+            .await
         }
     };
     let monday = slot(0, "09:00", "10:00", true).await;
     slot(2, "14:00", "15:00", true).await;
     slot(1, "11:00", "12:00", false).await;
-    ins(&db.client, "attendance_holiday", &[("name", "'Founders day'"), ("date", "'2025-01-08'"), ("affects_attendance", "true")]).await;
-    ins(&db.client, "attendance_holiday", &[("name", "'Staff day'"), ("date", "'2025-01-13'"), ("affects_attendance", "false")]).await;
+    ins(
+        &db.client,
+        "attendance_holiday",
+        &[
+            ("name", "'Founders day'"),
+            ("date", "'2025-01-08'"),
+            ("affects_attendance", "true"),
+        ],
+    )
+    .await;
+    ins(
+        &db.client,
+        "attendance_holiday",
+        &[
+            ("name", "'Staff day'"),
+            ("date", "'2025-01-13'"),
+            ("affects_attendance", "false"),
+        ],
+    )
+    .await;
     // Monday 2025-01-06 08:00 IST; window to 2025-01-20: Mondays 6, 13, 20; Wednesdays 8 (holiday), 15.
     let now = ist("08:00:00");
-    let r = run(&db, Job::GenerateSessions, now, &ctx(SessionClock::WallclockAsUtc)).await;
+    let r = run(
+        &db,
+        Job::GenerateSessions,
+        now,
+        &ctx(SessionClock::WallclockAsUtc),
+    )
+    .await;
     assert_eq!(r["created"], 4, "{r}");
     assert_eq!(r["holiday_slots_skipped"], 1, "{r}");
     let start: DateTime<Utc> = db.client
         .query_one("SELECT start_datetime FROM attendance_session WHERE timetable_slot_id = $1 AND scheduled_date = '2025-01-13'", &[&monday.parse::<i64>().unwrap()])
         .await.unwrap().get(0);
-    assert_eq!(start, "2025-01-13T09:00:00Z".parse::<DateTime<Utc>>().unwrap(), "wall clock stored as UTC");
-    db.client.execute("UPDATE attendance_session SET notes = 'edited' WHERE scheduled_date = '2025-01-13'", &[]).await.unwrap();
-    let r = run(&db, Job::GenerateSessions, now, &ctx(SessionClock::WallclockAsUtc)).await;
+    assert_eq!(
+        start,
+        "2025-01-13T09:00:00Z".parse::<DateTime<Utc>>().unwrap(),
+        "wall clock stored as UTC"
+    );
+    db.client
+        .execute(
+            "UPDATE attendance_session SET notes = 'edited' WHERE scheduled_date = '2025-01-13'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let r = run(
+        &db,
+        Job::GenerateSessions,
+        now,
+        &ctx(SessionClock::WallclockAsUtc),
+    )
+    .await;
     assert_eq!(r["created"], 0, "{r}");
-    assert_eq!(count(&db.client, "SELECT count(*) FROM attendance_session WHERE notes = 'edited'").await, 1);
+    assert_eq!(
+        count(
+            &db.client,
+            "SELECT count(*) FROM attendance_session WHERE notes = 'edited'"
+        )
+        .await,
+        1
+    );
     // The true-UTC clock applies the campus zone.
-    db.client.execute("DELETE FROM attendance_session WHERE timetable_slot_id IS NOT NULL", &[]).await.unwrap();
+    db.client
+        .execute(
+            "DELETE FROM attendance_session WHERE timetable_slot_id IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap();
     run(&db, Job::GenerateSessions, now, &ctx(SessionClock::Utc)).await;
     let start: DateTime<Utc> = db.client
         .query_one("SELECT start_datetime FROM attendance_session WHERE timetable_slot_id = $1 AND scheduled_date = '2025-01-13'", &[&monday.parse::<i64>().unwrap()])
         .await.unwrap().get(0);
-    assert_eq!(start, "2025-01-13T03:30:00Z".parse::<DateTime<Utc>>().unwrap());
+    assert_eq!(
+        start,
+        "2025-01-13T03:30:00Z".parse::<DateTime<Utc>>().unwrap()
+    );
 }
 
 async fn sessions_open_and_close_and_absentees_are_marked(mut db: Db) {
     let c = campus(&db.client, SessionClock::WallclockAsUtc).await;
     // The seeded session (09:00-10:00, open) gets a punch from S0; S1 never punches.
-    write(&mut db.client, &[env(DEVICE, 1, vec![punch(1, ist("09:01:00"), student(c.students[0]))])], SessionClock::WallclockAsUtc).await;
-    let later: i64 = ins(&db.client, "attendance_session", &[
-        ("course_section_id", &c.section.to_string()), ("scheduled_date", "'2025-01-06'"),
-        ("start_datetime", "'2025-01-06T11:00:00Z'"), ("end_datetime", "'2025-01-06T12:00:00Z'"), ("room", "'R101'"), ("status", "'scheduled'"),
-    ]).await.parse().unwrap();
+    write(
+        &mut db.client,
+        &[env(
+            DEVICE,
+            1,
+            vec![punch(1, ist("09:01:00"), student(c.students[0]))],
+        )],
+        SessionClock::WallclockAsUtc,
+    )
+    .await;
+    let later: i64 = ins(
+        &db.client,
+        "attendance_session",
+        &[
+            ("course_section_id", &c.section.to_string()),
+            ("scheduled_date", "'2025-01-06'"),
+            ("start_datetime", "'2025-01-06T11:00:00Z'"),
+            ("end_datetime", "'2025-01-06T12:00:00Z'"),
+            ("room", "'R101'"),
+            ("status", "'scheduled'"),
+        ],
+    )
+    .await
+    .parse()
+    .unwrap();
     // 10:58 IST: session 1 ended 58 min ago (past grace), session 2 starts in 2 min (within grace).
-    let r = run(&db, Job::OpenClose, ist("10:58:00"), &ctx(SessionClock::WallclockAsUtc)).await;
-    assert_eq!((r["opened"].as_u64(), r["closed"].as_u64(), r["marked_absent"].as_u64()), (Some(1), Some(1), Some(1)), "{r}");
+    let r = run(
+        &db,
+        Job::OpenClose,
+        ist("10:58:00"),
+        &ctx(SessionClock::WallclockAsUtc),
+    )
+    .await;
+    assert_eq!(
+        (
+            r["opened"].as_u64(),
+            r["closed"].as_u64(),
+            r["marked_absent"].as_u64()
+        ),
+        (Some(1), Some(1), Some(1)),
+        "{r}"
+    );
     let st = |id: i64| {
         let db = &db;
-        async move { db.client.query_one("SELECT status::text, auto_opened, auto_closed FROM attendance_session WHERE id = $1", &[&id]).await.unwrap() }
+        async move {
+            db.client.query_one("SELECT status::text, auto_opened, auto_closed FROM attendance_session WHERE id = $1", &[&id]).await.unwrap()
+        }
     };
     let s1 = st(c.session).await;
-    assert_eq!((s1.get::<_, String>(0), s1.get::<_, bool>(2)), ("closed".into(), true));
+    assert_eq!(
+        (s1.get::<_, String>(0), s1.get::<_, bool>(2)),
+        ("closed".into(), true)
+    );
     let s2 = st(later).await;
-    assert_eq!((s2.get::<_, String>(0), s2.get::<_, bool>(1)), ("open".into(), true));
-    assert_eq!(record(&db.client, c.session, c.students[0]).await.unwrap().0, "present");
+    assert_eq!(
+        (s2.get::<_, String>(0), s2.get::<_, bool>(1)),
+        ("open".into(), true)
+    );
+    assert_eq!(
+        record(&db.client, c.session, c.students[0])
+            .await
+            .unwrap()
+            .0,
+        "present"
+    );
     let (mark, _, source) = record(&db.client, c.session, c.students[1]).await.unwrap();
     assert_eq!((mark.as_str(), source.as_str()), ("absent", "system"));
-    assert!(record(&db.client, c.session, c.students[2]).await.is_none(), "not enrolled: no absent row");
-    assert_eq!(count(&db.client, "SELECT count(*) FROM attendance_audit_log WHERE action IN ('auto_open', 'auto_close')").await, 2);
+    assert!(
+        record(&db.client, c.session, c.students[2]).await.is_none(),
+        "not enrolled: no absent row"
+    );
+    assert_eq!(
+        count(
+            &db.client,
+            "SELECT count(*) FROM attendance_audit_log WHERE action IN ('auto_open', 'auto_close')"
+        )
+        .await,
+        2
+    );
     // Idempotent: nothing more to do.
-    let r = run(&db, Job::OpenClose, ist("10:59:00"), &ctx(SessionClock::WallclockAsUtc)).await;
-    assert_eq!((r["opened"].as_u64(), r["closed"].as_u64()), (Some(0), Some(0)));
+    let r = run(
+        &db,
+        Job::OpenClose,
+        ist("10:59:00"),
+        &ctx(SessionClock::WallclockAsUtc),
+    )
+    .await;
+    assert_eq!(
+        (r["opened"].as_u64(), r["closed"].as_u64()),
+        (Some(0), Some(0))
+    );
 }
 
 async fn statistics_count_late_as_configured_and_apply_the_threshold(db: Db) {
     let c = campus(&db.client, SessionClock::WallclockAsUtc).await;
-    db.client.execute("UPDATE attendance_session SET status = 'closed' WHERE id = $1", &[&c.session]).await.unwrap();
+    db.client
+        .execute(
+            "UPDATE attendance_session SET status = 'closed' WHERE id = $1",
+            &[&c.session],
+        )
+        .await
+        .unwrap();
     let mut sessions = vec![c.session];
     for d in 7..10 {
-        let id = ins(&db.client, "attendance_session", &[
-            ("course_section_id", &c.section.to_string()), ("scheduled_date", &format!("'2025-01-{d:02}'")),
-            ("start_datetime", "now()"), ("end_datetime", "now()"), ("room", "'R101'"), ("status", "'closed'"),
-        ]).await;
+        let id = ins(
+            &db.client,
+            "attendance_session",
+            &[
+                ("course_section_id", &c.section.to_string()),
+                ("scheduled_date", &format!("'2025-01-{d:02}'")),
+                ("start_datetime", "now()"),
+                ("end_datetime", "now()"),
+                ("room", "'R101'"),
+                ("status", "'closed'"),
+            ],
+        )
+        .await;
         sessions.push(id.parse().unwrap());
     }
     for (i, mark) in ["present", "late", "absent", "excused"].iter().enumerate() {
         for (s, m) in [(c.students[0], *mark), (c.students[1], "present")] {
-            ins(&db.client, "attendance_record", &[("session_id", &sessions[i].to_string()), ("student_id", &format!("'{s}'")), ("mark", &format!("'{m}'")), ("vendor_data", "'{}'")]).await;
+            ins(
+                &db.client,
+                "attendance_record",
+                &[
+                    ("session_id", &sessions[i].to_string()),
+                    ("student_id", &format!("'{s}'")),
+                    ("mark", &format!("'{m}'")),
+                    ("vendor_data", "'{}'"),
+                ],
+            )
+            .await;
         }
     }
-    run(&db, Job::Statistics, ist("12:00:00"), &ctx(SessionClock::WallclockAsUtc)).await;
-    assert_eq!(pct(&db.client, c.students[0]).await, ("66.67".into(), false, 4, 1, "2024-2025".into(), "5".into(), "2025-01-06".into()));
+    run(
+        &db,
+        Job::Statistics,
+        ist("12:00:00"),
+        &ctx(SessionClock::WallclockAsUtc),
+    )
+    .await;
+    assert_eq!(
+        pct(&db.client, c.students[0]).await,
+        (
+            "66.67".into(),
+            false,
+            4,
+            1,
+            "2024-2025".into(),
+            "5".into(),
+            "2025-01-06".into()
+        )
+    );
     assert_eq!(pct(&db.client, c.students[1]).await.0, "100.00");
     let mut strict = ctx(SessionClock::WallclockAsUtc);
     strict.late_counts_as_attended = false;
     run(&db, Job::Statistics, ist("12:00:00"), &strict).await;
     assert_eq!(pct(&db.client, c.students[0]).await.0, "33.33");
-    ins(&db.client, "attendance_configuration", &[("key", "'THRESHOLD_PERCENT'"), ("value", "'60'"), ("data_type", "'integer'"), ("is_active", "true")]).await;
-    run(&db, Job::Statistics, ist("12:00:00"), &ctx(SessionClock::WallclockAsUtc)).await;
+    ins(
+        &db.client,
+        "attendance_configuration",
+        &[
+            ("key", "'THRESHOLD_PERCENT'"),
+            ("value", "'60'"),
+            ("data_type", "'integer'"),
+            ("is_active", "true"),
+        ],
+    )
+    .await;
+    run(
+        &db,
+        Job::Statistics,
+        ist("12:00:00"),
+        &ctx(SessionClock::WallclockAsUtc),
+    )
+    .await;
     assert!(pct(&db.client, c.students[0]).await.1, "66.67 % >= 60 %");
     // A new session widens the period: the row is replaced, not duplicated.
-    db.client.execute("UPDATE attendance_session SET scheduled_date = '2025-01-05' WHERE id = $1", &[&sessions[3]]).await.unwrap();
-    run(&db, Job::Statistics, ist("12:00:00"), &ctx(SessionClock::WallclockAsUtc)).await;
-    assert_eq!(count(&db.client, "SELECT count(*) FROM attendance_statistics").await, 2);
+    db.client
+        .execute(
+            "UPDATE attendance_session SET scheduled_date = '2025-01-05' WHERE id = $1",
+            &[&sessions[3]],
+        )
+        .await
+        .unwrap();
+    run(
+        &db,
+        Job::Statistics,
+        ist("12:00:00"),
+        &ctx(SessionClock::WallclockAsUtc),
+    )
+    .await;
+    assert_eq!(
+        count(&db.client, "SELECT count(*) FROM attendance_statistics").await,
+        2
+    );
 }
 
 async fn retention_deletes_old_sessions_children_first(mut db: Db) {
     let c = campus(&db.client, SessionClock::WallclockAsUtc).await;
-    write(&mut db.client, &[env(DEVICE, 1, vec![punch(1, ist("09:01:00"), student(c.students[0]))])], SessionClock::WallclockAsUtc).await;
-    let old = ins(&db.client, "attendance_session", &[
-        ("course_section_id", &c.section.to_string()), ("scheduled_date", "'2010-01-04'"),
-        ("start_datetime", "'2010-01-04T09:00:00Z'"), ("end_datetime", "'2010-01-04T10:00:00Z'"), ("status", "'locked'"),
-    ]).await;
+    write(
+        &mut db.client,
+        &[env(
+            DEVICE,
+            1,
+            vec![punch(1, ist("09:01:00"), student(c.students[0]))],
+        )],
+        SessionClock::WallclockAsUtc,
+    )
+    .await;
+    let old = ins(
+        &db.client,
+        "attendance_session",
+        &[
+            ("course_section_id", &c.section.to_string()),
+            ("scheduled_date", "'2010-01-04'"),
+            ("start_datetime", "'2010-01-04T09:00:00Z'"),
+            ("end_datetime", "'2010-01-04T10:00:00Z'"),
+            ("status", "'locked'"),
+        ],
+    )
+    .await;
     let s0 = format!("'{}'", c.students[0]);
-    ins(&db.client, "attendance_record", &[("session_id", &old), ("student_id", &s0), ("mark", "'present'"), ("vendor_data", "'{}'")]).await;
-    ins(&db.client, "attendance_student_snapshot", &[("session_id", &old), ("student_id", &s0), ("course_section_id", &c.section.to_string())]).await;
-    ins(&db.client, "attendance_correction_request", &[("session_id", &old), ("student_id", &s0)]).await;
-    ins(&db.client, "attendance_audit_log", &[("created_at", "'2010-01-04T10:00:00Z'")]).await;
-    let r = run(&db, Job::Retention, ist("12:00:00"), &ctx(SessionClock::WallclockAsUtc)).await;
-    assert_eq!((r["sessions"].as_u64(), r["records"].as_u64(), r["snapshots"].as_u64(), r["corrections"].as_u64(), r["audit"].as_u64()), (Some(1), Some(1), Some(1), Some(1), Some(1)), "{r}");
-    assert_eq!(count(&db.client, "SELECT count(*) FROM attendance_session").await, 1);
-    assert_eq!(count(&db.client, "SELECT count(*) FROM attendance_record").await, 1);
-    assert_eq!(count(&db.client, "SELECT count(*) FROM rollcall.ledger").await, 1);
+    ins(
+        &db.client,
+        "attendance_record",
+        &[
+            ("session_id", &old),
+            ("student_id", &s0),
+            ("mark", "'present'"),
+            ("vendor_data", "'{}'"),
+        ],
+    )
+    .await;
+    ins(
+        &db.client,
+        "attendance_student_snapshot",
+        &[
+            ("session_id", &old),
+            ("student_id", &s0),
+            ("course_section_id", &c.section.to_string()),
+        ],
+    )
+    .await;
+    ins(
+        &db.client,
+        "attendance_correction_request",
+        &[("session_id", &old), ("student_id", &s0)],
+    )
+    .await;
+    ins(
+        &db.client,
+        "attendance_audit_log",
+        &[("created_at", "'2010-01-04T10:00:00Z'")],
+    )
+    .await;
+    let r = run(
+        &db,
+        Job::Retention,
+        ist("12:00:00"),
+        &ctx(SessionClock::WallclockAsUtc),
+    )
+    .await;
+    assert_eq!(
+        (
+            r["sessions"].as_u64(),
+            r["records"].as_u64(),
+            r["snapshots"].as_u64(),
+            r["corrections"].as_u64(),
+            r["audit"].as_u64()
+        ),
+        (Some(1), Some(1), Some(1), Some(1), Some(1)),
+        "{r}"
+    );
+    assert_eq!(
+        count(&db.client, "SELECT count(*) FROM attendance_session").await,
+        1
+    );
+    assert_eq!(
+        count(&db.client, "SELECT count(*) FROM attendance_record").await,
+        1
+    );
+    assert_eq!(
+        count(&db.client, "SELECT count(*) FROM rollcall.ledger").await,
+        1
+    );
 }
 
 async fn silent_devices_and_rooms_without_punches_are_flagged(db: Db) {
     let c = campus(&db.client, SessionClock::WallclockAsUtc).await;
-    db.client.execute("UPDATE attendance_biometric_device SET last_seen = $1", &[&ist("11:59:00")]).await.unwrap();
+    db.client
+        .execute(
+            "UPDATE attendance_biometric_device SET last_seen = $1",
+            &[&ist("11:59:00")],
+        )
+        .await
+        .unwrap();
     db.client.execute("UPDATE attendance_biometric_device SET last_seen = $1 WHERE device_id = 'dev-nosession'", &[&ist("10:00:00")]).await.unwrap();
-    db.client.execute("UPDATE attendance_session SET actual_start_datetime = $2 WHERE id = $1", &[&c.session, &ist("11:30:00")]).await.unwrap();
-    let r = run(&db, Job::DeviceHealth, ist("12:00:00"), &ctx(SessionClock::WallclockAsUtc)).await;
-    assert_eq!(r["newly_silent"], serde_json::json!(["dev-nosession"]), "{r}");
-    assert_eq!(r["rooms_without_punches"], serde_json::json!(["R101"]), "{r}");
+    db.client
+        .execute(
+            "UPDATE attendance_session SET actual_start_datetime = $2 WHERE id = $1",
+            &[&c.session, &ist("11:30:00")],
+        )
+        .await
+        .unwrap();
+    let r = run(
+        &db,
+        Job::DeviceHealth,
+        ist("12:00:00"),
+        &ctx(SessionClock::WallclockAsUtc),
+    )
+    .await;
+    assert_eq!(
+        r["newly_silent"],
+        serde_json::json!(["dev-nosession"]),
+        "{r}"
+    );
+    assert_eq!(
+        r["rooms_without_punches"],
+        serde_json::json!(["R101"]),
+        "{r}"
+    );
     let st: String = db.client.query_one("SELECT status::text FROM attendance_biometric_device WHERE device_id = 'dev-nosession'", &[]).await.unwrap().get(0);
     assert_eq!(st, "error");
 }
@@ -200,7 +514,9 @@ async fn each_job_occurrence_runs_on_exactly_one_replica() {
             let pool = rollcall_ingest::db::pool(&url, 2).unwrap();
             let mut c = ctx(SessionClock::WallclockAsUtc);
             c.node = format!("replica-{i}");
-            run_slot(&pool, Job::OpenClose, slot, now, &c).await.unwrap()
+            run_slot(&pool, Job::OpenClose, slot, now, &c)
+                .await
+                .unwrap()
         }));
     }
     let mut ran = 0;
@@ -210,8 +526,22 @@ async fn each_job_occurrence_runs_on_exactly_one_replica() {
         }
     }
     assert_eq!(ran, 1);
-    assert_eq!(count(&db.client, "SELECT count(*) FROM rollcall.job_run WHERE job = 'open_close'").await, 1);
-    assert_eq!(count(&db.client, "SELECT count(*) FROM attendance_audit_log WHERE action = 'auto_close'").await, 1);
+    assert_eq!(
+        count(
+            &db.client,
+            "SELECT count(*) FROM rollcall.job_run WHERE job = 'open_close'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &db.client,
+            "SELECT count(*) FROM attendance_audit_log WHERE action = 'auto_close'"
+        )
+        .await,
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,26 +550,60 @@ async fn check_names_what_is_missing() {
     let url = pg.create_database("empty").unwrap();
     let mut c = connect(&url).await;
     let missing = rollcall_ingest::db::schema::check(&c).await.unwrap();
-    assert!(missing.iter().any(|m| m == "table public.attendance_record"), "{missing:?}");
-    assert!(missing.iter().any(|m| m.starts_with("schema rollcall")), "{missing:?}");
+    assert!(
+        missing
+            .iter()
+            .any(|m| m == "table public.attendance_record"),
+        "{missing:?}"
+    );
+    assert!(
+        missing.iter().any(|m| m.starts_with("schema rollcall")),
+        "{missing:?}"
+    );
     // Existing mode creates only the rollcall schema: CampsHub360 tables stay missing.
-    rollcall_ingest::db::schema::migrate(&mut c, rollcall_ingest::config::SchemaMode::Existing).await.unwrap();
-    assert_eq!(count(&c, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").await, 0);
-    rollcall_ingest::db::schema::migrate(&mut c, rollcall_ingest::config::SchemaMode::Standalone).await.unwrap();
-    assert_eq!(rollcall_ingest::db::schema::check(&c).await.unwrap(), Vec::<String>::new());
-    c.batch_execute("ALTER TABLE attendance_record DROP COLUMN vendor_data").await.unwrap();
+    rollcall_ingest::db::schema::migrate(&mut c, rollcall_ingest::config::SchemaMode::Existing)
+        .await
+        .unwrap();
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+        )
+        .await,
+        0
+    );
+    rollcall_ingest::db::schema::migrate(&mut c, rollcall_ingest::config::SchemaMode::Standalone)
+        .await
+        .unwrap();
+    assert_eq!(
+        rollcall_ingest::db::schema::check(&c).await.unwrap(),
+        Vec::<String>::new()
+    );
+    c.batch_execute("ALTER TABLE attendance_record DROP COLUMN vendor_data")
+        .await
+        .unwrap();
     let missing = rollcall_ingest::db::schema::check(&c).await.unwrap();
-    assert_eq!(missing, vec!["column public.attendance_record.vendor_data (jsonb)".to_string()]);
+    assert_eq!(
+        missing,
+        vec!["column public.attendance_record.vendor_data (jsonb)".to_string()]
+    );
     if let Some(f) = real_schema_file() {
         let url = pg.create_database("real").unwrap();
         pg.psql_file("real", &f).unwrap();
         let mut c = connect(&url).await;
         let missing = rollcall_ingest::db::schema::check(&c).await.unwrap();
         assert_eq!(missing.len(), 1, "{missing:?}");
-        rollcall_ingest::db::schema::migrate(&mut c, rollcall_ingest::config::SchemaMode::Existing).await.unwrap();
-        assert_eq!(rollcall_ingest::db::schema::check(&c).await.unwrap(), Vec::<String>::new());
+        rollcall_ingest::db::schema::migrate(&mut c, rollcall_ingest::config::SchemaMode::Existing)
+            .await
+            .unwrap();
+        assert_eq!(
+            rollcall_ingest::db::schema::check(&c).await.unwrap(),
+            Vec::<String>::new()
+        );
     } else {
-        println!("SKIPPED (real schema part): ../shared/reference/campshub360-schema.sql not present");
+        println!(
+            "SKIPPED (real schema part): ../shared/reference/campshub360-schema.sql not present"
+        );
     }
 }
 
@@ -254,5 +618,13 @@ async fn pct(db: &tokio_postgres::Client, s: uuid::Uuid) -> Stat {
         )
         .await
         .unwrap();
-    (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6))
+    (
+        r.get(0),
+        r.get(1),
+        r.get(2),
+        r.get(3),
+        r.get(4),
+        r.get(5),
+        r.get(6),
+    )
 }

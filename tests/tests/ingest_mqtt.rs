@@ -33,14 +33,26 @@ fn start(toml: &str) -> Ingest {
     let cfg = Config::from_toml(toml).unwrap();
     let stop = CancellationToken::new();
     let metrics = Arc::new(Metrics::new());
-    let task = tokio::spawn(rollcall_ingest::run_with_metrics(cfg, metrics.clone(), stop.clone()));
-    Ingest { stop, task, metrics }
+    let task = tokio::spawn(rollcall_ingest::run_with_metrics(
+        cfg,
+        metrics.clone(),
+        stop.clone(),
+    ));
+    Ingest {
+        stop,
+        task,
+        metrics,
+    }
 }
 
 impl Ingest {
     async fn shutdown(self) {
         self.stop.cancel();
-        tokio::time::timeout(Duration::from_secs(20), self.task).await.expect("graceful shutdown in time").unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .expect("graceful shutdown in time")
+            .unwrap()
+            .unwrap();
     }
 }
 
@@ -60,20 +72,63 @@ async fn punch_travels_from_device_to_record_and_the_ack_comes_back(db: Db) {
             punch(3, ist("09:02:00"), v1::Subject::UnknownCard([1; 32])),
         ],
     };
-    assert_eq!(dev.deliver(std::slice::from_ref(&batch), Duration::from_secs(2), Duration::from_secs(30)).await, 3);
-    assert_eq!(record(&db.client, c.session, c.students[0]).await.unwrap().0, "present");
-    assert_eq!(record(&db.client, c.session, c.students[1]).await.unwrap().0, "late");
+    assert_eq!(
+        dev.deliver(
+            std::slice::from_ref(&batch),
+            Duration::from_secs(2),
+            Duration::from_secs(30)
+        )
+        .await,
+        3
+    );
+    assert_eq!(
+        record(&db.client, c.session, c.students[0])
+            .await
+            .unwrap()
+            .0,
+        "present"
+    );
+    assert_eq!(
+        record(&db.client, c.session, c.students[1])
+            .await
+            .unwrap()
+            .0,
+        "late"
+    );
     // Garbage and a heartbeat on the device's own topics; a replay of the batch.
-    dev.publish_raw(topic::Kind::Punches, b"\xffnot cbor".to_vec()).await;
+    dev.publish_raw(topic::Kind::Punches, b"\xffnot cbor".to_vec())
+        .await;
     let status = v1::Status {
-        device_id: DEVICE.into(), version: "rollcalld 0.1.0".into(), online: true, sent_at_ms: 0, uptime_s: 1, epoch: 5,
-        journal_depth: 0, oldest_unacked_age_s: None, last_acked_seq: Some(3), readers: vec![],
-        clock: v1::ClockState { ntp_synced: true, offset_ms: None, boot_id: uuid::Uuid::nil(), monotonic_ms: 0 },
+        device_id: DEVICE.into(),
+        version: "rollcalld 0.1.0".into(),
+        online: true,
+        sent_at_ms: 0,
+        uptime_s: 1,
+        epoch: 5,
+        journal_depth: 0,
+        oldest_unacked_age_s: None,
+        last_acked_seq: Some(3),
+        readers: vec![],
+        clock: v1::ClockState {
+            ntp_synced: true,
+            offset_ms: None,
+            boot_id: uuid::Uuid::nil(),
+            monotonic_ms: 0,
+        },
         free_disk_bytes: None,
     };
     dev.publish_raw(topic::Kind::Status, status.encode()).await;
     dev.acked = 0;
-    assert_eq!(dev.deliver(std::slice::from_ref(&batch), Duration::from_secs(2), Duration::from_secs(30)).await, 3, "replay acked again");
+    assert_eq!(
+        dev.deliver(
+            std::slice::from_ref(&batch),
+            Duration::from_secs(2),
+            Duration::from_secs(30)
+        )
+        .await,
+        3,
+        "replay acked again"
+    );
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while count(&db.client, "SELECT count(*) FROM rollcall.dead_letter").await < 1
         || count(&db.client, "SELECT count(*) FROM attendance_biometric_device WHERE firmware_version = 'rollcalld 0.1.0'").await < 1
@@ -81,11 +136,23 @@ async fn punch_travels_from_device_to_record_and_the_ack_comes_back(db: Db) {
         assert!(std::time::Instant::now() < deadline, "dead letter and heartbeat not written");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(count(&db.client, "SELECT count(*) FROM rollcall.ledger").await, 3);
-    assert_eq!(count(&db.client, "SELECT count(*) FROM attendance_audit_log").await, 2);
+    assert_eq!(
+        count(&db.client, "SELECT count(*) FROM rollcall.ledger").await,
+        3
+    );
+    assert_eq!(
+        count(&db.client, "SELECT count(*) FROM attendance_audit_log").await,
+        2
+    );
     let text = ingest.metrics.encode();
-    assert!(text.contains("rollcall_ingest_punches_total{kind=\"recorded\"} 2"), "{text}");
-    assert!(text.contains("rollcall_ingest_dead_letters_total{kind=\"undecodable\"} 1"), "{text}");
+    assert!(
+        text.contains("rollcall_ingest_punches_total{kind=\"recorded\"} 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("rollcall_ingest_dead_letters_total{kind=\"undecodable\"} 1"),
+        "{text}"
+    );
     ingest.shutdown().await;
 }
 
@@ -96,7 +163,18 @@ async fn two_replicas_share_the_load_write_once_and_run_each_job_once() {
     let c = campus(&db.client, SessionClock::WallclockAsUtc).await;
     let devices = ["gw-1", "gw-2", "gw-3"];
     for d in devices {
-        ins(&db.client, "attendance_biometric_device", &[("device_id", &format!("'{d}'")), ("room", "'R101'"), ("is_enabled", "true"), ("status", "'active'"), ("device_type", "'fingerprint'")]).await;
+        ins(
+            &db.client,
+            "attendance_biometric_device",
+            &[
+                ("device_id", &format!("'{d}'")),
+                ("room", "'R101'"),
+                ("is_enabled", "true"),
+                ("status", "'active'"),
+                ("device_type", "'fingerprint'"),
+            ],
+        )
+        .await;
     }
     let a = start(&config(&db.url, &broker.url(), "a", true));
     let b = start(&config(&db.url, &broker.url(), "b", true));
@@ -106,27 +184,68 @@ async fn two_replicas_share_the_load_write_once_and_run_each_job_once() {
         let (port, students) = (broker.port(), c.students.clone());
         tasks.push(tokio::spawn(async move {
             let mut dev = Device::connect(port, d).await;
-            dev.deliver(&stream(d, 1, 20, 50, &students), Duration::from_secs(3), Duration::from_secs(60)).await
+            dev.deliver(
+                &stream(d, 1, 20, 50, &students),
+                Duration::from_secs(3),
+                Duration::from_secs(60),
+            )
+            .await
         }));
     }
     for t in tasks {
         assert_eq!(t.await.unwrap(), 1000);
     }
-    assert_eq!(count(&db.client, "SELECT count(*) FROM rollcall.ledger").await, 3000);
-    assert_eq!(count(&db.client, "SELECT count(*) FROM attendance_record").await, 2);
-    assert_eq!(count(&db.client, "SELECT count(*) FROM attendance_audit_log WHERE entity_type = 'AttendanceRecord'").await,
-        count(&db.client, "SELECT count(*) FROM rollcall.ledger WHERE outcome = 'recorded'").await);
-    let msgs = |m: &Metrics| m.encode().lines().filter(|l| l.starts_with("rollcall_ingest_messages_total{kind=\"punches\"}")).map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap()).sum::<u64>();
+    assert_eq!(
+        count(&db.client, "SELECT count(*) FROM rollcall.ledger").await,
+        3000
+    );
+    assert_eq!(
+        count(&db.client, "SELECT count(*) FROM attendance_record").await,
+        2
+    );
+    assert_eq!(
+        count(
+            &db.client,
+            "SELECT count(*) FROM attendance_audit_log WHERE entity_type = 'AttendanceRecord'"
+        )
+        .await,
+        count(
+            &db.client,
+            "SELECT count(*) FROM rollcall.ledger WHERE outcome = 'recorded'"
+        )
+        .await
+    );
+    let msgs = |m: &Metrics| {
+        m.encode()
+            .lines()
+            .filter(|l| l.starts_with("rollcall_ingest_messages_total{kind=\"punches\"}"))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum::<u64>()
+    };
     let (ma, mb) = (msgs(&a.metrics), msgs(&b.metrics));
     assert!(ma > 0 && mb > 0, "both replicas consumed: a={ma} b={mb}");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let runs = |m: &Metrics| m.encode().lines().filter(|l| l.contains("job=\"open_close\"") && l.contains("result=\"ok\"")).map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap()).sum::<u64>();
+    let runs = |m: &Metrics| {
+        m.encode()
+            .lines()
+            .filter(|l| l.contains("job=\"open_close\"") && l.contains("result=\"ok\""))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum::<u64>()
+    };
     let (ra, rb) = (runs(&a.metrics), runs(&b.metrics));
     a.shutdown().await;
     b.shutdown().await;
-    let rows = count(&db.client, "SELECT count(*) FROM rollcall.job_run WHERE job = 'open_close'").await as u64;
+    let rows = count(
+        &db.client,
+        "SELECT count(*) FROM rollcall.job_run WHERE job = 'open_close'",
+    )
+    .await as u64;
     assert!(rows >= 3, "open_close ran every second: {rows}");
-    assert_eq!(ra + rb, rows, "each occurrence ran on exactly one replica (a={ra}, b={rb})");
+    assert_eq!(
+        ra + rb,
+        rows,
+        "each occurrence ran on exactly one replica (a={ra}, b={rb})"
+    );
 }
 
 fn ingest_binary() -> std::path::PathBuf {
@@ -135,11 +254,21 @@ fn ingest_binary() -> std::path::PathBuf {
     let bin = profile_dir.join("rollcall-ingest");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = std::process::Command::new(cargo);
-    cmd.args(["build", "-q", "-p", "rollcall-ingest", "--bin", "rollcall-ingest"]);
+    cmd.args([
+        "build",
+        "-q",
+        "-p",
+        "rollcall-ingest",
+        "--bin",
+        "rollcall-ingest",
+    ]);
     if profile_dir.file_name().is_some_and(|n| n == "release") {
         cmd.arg("--release");
     }
-    let status = cmd.env("CARGO_TARGET_DIR", profile_dir.parent().unwrap()).status().unwrap();
+    let status = cmd
+        .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap())
+        .status()
+        .unwrap();
     assert!(status.success(), "building rollcall-ingest");
     bin
 }
@@ -154,7 +283,11 @@ async fn ingest_killed_mid_stream_loses_and_duplicates_nothing() {
     let cfg = dir.path().join("ingest.toml");
     std::fs::write(&cfg, config(&db.url, &broker.url(), "k", false)).unwrap();
     let spawn = || {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.path().join("ingest.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.path().join("ingest.log"))
+            .unwrap();
         std::process::Command::new(&bin)
             .args(["-c", cfg.to_str().unwrap(), "run"])
             .env("RUST_LOG", "warn")
@@ -167,13 +300,24 @@ async fn ingest_killed_mid_stream_loses_and_duplicates_nothing() {
     let batches = stream(DEVICE, 77, 60, 100, &c.students);
     let mut dev = Device::connect(broker.port(), DEVICE).await;
     // The first batch, re-sent until acked, proves ingest is up and subscribed.
-    assert_eq!(dev.deliver(&batches[..1], Duration::from_millis(500), Duration::from_secs(30)).await, 100);
+    assert_eq!(
+        dev.deliver(
+            &batches[..1],
+            Duration::from_millis(500),
+            Duration::from_secs(30)
+        )
+        .await,
+        100
+    );
     // The rest is published over ~1.5 s while ingest is killed -9 three times mid-stream.
     let (client, t) = dev.sender();
     let rest: Vec<Vec<u8>> = batches[1..].iter().map(|b| b.encode()).collect();
     let publisher = tokio::spawn(async move {
         for p in rest {
-            client.publish(t.clone(), rumqttc::QoS::AtLeastOnce, false, p).await.unwrap();
+            client
+                .publish(t.clone(), rumqttc::QoS::AtLeastOnce, false, p)
+                .await
+                .unwrap();
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     });
@@ -186,16 +330,45 @@ async fn ingest_killed_mid_stream_loses_and_duplicates_nothing() {
         child = spawn();
     }
     publisher.await.unwrap();
-    assert!(progress[2] < 6000, "the kills happened mid-stream: {progress:?}");
-    let acked = dev.deliver(&batches, Duration::from_secs(2), Duration::from_secs(90)).await;
+    assert!(
+        progress[2] < 6000,
+        "the kills happened mid-stream: {progress:?}"
+    );
+    let acked = dev
+        .deliver(&batches, Duration::from_secs(2), Duration::from_secs(90))
+        .await;
     child.kill().unwrap();
     child.wait().unwrap();
-    assert_eq!(acked, 6000, "log:\n{}", std::fs::read_to_string(dir.path().join("ingest.log")).unwrap_or_default());
-    assert_eq!(count(&db.client, "SELECT count(*) FROM rollcall.ledger").await, 6000);
-    assert_eq!(count(&db.client, "SELECT count(DISTINCT (device_id, epoch, seq)) FROM rollcall.ledger").await, 6000);
-    assert_eq!(count(&db.client, "SELECT count(*) FROM attendance_audit_log").await,
-        count(&db.client, "SELECT count(*) FROM rollcall.ledger WHERE outcome = 'recorded'").await);
-    assert_eq!(count(&db.client, "SELECT count(*) FROM attendance_record").await, 2);
+    assert_eq!(
+        acked,
+        6000,
+        "log:\n{}",
+        std::fs::read_to_string(dir.path().join("ingest.log")).unwrap_or_default()
+    );
+    assert_eq!(
+        count(&db.client, "SELECT count(*) FROM rollcall.ledger").await,
+        6000
+    );
+    assert_eq!(
+        count(
+            &db.client,
+            "SELECT count(DISTINCT (device_id, epoch, seq)) FROM rollcall.ledger"
+        )
+        .await,
+        6000
+    );
+    assert_eq!(
+        count(&db.client, "SELECT count(*) FROM attendance_audit_log").await,
+        count(
+            &db.client,
+            "SELECT count(*) FROM rollcall.ledger WHERE outcome = 'recorded'"
+        )
+        .await
+    );
+    assert_eq!(
+        count(&db.client, "SELECT count(*) FROM attendance_record").await,
+        2
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,7 +379,13 @@ async fn postgres_restarted_mid_stream_loses_and_duplicates_nothing() {
     let ingest = start(&config(&db.url, &broker.url(), "p", false));
     let batches = stream(DEVICE, 3, 40, 100, &c.students);
     let mut dev = Device::connect(broker.port(), DEVICE).await;
-    let first = dev.deliver(&batches[..5], Duration::from_secs(2), Duration::from_secs(30)).await;
+    let first = dev
+        .deliver(
+            &batches[..5],
+            Duration::from_secs(2),
+            Duration::from_secs(30),
+        )
+        .await;
     assert_eq!(first, 500);
     for b in &batches[5..] {
         dev.publish(b).await;
@@ -214,13 +393,30 @@ async fn postgres_restarted_mid_stream_loses_and_duplicates_nothing() {
     db.pg.kill().unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     db.pg.restart().unwrap();
-    let acked = dev.deliver(&batches, Duration::from_secs(2), Duration::from_secs(90)).await;
+    let acked = dev
+        .deliver(&batches, Duration::from_secs(2), Duration::from_secs(90))
+        .await;
     assert_eq!(acked, 4000);
     let check = connect(&db.url).await;
-    assert_eq!(count(&check, "SELECT count(*) FROM rollcall.ledger").await, 4000);
-    assert_eq!(count(&check, "SELECT count(*) FROM attendance_audit_log").await,
-        count(&check, "SELECT count(*) FROM rollcall.ledger WHERE outcome = 'recorded'").await);
-    assert!(ingest.metrics.encode().contains("rollcall_ingest_db_retries_total"), "retried");
+    assert_eq!(
+        count(&check, "SELECT count(*) FROM rollcall.ledger").await,
+        4000
+    );
+    assert_eq!(
+        count(&check, "SELECT count(*) FROM attendance_audit_log").await,
+        count(
+            &check,
+            "SELECT count(*) FROM rollcall.ledger WHERE outcome = 'recorded'"
+        )
+        .await
+    );
+    assert!(
+        ingest
+            .metrics
+            .encode()
+            .contains("rollcall_ingest_db_retries_total"),
+        "retried"
+    );
     ingest.shutdown().await;
     drop(db);
 }

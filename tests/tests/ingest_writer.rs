@@ -28,25 +28,49 @@ async fn every_outcome_lands_in_the_ledger_and_records_are_complete(mut db: Db) 
         DEVICE,
         42,
         vec![
-            punch(1, ist("09:02:00"), student(c.students[0])),               // present
+            punch(1, ist("09:02:00"), student(c.students[0])), // present
             punch(2, ist("09:07:00"), v1::Subject::Student("R001".into())), // late, by roll number
             punch(3, ist("09:03:00"), v1::Subject::UnknownCard([7; 32])),
             punch(4, ist("09:03:00"), v1::Subject::UnknownFinger),
             punch(5, ist("09:03:00"), v1::Subject::Student("nobody".into())),
-            punch(6, ist("09:03:00"), student(c.students[2])),               // not enrolled
-            punch(7, ist("07:00:00"), student(c.students[0])),               // no session
-            punch(8, ist("12:30:00"), student(c.students[0])),               // 30 min in the future
+            punch(6, ist("09:03:00"), student(c.students[2])), // not enrolled
+            punch(7, ist("07:00:00"), student(c.students[0])), // no session
+            punch(8, ist("12:30:00"), student(c.students[0])), // 30 min in the future
         ],
     );
     let r = write(&mut db.client, &[e], WALL).await;
     assert_eq!(r.acks.len(), 1);
-    assert_eq!((r.acks[0].device_id.as_str(), r.acks[0].epoch, r.acks[0].up_to_seq), (DEVICE, 42, 8));
-    let want = ["recorded", "recorded", "unknown_credential", "unknown_credential", "unknown_credential", "not_enrolled", "no_session", "rejected"];
+    assert_eq!(
+        (
+            r.acks[0].device_id.as_str(),
+            r.acks[0].epoch,
+            r.acks[0].up_to_seq
+        ),
+        (DEVICE, 42, 8)
+    );
+    let want = [
+        "recorded",
+        "recorded",
+        "unknown_credential",
+        "unknown_credential",
+        "unknown_credential",
+        "not_enrolled",
+        "no_session",
+        "rejected",
+    ];
     for (i, w) in want.iter().enumerate() {
-        assert_eq!(outcome(&db.client, DEVICE, 42, i as u64 + 1).await, *w, "seq {}", i + 1);
+        assert_eq!(
+            outcome(&db.client, DEVICE, 42, i as u64 + 1).await,
+            *w,
+            "seq {}",
+            i + 1
+        );
     }
     let (mark, at, source) = record(&db.client, c.session, c.students[0]).await.unwrap();
-    assert_eq!((mark.as_str(), at, source.as_str()), ("present", ist("09:02:00"), "biometric"));
+    assert_eq!(
+        (mark.as_str(), at, source.as_str()),
+        ("present", ist("09:02:00"), "biometric")
+    );
     let (mark, _, _) = record(&db.client, c.session, c.students[1]).await.unwrap();
     assert_eq!(mark, "late");
     assert!(record(&db.client, c.session, c.students[2]).await.is_none());
@@ -64,7 +88,15 @@ async fn every_outcome_lands_in_the_ledger_and_records_are_complete(mut db: Db) 
     assert_eq!(row.get::<_, Option<uuid::Uuid>>(0), Some(c.period));
     assert_eq!(row.get::<_, String>(1), DEVICE);
     assert_eq!(row.get::<_, String>(2), "fingerprint");
-    assert_eq!((row.get::<_, String>(3), row.get::<_, String>(4), row.get::<_, String>(5), row.get::<_, String>(6)), (String::new(), String::new(), String::new(), String::new()));
+    assert_eq!(
+        (
+            row.get::<_, String>(3),
+            row.get::<_, String>(4),
+            row.get::<_, String>(5),
+            row.get::<_, String>(6)
+        ),
+        (String::new(), String::new(), String::new(), String::new())
+    );
     assert_eq!(row.get::<_, String>(7), "synced");
     assert_eq!(row.get::<_, String>(8).len(), 36);
     let vd: serde_json::Value = row.get(9);
@@ -76,7 +108,10 @@ async fn every_outcome_lands_in_the_ledger_and_records_are_complete(mut db: Db) 
 
 async fn replayed_batch_is_a_no_op_and_is_acked_again(mut db: Db) {
     let c = campus(&db.client, WALL).await;
-    let batch = vec![punch(1, ist("09:01:00"), student(c.students[0])), punch(2, ist("09:02:00"), student(c.students[1]))];
+    let batch = vec![
+        punch(1, ist("09:01:00"), student(c.students[0])),
+        punch(2, ist("09:02:00"), student(c.students[1])),
+    ];
     let e = env(DEVICE, 1, batch);
     let first = write(&mut db.client, std::slice::from_ref(&e), WALL).await;
     let ledger = count(&db.client, "SELECT count(*) FROM rollcall.ledger").await;
@@ -86,23 +121,46 @@ async fn replayed_batch_is_a_no_op_and_is_acked_again(mut db: Db) {
     assert_eq!(second.replayed, 4);
     assert!(second.outcomes.is_empty());
     assert_eq!(second.acks, first.acks);
-    assert_eq!(count(&db.client, "SELECT count(*) FROM rollcall.ledger").await, ledger);
-    assert_eq!(count(&db.client, "SELECT count(*) FROM attendance_audit_log").await, audit);
-    assert_eq!(count(&db.client, "SELECT count(*) FROM attendance_record").await, 2);
+    assert_eq!(
+        count(&db.client, "SELECT count(*) FROM rollcall.ledger").await,
+        ledger
+    );
+    assert_eq!(
+        count(&db.client, "SELECT count(*) FROM attendance_audit_log").await,
+        audit
+    );
+    assert_eq!(
+        count(&db.client, "SELECT count(*) FROM attendance_record").await,
+        2
+    );
 }
 
 async fn reordered_batches_ack_only_the_contiguous_prefix_and_gaps_are_visible(mut db: Db) {
     let c = campus(&db.client, WALL).await;
     let p = |seq| punch(seq, ist("09:01:00"), v1::Subject::UnknownFinger);
     let late = write(&mut db.client, &[env(DEVICE, 9, vec![p(4), p(5)])], WALL).await;
-    assert!(late.acks.is_empty(), "nothing contiguous from 1 yet: {:?}", late.acks);
-    let gaps: Vec<i64> = db.client.query("SELECT missing_seq FROM rollcall.gaps ORDER BY 1", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert!(
+        late.acks.is_empty(),
+        "nothing contiguous from 1 yet: {:?}",
+        late.acks
+    );
+    let gaps: Vec<i64> = db
+        .client
+        .query("SELECT missing_seq FROM rollcall.gaps ORDER BY 1", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     assert_eq!(gaps, vec![1, 2, 3]);
     let r = write(&mut db.client, &[env(DEVICE, 9, vec![p(1), p(2)])], WALL).await;
     assert_eq!(r.acks[0].up_to_seq, 2);
     let r = write(&mut db.client, &[env(DEVICE, 9, vec![p(3)])], WALL).await;
     assert_eq!(r.acks[0].up_to_seq, 5);
-    assert_eq!(count(&db.client, "SELECT count(*) FROM rollcall.gaps").await, 0);
+    assert_eq!(
+        count(&db.client, "SELECT count(*) FROM rollcall.gaps").await,
+        0
+    );
     // Another epoch (a new journal) has its own cursor.
     let r = write(&mut db.client, &[env(DEVICE, 10, vec![p(1)])], WALL).await;
     assert_eq!((r.acks[0].epoch, r.acks[0].up_to_seq), (10, 1));
@@ -113,38 +171,110 @@ async fn earliest_punch_sets_marked_at_and_marks_never_downgrade(mut db: Db) {
     let c = campus(&db.client, WALL).await;
     let (s0, s1) = (c.students[0], c.students[1]);
     // A late punch arrives first, then an earlier (on-time) one from a re-sent batch.
-    write(&mut db.client, &[env(DEVICE, 1, vec![punch(2, ist("09:08:00"), student(s0))])], WALL).await;
+    write(
+        &mut db.client,
+        &[env(DEVICE, 1, vec![punch(2, ist("09:08:00"), student(s0))])],
+        WALL,
+    )
+    .await;
     assert_eq!(record(&db.client, c.session, s0).await.unwrap().0, "late");
-    write(&mut db.client, &[env(DEVICE, 1, vec![punch(1, ist("09:03:00"), student(s0))])], WALL).await;
+    write(
+        &mut db.client,
+        &[env(DEVICE, 1, vec![punch(1, ist("09:03:00"), student(s0))])],
+        WALL,
+    )
+    .await;
     let (mark, at, _) = record(&db.client, c.session, s0).await.unwrap();
     assert_eq!((mark.as_str(), at), ("present", ist("09:03:00")));
     // A later punch changes nothing and is a duplicate.
-    write(&mut db.client, &[env(DEVICE, 1, vec![punch(3, ist("09:30:00"), student(s0))])], WALL).await;
+    write(
+        &mut db.client,
+        &[env(DEVICE, 1, vec![punch(3, ist("09:30:00"), student(s0))])],
+        WALL,
+    )
+    .await;
     assert_eq!(outcome(&db.client, DEVICE, 1, 3).await, "duplicate");
-    assert_eq!(record(&db.client, c.session, s0).await.unwrap().1, ist("09:03:00"));
+    assert_eq!(
+        record(&db.client, c.session, s0).await.unwrap().1,
+        ist("09:03:00")
+    );
     // Two punches of one student in one batch: the earliest wins, the other is a duplicate.
     // s1 was pre-marked absent by CampsHub360 (its signal): the punch updates that row.
-    ins(&db.client, "attendance_record", &[("session_id", &c.session.to_string()), ("student_id", &format!("'{s1}'")), ("mark", "'absent'"), ("source", "'system'"), ("vendor_data", "'{}'")]).await;
-    write(&mut db.client, &[env(DEVICE, 1, vec![punch(4, ist("09:20:00"), student(s1)), punch(5, ist("09:04:00"), student(s1))])], WALL).await;
+    ins(
+        &db.client,
+        "attendance_record",
+        &[
+            ("session_id", &c.session.to_string()),
+            ("student_id", &format!("'{s1}'")),
+            ("mark", "'absent'"),
+            ("source", "'system'"),
+            ("vendor_data", "'{}'"),
+        ],
+    )
+    .await;
+    write(
+        &mut db.client,
+        &[env(
+            DEVICE,
+            1,
+            vec![
+                punch(4, ist("09:20:00"), student(s1)),
+                punch(5, ist("09:04:00"), student(s1)),
+            ],
+        )],
+        WALL,
+    )
+    .await;
     assert_eq!(outcome(&db.client, DEVICE, 1, 4).await, "duplicate");
     assert_eq!(outcome(&db.client, DEVICE, 1, 5).await, "recorded");
     let (mark, at, src) = record(&db.client, c.session, s1).await.unwrap();
-    assert_eq!((mark.as_str(), at, src.as_str()), ("present", ist("09:04:00"), "biometric"));
+    assert_eq!(
+        (mark.as_str(), at, src.as_str()),
+        ("present", ist("09:04:00"), "biometric")
+    );
     let before: serde_json::Value = db
         .client
-        .query_one("SELECT before FROM attendance_audit_log WHERE action = 'update' AND student_id = $1", &[&s1.to_string()])
+        .query_one(
+            "SELECT before FROM attendance_audit_log WHERE action = 'update' AND student_id = $1",
+            &[&s1.to_string()],
+        )
         .await
         .unwrap()
         .get(0);
     assert_eq!(before["mark"], "absent");
     // Excused is never touched.
-    db.client.execute("UPDATE attendance_record SET mark = 'excused' WHERE student_id = $1", &[&s1]).await.unwrap();
-    write(&mut db.client, &[env(DEVICE, 1, vec![punch(6, ist("09:00:30"), student(s1))])], WALL).await;
+    db.client
+        .execute(
+            "UPDATE attendance_record SET mark = 'excused' WHERE student_id = $1",
+            &[&s1],
+        )
+        .await
+        .unwrap();
+    write(
+        &mut db.client,
+        &[env(DEVICE, 1, vec![punch(6, ist("09:00:30"), student(s1))])],
+        WALL,
+    )
+    .await;
     assert_eq!(outcome(&db.client, DEVICE, 1, 6).await, "duplicate");
-    assert_eq!(record(&db.client, c.session, s1).await.unwrap().0, "excused");
+    assert_eq!(
+        record(&db.client, c.session, s1).await.unwrap().0,
+        "excused"
+    );
     // A manual present is never turned late by a later punch.
-    db.client.execute("UPDATE attendance_record SET mark = 'present', marked_at = $2 WHERE student_id = $1", &[&s0, &ist("09:30:00")]).await.unwrap();
-    write(&mut db.client, &[env(DEVICE, 1, vec![punch(7, ist("09:20:00"), student(s0))])], WALL).await;
+    db.client
+        .execute(
+            "UPDATE attendance_record SET mark = 'present', marked_at = $2 WHERE student_id = $1",
+            &[&s0, &ist("09:30:00")],
+        )
+        .await
+        .unwrap();
+    write(
+        &mut db.client,
+        &[env(DEVICE, 1, vec![punch(7, ist("09:20:00"), student(s0))])],
+        WALL,
+    )
+    .await;
     let (mark, at, _) = record(&db.client, c.session, s0).await.unwrap();
     assert_eq!((mark.as_str(), at), ("present", ist("09:20:00")));
 }
@@ -153,7 +283,11 @@ async fn refused_messages_are_dead_lettered_and_not_acked(mut db: Db) {
     let c = campus(&db.client, WALL).await;
     let p = vec![punch(1, ist("09:01:00"), student(c.students[0]))];
     let mismatch = {
-        let b = v1::PunchBatch { device_id: "dev-other".into(), epoch: 1, punches: p.clone() };
+        let b = v1::PunchBatch {
+            device_id: "dev-other".into(),
+            epoch: 1,
+            punches: p.clone(),
+        };
         Envelope::new(&topic(DEVICE), b.encode().into())
     };
     let envs = vec![
@@ -165,11 +299,45 @@ async fn refused_messages_are_dead_lettered_and_not_acked(mut db: Db) {
         env(DEVICE, 1, p),
     ];
     let r = write(&mut db.client, &envs, WALL).await;
-    assert_eq!(r.acks.len(), 1, "only the good message is acked: {:?}", r.acks);
-    let reasons: Vec<String> = db.client.query("SELECT reason FROM rollcall.dead_letter ORDER BY reason", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
-    assert_eq!(reasons, ["bad_topic", "device_mismatch", "disabled_device", "undecodable", "unknown_device"]);
-    assert_eq!(count(&db.client, "SELECT count(*) FROM rollcall.dead_letter WHERE payload_size > 0 AND detail <> ''").await, 5);
-    assert_eq!(count(&db.client, "SELECT count(*) FROM rollcall.ledger").await, 1);
+    assert_eq!(
+        r.acks.len(),
+        1,
+        "only the good message is acked: {:?}",
+        r.acks
+    );
+    let reasons: Vec<String> = db
+        .client
+        .query(
+            "SELECT reason FROM rollcall.dead_letter ORDER BY reason",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "bad_topic",
+            "device_mismatch",
+            "disabled_device",
+            "undecodable",
+            "unknown_device"
+        ]
+    );
+    assert_eq!(
+        count(
+            &db.client,
+            "SELECT count(*) FROM rollcall.dead_letter WHERE payload_size > 0 AND detail <> ''"
+        )
+        .await,
+        5
+    );
+    assert_eq!(
+        count(&db.client, "SELECT count(*) FROM rollcall.ledger").await,
+        1
+    );
 }
 
 async fn heartbeat_updates_the_device_row(mut db: Db) {
@@ -184,26 +352,85 @@ async fn heartbeat_updates_the_device_row(mut db: Db) {
         journal_depth: 0,
         oldest_unacked_age_s: None,
         last_acked_seq: Some(5),
-        readers: vec![v1::ReaderStatus { id: "door".into(), kind: "r503".into(), healthy, detail: String::new() }],
-        clock: v1::ClockState { ntp_synced: true, offset_ms: None, boot_id: uuid::Uuid::nil(), monotonic_ms: 1 },
+        readers: vec![v1::ReaderStatus {
+            id: "door".into(),
+            kind: "r503".into(),
+            healthy,
+            detail: String::new(),
+        }],
+        clock: v1::ClockState {
+            ntp_synced: true,
+            offset_ms: None,
+            boot_id: uuid::Uuid::nil(),
+            monotonic_ms: 1,
+        },
         free_disk_bytes: Some(1 << 30),
     };
     let t = rollcall_protocol::topic::build(SITE, DEVICE, rollcall_protocol::topic::Kind::Status);
-    let r = write(&mut db.client, &[Envelope::new(&t, status(false).encode().into())], WALL).await;
+    let r = write(
+        &mut db.client,
+        &[Envelope::new(&t, status(false).encode().into())],
+        WALL,
+    )
+    .await;
     assert_eq!(r.heartbeats, 1);
     let row = db.client.query_one("SELECT last_seen, firmware_version::text, status::text FROM attendance_biometric_device WHERE device_id = $1", &[&DEVICE]).await.unwrap();
-    assert_eq!(row.get::<_, Option<chrono::DateTime<chrono::Utc>>>(0), Some(ist("12:00:00")));
-    assert_eq!((row.get::<_, String>(1), row.get::<_, String>(2)), ("rollcalld 1.2.3".into(), "error".into()));
-    write(&mut db.client, &[Envelope::new(&t, status(true).encode().into())], WALL).await;
-    let st: String = db.client.query_one("SELECT status::text FROM attendance_biometric_device WHERE device_id = $1", &[&DEVICE]).await.unwrap().get(0);
+    assert_eq!(
+        row.get::<_, Option<chrono::DateTime<chrono::Utc>>>(0),
+        Some(ist("12:00:00"))
+    );
+    assert_eq!(
+        (row.get::<_, String>(1), row.get::<_, String>(2)),
+        ("rollcalld 1.2.3".into(), "error".into())
+    );
+    write(
+        &mut db.client,
+        &[Envelope::new(&t, status(true).encode().into())],
+        WALL,
+    )
+    .await;
+    let st: String = db
+        .client
+        .query_one(
+            "SELECT status::text FROM attendance_biometric_device WHERE device_id = $1",
+            &[&DEVICE],
+        )
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(st, "active");
-    assert_eq!(count(&db.client, "SELECT count(*) FROM rollcall.device_status WHERE health = 'ok'").await, 1);
+    assert_eq!(
+        count(
+            &db.client,
+            "SELECT count(*) FROM rollcall.device_status WHERE health = 'ok'"
+        )
+        .await,
+        1
+    );
 }
 
 async fn two_writers_racing_on_the_same_punches_write_once(db: Db) {
     let c = campus(&db.client, WALL).await;
     let msgs: Vec<Envelope> = (0..20u64)
-        .map(|b| env(DEVICE, 3, (1..=50).map(|i| punch(b * 50 + i, ist("09:01:00"), if i % 2 == 0 { student(c.students[0]) } else { student(c.students[1]) })).collect()))
+        .map(|b| {
+            env(
+                DEVICE,
+                3,
+                (1..=50)
+                    .map(|i| {
+                        punch(
+                            b * 50 + i,
+                            ist("09:01:00"),
+                            if i % 2 == 0 {
+                                student(c.students[0])
+                            } else {
+                                student(c.students[1])
+                            },
+                        )
+                    })
+                    .collect(),
+            )
+        })
         .collect();
     let mut tasks = Vec::new();
     for _ in 0..2 {
@@ -218,15 +445,53 @@ async fn two_writers_racing_on_the_same_punches_write_once(db: Db) {
     for t in tasks {
         t.await.unwrap();
     }
-    assert_eq!(count(&db.client, "SELECT count(*) FROM rollcall.ledger").await, 1000);
-    assert_eq!(count(&db.client, "SELECT count(*) FROM rollcall.ledger WHERE outcome = 'recorded'").await, 2);
-    assert_eq!(count(&db.client, "SELECT count(*) FROM attendance_record").await, 2);
-    assert_eq!(count(&db.client, "SELECT count(*) FROM attendance_audit_log").await, 2);
-    assert_eq!(count(&db.client, "SELECT contiguous_seq FROM rollcall.device_cursor").await, 1000);
+    assert_eq!(
+        count(&db.client, "SELECT count(*) FROM rollcall.ledger").await,
+        1000
+    );
+    assert_eq!(
+        count(
+            &db.client,
+            "SELECT count(*) FROM rollcall.ledger WHERE outcome = 'recorded'"
+        )
+        .await,
+        2
+    );
+    assert_eq!(
+        count(&db.client, "SELECT count(*) FROM attendance_record").await,
+        2
+    );
+    assert_eq!(
+        count(&db.client, "SELECT count(*) FROM attendance_audit_log").await,
+        2
+    );
+    assert_eq!(
+        count(
+            &db.client,
+            "SELECT contiguous_seq FROM rollcall.device_cursor"
+        )
+        .await,
+        1000
+    );
 }
 
 async fn true_utc_sessions_match_with_the_utc_session_clock(mut db: Db) {
     let c = campus(&db.client, SessionClock::Utc).await;
-    write(&mut db.client, &[env(DEVICE, 1, vec![punch(1, ist("09:06:00"), student(c.students[0]))])], SessionClock::Utc).await;
-    assert_eq!(record(&db.client, c.session, c.students[0]).await.unwrap().0, "late");
+    write(
+        &mut db.client,
+        &[env(
+            DEVICE,
+            1,
+            vec![punch(1, ist("09:06:00"), student(c.students[0]))],
+        )],
+        SessionClock::Utc,
+    )
+    .await;
+    assert_eq!(
+        record(&db.client, c.session, c.students[0])
+            .await
+            .unwrap()
+            .0,
+        "late"
+    );
 }

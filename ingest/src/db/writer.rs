@@ -71,6 +71,35 @@ struct Item<'a> {
     device: &'a DeviceInfo,
 }
 
+/// Phase timings for the debug log.
+struct Lap {
+    last: std::time::Instant,
+    phases: Vec<(&'static str, std::time::Duration)>,
+}
+
+impl Lap {
+    fn new() -> Self {
+        Lap {
+            last: std::time::Instant::now(),
+            phases: Vec::new(),
+        }
+    }
+    fn mark(&mut self, name: &'static str) {
+        let now = std::time::Instant::now();
+        self.phases.push((name, now - self.last));
+        self.last = now;
+    }
+}
+
+impl std::fmt::Display for Lap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (n, d) in &self.phases {
+            write!(f, "{n}={:.1}ms ", d.as_secs_f64() * 1000.0)?;
+        }
+        Ok(())
+    }
+}
+
 fn ms(t: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(t).unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
@@ -84,6 +113,7 @@ pub async fn write_batch(
 ) -> Result<BatchReport, DbError> {
     let tx = client.transaction().await?;
     let mut report = BatchReport::default();
+    let mut lap = Lap::new();
 
     let mut ids: Vec<&str> = msgs
         .iter()
@@ -180,7 +210,9 @@ pub async fn write_batch(
         ))
     });
     if !items.is_empty() {
+        lap.mark("prelude");
         let existing = existing_keys(&tx, &items).await?;
+        lap.mark("existing");
         let before = items.len();
         items.retain(|i| {
             !existing.contains(&(
@@ -203,13 +235,17 @@ pub async fn write_batch(
             now,
         };
         let lookup = lookup(&tx, &items, &rules).await?;
+        lap.mark("lookup");
         let decisions: Vec<Decision> = items
             .iter()
             .map(|i| decide::decide(i.punch, i.device, &lookup, &rules))
             .collect();
+        lap.mark("decide");
         let inserted = insert_ledger(&tx, &items, &decisions, &s.node, now).await?;
+        lap.mark("ledger");
         report.replayed += (items.len() - inserted.iter().filter(|x| **x).count()) as u64;
         let duplicates = upsert_attendance(&tx, &items, &decisions, &inserted).await?;
+        lap.mark("upsert");
         mark_duplicates(&tx, &items, &duplicates).await?;
         for (i, d) in decisions.iter().enumerate() {
             if inserted[i] {
@@ -226,7 +262,10 @@ pub async fn write_batch(
     let (acks, pending) = advance_cursors(&tx, &batches, now).await?;
     report.acks = acks;
     report.pending = pending;
+    lap.mark("cursors");
     tx.commit().await?;
+    lap.mark("commit");
+    tracing::debug!(punches = items.len(), phases = %lap, "batch timings");
     Ok(report)
 }
 

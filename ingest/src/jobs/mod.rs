@@ -228,6 +228,11 @@ pub async fn run(cfg: &Config, pool: Pool, metrics: Arc<Metrics>, stop: Cancella
                 if last != Some(slot) {
                     let result = match run_slot(&pool, job, slot, now, &ctx).await {
                         Ok(RunResult::Ran(detail)) => {
+                            if job == Job::DeviceHealth
+                                && let Some(n) = detail["silent_total"].as_i64()
+                            {
+                                metrics.silent_devices.set(n);
+                            }
                             info!(job = job.name(), %slot, %detail, "job ran");
                             last = Some(slot);
                             "ok"
