@@ -4,6 +4,7 @@
 //! Needs the Python venv made by `drivers/tests/setup-python.sh` (or `ROLLCALL_PYTHON` pointing
 //! at a python with `adafruit_fingerprint` and `serial`). Without it the test prints why it
 //! skipped and passes.
+#![cfg(feature = "linux")]
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

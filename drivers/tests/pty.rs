@@ -1,5 +1,6 @@
 //! The real drivers open a pseudo-terminal by path through tokio-serial, exactly as they open
 //! /dev/ttyAMA0 on a Pi, with the byte-level simulator on the other end.
+#![cfg(feature = "linux")]
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -1,7 +1,6 @@
 //! The async EF01 device: command/ack exchanges with timeouts, retries and resynchronisation,
 //! and the flows a gateway needs (identify, enrol, template transfer, reconcile, Aura LED).
 
-use std::collections::BTreeMap;
 use std::io;
 use std::time::Duration;
 
@@ -9,7 +8,7 @@ use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::Framed;
 
-use super::codec::{DEFAULT_ADDRESS, Ef01Codec, FrameError, Packet, PacketKind, split_data};
+use super::codec::{DEFAULT_ADDRESS, Ef01Codec, FrameError, Packet, PacketKind};
 use super::instruction::{Confirm, Instruction, SystemParameters};
 
 /// An EF01 operation that did not complete.
@@ -98,11 +97,11 @@ pub struct Reconciled {
 /// An EF01 module (R305, R307, R503, AS608) on any byte transport.
 #[derive(Debug)]
 pub struct Ef01<T> {
-    io: Framed<T, Ef01Codec>,
-    address: u32,
-    timeout: Duration,
+    pub(super) io: Framed<T, Ef01Codec>,
+    pub(super) address: u32,
+    pub(super) timeout: Duration,
     retries: u32,
-    packet_size: usize,
+    pub(super) packet_size: usize,
     corrupt: u64,
 }
 
@@ -285,182 +284,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Ef01<T> {
         }
     }
 
-    /// Polls GenImg until a finger is captured (`true`) or lifted (`false`), within `within`.
-    async fn wait_for_finger(&mut self, present: bool, within: Duration) -> Result<(), Ef01Error> {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let ack = self.command(&Instruction::GenImg).await?;
-            let captured = match ack.code {
-                Confirm::OK => true,
-                Confirm::NO_FINGER => false,
-                Confirm::IMAGE_FAILED => present, // try again
-                code => {
-                    return Err(Ef01Error::Module {
-                        command: "GenImg",
-                        code,
-                    });
-                }
-            };
-            if captured == present {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(Ef01Error::NoFingerInTime(within));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Enrols a finger into `slot` from `captures` placements (2 works on every model; R503
-    /// accepts up to 6), refusing a finger already in the library, and returns the template read
-    /// back out of the module for the centre.
-    pub async fn enroll(
-        &mut self,
-        slot: u16,
-        captures: u8,
-        finger_timeout: Duration,
-    ) -> Result<Vec<u8>, Ef01Error> {
-        let captures = captures.clamp(2, 6);
-        let library_size = self.read_system_parameters().await?.library_size;
-        for buffer in 1..=captures {
-            self.wait_for_finger(true, finger_timeout).await?;
-            self.expect_ok(&Instruction::Img2Tz { buffer }).await?;
-            if buffer < captures {
-                self.wait_for_finger(false, finger_timeout).await?;
-            }
-        }
-        self.expect_ok(&Instruction::RegModel).await?;
-        if let Some((existing, _)) = self.search(1, 0, library_size).await? {
-            return Err(Ef01Error::AlreadyEnrolled {
-                slot: Some(existing),
-            });
-        }
-        self.store(1, slot).await?;
-        self.upload_template(1).await
-    }
-
-    /// Stores character buffer `buffer` into `slot`.
-    pub async fn store(&mut self, buffer: u8, slot: u16) -> Result<(), Ef01Error> {
-        match self
-            .expect_ok(&Instruction::Store { buffer, page: slot })
-            .await
-        {
-            Err(Ef01Error::Module {
-                code: Confirm::ALREADY_ENROLLED,
-                ..
-            }) => Err(Ef01Error::AlreadyEnrolled { slot: None }),
-            other => other.map(drop),
-        }
-    }
-
-    /// UpChar: reads character buffer `buffer` out of the module.
-    pub async fn upload_template(&mut self, buffer: u8) -> Result<Vec<u8>, Ef01Error> {
-        self.expect_ok(&Instruction::UpChar { buffer }).await?;
-        let mut template = Vec::new();
-        loop {
-            let packet = self.receive("UpChar", self.timeout).await?;
-            match packet.kind {
-                PacketKind::Data => template.extend_from_slice(&packet.payload),
-                PacketKind::EndData => {
-                    template.extend_from_slice(&packet.payload);
-                    return Ok(template);
-                }
-                kind => {
-                    return Err(protocol(
-                        "UpChar",
-                        format!("{kind:?} packet inside a transfer"),
-                    ));
-                }
-            }
-        }
-    }
-
-    /// DownChar then Store: loads a template from the host into `slot`.
-    pub async fn load_template(&mut self, slot: u16, template: &[u8]) -> Result<(), Ef01Error> {
-        if template.is_empty() {
-            return Err(protocol("DownChar", "empty template"));
-        }
-        self.expect_ok(&Instruction::DownChar { buffer: 1 }).await?;
-        for packet in split_data(self.address, template, self.packet_size) {
-            self.io.feed(packet).await?;
-        }
-        self.io.flush().await?;
-        self.store(1, slot).await
-    }
-
-    /// Deletes `count` slots from `slot`.
-    pub async fn delete(&mut self, slot: u16, count: u16) -> Result<(), Ef01Error> {
-        self.expect_ok(&Instruction::DeleteChar { page: slot, count })
-            .await
-            .map(drop)
-    }
-
-    /// Erases the whole library.
-    pub async fn empty(&mut self) -> Result<(), Ef01Error> {
-        self.expect_ok(&Instruction::Empty).await.map(drop)
-    }
-
-    /// Number of stored templates.
-    pub async fn template_count(&mut self) -> Result<u16, Ef01Error> {
-        let data = self.expect_ok(&Instruction::TemplateNum).await?;
-        match data[..] {
-            [hi, lo, ..] => Ok(u16::from_be_bytes([hi, lo])),
-            _ => Err(protocol("TemplateNum", "reply shorter than a count")),
-        }
-    }
-
-    /// Occupied slots below `library_size`, from ReadIndexTable (bit 0 of byte 0 is slot 0).
-    pub async fn occupied_slots(&mut self, library_size: u16) -> Result<Vec<u16>, Ef01Error> {
-        let mut slots = Vec::new();
-        for page in 0..library_size.div_ceil(256).min(4) as u8 {
-            let table = self
-                .expect_ok(&Instruction::ReadIndexTable { page })
-                .await?;
-            for (byte_index, byte) in table.iter().take(32).enumerate() {
-                for bit in 0..8 {
-                    let slot = u16::from(page) * 256 + byte_index as u16 * 8 + bit;
-                    if byte & (1 << bit) != 0 && slot < library_size {
-                        slots.push(slot);
-                    }
-                }
-            }
-        }
-        Ok(slots)
-    }
-
-    /// Makes the module's library hold exactly the roster's slots: deletes slots the roster does
-    /// not have and loads the roster's templates the module lacks. A slot present on both sides is
-    /// trusted (templates cannot be compared without reading each one out).
-    pub async fn reconcile(
-        &mut self,
-        roster: &BTreeMap<u16, Vec<u8>>,
-    ) -> Result<Reconciled, Ef01Error> {
-        let params = self.read_system_parameters().await?;
-        if let Some((&slot, _)) = roster.range(params.library_size..).next() {
-            return Err(protocol(
-                "Store",
-                format!(
-                    "roster slot {slot} is beyond the module's library of {}",
-                    params.library_size
-                ),
-            ));
-        }
-        let occupied = self.occupied_slots(params.library_size).await?;
-        let mut done = Reconciled::default();
-        for &slot in occupied.iter().filter(|s| !roster.contains_key(s)) {
-            self.delete(slot, 1).await?;
-            done.deleted.push(slot);
-        }
-        for (&slot, template) in roster
-            .iter()
-            .filter(|(s, _)| occupied.binary_search(s).is_err())
-        {
-            self.load_template(slot, template).await?;
-            done.loaded.push(slot);
-        }
-        Ok(done)
-    }
-
     /// R503 Aura LED: control (1 breathe, 2 flash, 3 on, 4 off, 5 fade on, 6 fade off),
     /// speed, colour (1 red .. 7 white), count (0 = forever).
     pub async fn aura(
@@ -509,7 +332,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Ef01<T> {
 
     /// Next valid packet from our module within `timeout`. Garbage before it is skipped;
     /// a corrupt frame is reported as a protocol error so the caller can re-send.
-    async fn receive(
+    pub(super) async fn receive(
         &mut self,
         command: &'static str,
         timeout: Duration,
@@ -559,7 +382,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Ef01<T> {
     }
 }
 
-fn protocol(command: &'static str, reason: impl Into<String>) -> Ef01Error {
+pub(super) fn protocol(command: &'static str, reason: impl Into<String>) -> Ef01Error {
     Ef01Error::Protocol {
         command,
         reason: reason.into(),

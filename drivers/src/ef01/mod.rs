@@ -55,6 +55,7 @@
 pub mod codec;
 mod device;
 pub mod instruction;
+mod library;
 pub mod sim;
 
 pub use device::{Ack, Ef01, Ef01Error, Identify, Reconciled};

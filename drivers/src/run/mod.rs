@@ -9,6 +9,7 @@
 
 mod bridge;
 mod indicator;
+#[cfg(feature = "linux")]
 mod serial;
 mod sessions;
 
@@ -142,9 +143,8 @@ pub async fn run_reader(
                 if ctx.ups.load(Ordering::Relaxed) != ups {
                     delay = FIRST; // it worked for a while: retry promptly
                 }
-                match ctx.down(message).await {
-                    Err(Stop::Fatal(e)) => return Err(e),
-                    _ => {}
+                if let Err(Stop::Fatal(e)) = ctx.down(message).await {
+                    return Err(e);
                 }
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),

@@ -54,3 +54,40 @@ pub(crate) fn pty() -> Result<(Port, String, Port), Stop> {
         .ok_or_else(|| Stop::Down("pseudo-terminal has no path".into()))?;
     Ok((master, path, slave))
 }
+
+#[cfg(all(test, feature = "linux"))]
+mod tests {
+    use std::io::ErrorKind as Io;
+    use std::path::Path;
+
+    use tokio_serial::{Error, ErrorKind};
+
+    use super::explain;
+
+    #[test]
+    fn errors_say_what_to_do() {
+        let p = Path::new("/dev/ttyAMA0");
+        let denied = explain(
+            p,
+            &Error::new(ErrorKind::Io(Io::PermissionDenied), "Permission denied"),
+        );
+        assert_eq!(
+            denied,
+            "/dev/ttyAMA0: permission denied: add the rollcall user to the dialout group \
+             (sudo usermod -aG dialout rollcall) and restart the service"
+        );
+        let missing = explain(
+            p,
+            &Error::new(ErrorKind::NoDevice, "No such file or directory"),
+        );
+        assert!(
+            missing.contains("no such device") && missing.contains("dtoverlay"),
+            "{missing}"
+        );
+        let busy = explain(
+            p,
+            &Error::new(ErrorKind::Io(Io::Other), "Device or resource busy"),
+        );
+        assert!(busy.contains("busy") && busy.contains("fuser"), "{busy}");
+    }
+}

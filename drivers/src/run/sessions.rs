@@ -139,6 +139,7 @@ async fn serial_session(
     ))))
 }
 
+#[cfg(feature = "linux")]
 fn ef01_device<T: AsyncRead + AsyncWrite + Unpin>(port: T, config: &ReaderConfig) -> Ef01<T> {
     let dev = Ef01::new(port);
     match config.address {
@@ -317,6 +318,7 @@ async fn real_wiegand(config: &ReaderConfig, _ctx: &Ctx) -> Result<(), Stop> {
 }
 
 /// Turns a GPIO error into advice.
+#[cfg(feature = "linux")]
 pub(crate) fn explain_gpio(label: &str, error: &str) -> String {
     let lower = error.to_lowercase();
     if lower.contains("permission denied") {
