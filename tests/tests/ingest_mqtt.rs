@@ -420,3 +420,85 @@ async fn postgres_restarted_mid_stream_loses_and_duplicates_nothing() {
     ingest.shutdown().await;
     drop(db);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_commits_whole_messages_and_a_restart_finishes_the_stream() {
+    let db = ingest_common::db(Schema::Standalone).await.unwrap();
+    let broker = Mosquitto::start().unwrap();
+    let c = campus(&db.client, SessionClock::WallclockAsUtc).await;
+    let toml = config(&db.url, &broker.url(), "g", false);
+    let ingest = start(&toml);
+    let batches = stream(DEVICE, 8, 30, 100, &c.students);
+    let mut dev = Device::connect(broker.port(), DEVICE).await;
+    assert_eq!(
+        dev.deliver(
+            &batches[..1],
+            Duration::from_millis(500),
+            Duration::from_secs(30)
+        )
+        .await,
+        100
+    );
+    for b in &batches[1..] {
+        dev.publish(b).await;
+    }
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    ingest.shutdown().await; // returns Ok only after the batch in flight is committed or abandoned
+    let n = count(&db.client, "SELECT count(*) FROM rollcall.ledger").await;
+    assert_eq!(n % 100, 0, "only whole messages are written: {n}");
+    let ingest = start(&toml);
+    assert_eq!(
+        dev.deliver(&batches, Duration::from_secs(2), Duration::from_secs(60))
+            .await,
+        3000
+    );
+    assert_eq!(
+        count(&db.client, "SELECT count(*) FROM rollcall.ledger").await,
+        3000
+    );
+    ingest.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_killed_and_restarted_mid_stream_loses_and_duplicates_nothing() {
+    let db = ingest_common::db(Schema::Standalone).await.unwrap();
+    let mut broker = Mosquitto::start().unwrap();
+    let c = campus(&db.client, SessionClock::WallclockAsUtc).await;
+    let ingest = start(&config(&db.url, &broker.url(), "b", false));
+    let batches = stream(DEVICE, 4, 30, 100, &c.students);
+    let mut dev = Device::connect(broker.port(), DEVICE).await;
+    assert_eq!(
+        dev.deliver(
+            &batches[..3],
+            Duration::from_millis(500),
+            Duration::from_secs(30)
+        )
+        .await,
+        300
+    );
+    for b in &batches[3..15] {
+        dev.publish(b).await;
+    }
+    broker.kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    broker.restart().unwrap();
+    // Both sides reconnect; the device re-sends whatever is not acked.
+    assert_eq!(
+        dev.deliver(&batches, Duration::from_secs(2), Duration::from_secs(90))
+            .await,
+        3000
+    );
+    assert_eq!(
+        count(&db.client, "SELECT count(*) FROM rollcall.ledger").await,
+        3000
+    );
+    assert_eq!(
+        count(&db.client, "SELECT count(*) FROM attendance_audit_log").await,
+        count(
+            &db.client,
+            "SELECT count(*) FROM rollcall.ledger WHERE outcome = 'recorded'"
+        )
+        .await
+    );
+    ingest.shutdown().await;
+}
