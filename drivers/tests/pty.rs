@@ -319,3 +319,31 @@ async fn reader_reports_down_then_ok_when_its_port_appears() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn silent_fingerprint_module_is_reported_down_with_what_to_check() {
+    if !pty_configurable() {
+        return;
+    }
+    // A port that exists but where no module answers: wrong wiring, no power, wrong baud.
+    let (_master, path, _keep) = pty();
+    let config: ReaderConfig =
+        toml::from_str(&format!("id = \"mute\"\nkind = \"r307\"\nport = {path:?}")).unwrap();
+    let (tx, mut rx) = mpsc::channel(4);
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    let task = tokio::spawn(async move { run_reader(&config, &Presenter::new(), tx, s).await });
+    match next_event(&mut rx).await {
+        ReaderEvent::Health(ReaderHealth::Down(m)) => {
+            assert!(m.starts_with(&path), "{m}");
+            assert!(m.contains("VfyPwd") && m.contains("TX/RX"), "{m}");
+        }
+        other => panic!("{other:?}"),
+    }
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}

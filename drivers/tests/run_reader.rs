@@ -144,6 +144,27 @@ async fn missing_port_is_reported_down_not_a_panic() {
 }
 
 #[tokio::test]
+async fn missing_gpio_chip_is_reported_down_with_advice() {
+    let presenter = Presenter::new();
+    for chip in ["/dev/gpiochip-rollcall-test-missing", "/dev/null"] {
+        let mut r = start(
+            reader(&format!(
+                "id = \"gate\"\nkind = \"wiegand\"\nchip = {chip:?}\nd0_line = 17\nd1_line = 27"
+            )),
+            &presenter,
+        );
+        match r.next().await {
+            ReaderEvent::Health(ReaderHealth::Down(message)) => {
+                assert!(message.contains(chip), "{message}");
+                assert!(message.contains("gpiodetect"), "{message}");
+            }
+            other => panic!("expected Down, got {other:?}"),
+        }
+        r.stop().await;
+    }
+}
+
+#[tokio::test]
 async fn invalid_config_is_an_error_not_a_retry_loop() {
     let presenter = Presenter::new();
     let (tx, _rx) = mpsc::channel(1);
@@ -228,4 +249,36 @@ async fn aura_indicator_drives_the_fingerprint_readers_led() {
     stop.cancel();
     task.await.unwrap().unwrap();
     r.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn simulated_readers_work_with_paused_time() {
+    // Daemon tests often pause tokio's clock; the simulated kinds use in-memory pipes, so
+    // auto-advancing time never fires a reply timeout early.
+    let presenter = Presenter::new();
+    let mut finger = start(
+        reader("id = \"pf\"\nkind = \"simulated-fingerprint\""),
+        &presenter,
+    );
+    let mut card = start(reader("id = \"pc\"\nkind = \"simulated-card\""), &presenter);
+    settle().await;
+    for i in 0..5u16 {
+        presenter.present("pf", Presentation::Finger(Some(i)));
+        presenter.present("pc", Presentation::Card(vec![1, 2, 3, i as u8]));
+        assert_eq!(
+            finger.next().await,
+            ReaderEvent::Fingerprint {
+                slot: i,
+                score: 150
+            }
+        );
+        assert_eq!(
+            card.next().await,
+            ReaderEvent::Card {
+                uid: vec![1, 2, 3, i as u8]
+            }
+        );
+    }
+    finger.stop().await;
+    card.stop().await;
 }

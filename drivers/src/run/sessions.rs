@@ -329,7 +329,11 @@ pub(crate) fn explain_gpio(label: &str, error: &str) -> String {
         format!(
             "{label}: line busy: another program or a device-tree overlay holds it (gpioinfo shows the consumer)"
         )
-    } else if lower.contains("no such file") || lower.contains("not found") {
+    } else if lower.contains("no such file")
+        || lower.contains("not found")
+        || lower.contains("not a gpio")
+        || lower.contains("not a character device")
+    {
         format!(
             "{label}: no such GPIO chip: check `chip` (gpiodetect lists them; a Pi 5 on an early kernel uses /dev/gpiochip4)"
         )
