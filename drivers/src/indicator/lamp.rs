@@ -124,3 +124,32 @@ mod gpio {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::Signal;
+    use crate::indicator::gpio_pattern;
+
+    #[tokio::test(start_paused = true)]
+    async fn accepted_is_green_with_a_short_beep_then_dark() {
+        let lamp = RecordingLamp::default();
+        let started = tokio::time::Instant::now();
+        play(&mut lamp.clone(), &gpio_pattern(Signal::Accepted))
+            .await
+            .unwrap();
+        let shown = lamp.0.lock().unwrap().clone();
+        let on = |green, red, buzzer| Lights { green, red, buzzer };
+        assert_eq!(
+            shown,
+            [
+                on(true, false, true),
+                on(true, false, false),
+                Lights::default()
+            ]
+        );
+        assert_eq!(started.elapsed(), Duration::from_millis(1000));
+    }
+}
