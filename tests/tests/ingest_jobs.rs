@@ -123,6 +123,19 @@ async fn sessions_are_generated_for_every_date_skipping_holidays(db: Db) {
     .await;
     assert_eq!(r["created"], 4, "{r}");
     assert_eq!(r["holiday_slots_skipped"], 1, "{r}");
+    assert_eq!(
+        r["snapshots"], 8,
+        "two ENROLLED students in each of 4 sessions: {r}"
+    );
+    let snap = db
+        .client
+        .query_one("SELECT roll_number::text, semester::text FROM attendance_student_snapshot WHERE student_id = $1 LIMIT 1", &[&c.students[0]])
+        .await
+        .unwrap();
+    assert_eq!(
+        (snap.get::<_, String>(0), snap.get::<_, String>(1)),
+        ("R000".to_string(), "5".to_string())
+    );
     let start: DateTime<Utc> = db.client
         .query_one("SELECT start_datetime FROM attendance_session WHERE timetable_slot_id = $1 AND scheduled_date = '2025-01-13'", &[&monday.parse::<i64>().unwrap()])
         .await.unwrap().get(0);
@@ -155,6 +168,10 @@ async fn sessions_are_generated_for_every_date_skipping_holidays(db: Db) {
         1
     );
     // The true-UTC clock applies the campus zone.
+    db.client
+        .execute("DELETE FROM attendance_student_snapshot", &[])
+        .await
+        .unwrap();
     db.client
         .execute(
             "DELETE FROM attendance_session WHERE timetable_slot_id IS NOT NULL",
@@ -627,4 +644,39 @@ async fn pct(db: &tokio_postgres::Client, s: uuid::Uuid) -> Stat {
         r.get(5),
         r.get(6),
     )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_and_migrate_subcommands_report_and_fix_a_standalone_database() {
+    let bin = ingest_binary();
+    let pg = Postgres::start().unwrap();
+    let url = pg.create_database("cli").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("ingest.toml");
+    std::fs::write(
+        &cfg,
+        format!("node_name = \"cli\"\n[database]\nurl = \"{url}\"\nschema_mode = \"standalone\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1\"\n"),
+    )
+    .unwrap();
+    let run = |cmd: &str| {
+        std::process::Command::new(&bin)
+            .args(["-c", cfg.to_str().unwrap(), cmd])
+            .output()
+            .unwrap()
+    };
+    let out = run("check");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("missing: table public.attendance_record"),
+        "{text}"
+    );
+    assert!(run("migrate").status.success());
+    let out = run("check");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(run("validate").status.success());
 }

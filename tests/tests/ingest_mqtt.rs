@@ -248,31 +248,6 @@ async fn two_replicas_share_the_load_write_once_and_run_each_job_once() {
     );
 }
 
-fn ingest_binary() -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-    let bin = profile_dir.join("rollcall-ingest");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = std::process::Command::new(cargo);
-    cmd.args([
-        "build",
-        "-q",
-        "-p",
-        "rollcall-ingest",
-        "--bin",
-        "rollcall-ingest",
-    ]);
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        cmd.arg("--release");
-    }
-    let status = cmd
-        .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap())
-        .status()
-        .unwrap();
-    assert!(status.success(), "building rollcall-ingest");
-    bin
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_killed_mid_stream_loses_and_duplicates_nothing() {
     let bin = ingest_binary();

@@ -70,11 +70,26 @@ const READ_COLUMNS: &[(&str, &[&str])] = &[
     ("students_academicyear", &["id", "year"]),
     (
         "students_studentbatch",
-        &["id", "academic_year_id", "semester"],
+        &[
+            "id",
+            "academic_year_id",
+            "semester",
+            "year_of_study",
+            "section",
+        ],
     ),
     (
         "students_student",
-        &["id", "roll_number", "student_batch_id"],
+        &[
+            "id",
+            "roll_number",
+            "student_batch_id",
+            "first_name",
+            "middle_name",
+            "last_name",
+            "email",
+            "student_mobile",
+        ],
     ),
     ("academics_coursesection", &["id", "student_batch_id"]),
     (
@@ -111,7 +126,7 @@ const READ_COLUMNS: &[(&str, &[&str])] = &[
             "is_active",
         ],
     ),
-    ("attendance_student_snapshot", &["session_id"]),
+    ("attendance_student_snapshot", &["session_id", "student_id"]),
     ("attendance_correction_request", &["session_id"]),
 ];
 /// Tables ingest inserts into: every column must match and it must write every NOT NULL one.
@@ -120,6 +135,7 @@ const WRITTEN: &[&str] = &[
     "attendance_record",
     "attendance_audit_log",
     "attendance_statistics",
+    "attendance_student_snapshot",
 ];
 
 /// What `migrate` did.

@@ -109,24 +109,45 @@ pub async fn generate_sessions(
         }
         d += Duration::days(1);
     }
-    let created = tx
-        .execute(
-            "INSERT INTO attendance_session (created_at, updated_at, academic_period_id, course_section_id, faculty_id,
-                 timetable_slot_id, scheduled_date, start_datetime, end_datetime, actual_start_datetime,
-                 actual_end_datetime, room, status, auto_opened, auto_closed, makeup, notes, qr_token, qr_expires_at,
-                 qr_generated_at, biometric_enabled, biometric_device_id, offline_sync_token, last_sync_at)
-             SELECT $9, $9, p, cs, f, sl, d, st, et, NULL, NULL, r, 'scheduled', false, false, false, '', '', NULL,
-                    NULL, false, '', '', NULL
-             FROM unnest($1::int8[], $2::uuid[], $3::int8[], $4::uuid[], $5::date[], $6::timestamptz[],
-                         $7::timestamptz[], $8::text[]) AS u(sl, p, cs, f, d, st, et, r)
-             ORDER BY sl, d
-             ON CONFLICT (timetable_slot_id, scheduled_date) DO NOTHING",
+    // New sessions, then (as CampsHub360's generator does) a snapshot of each ENROLLED student.
+    let row = tx
+        .query_one(
+            "WITH ins AS (
+               INSERT INTO attendance_session (created_at, updated_at, academic_period_id, course_section_id, faculty_id,
+                   timetable_slot_id, scheduled_date, start_datetime, end_datetime, actual_start_datetime,
+                   actual_end_datetime, room, status, auto_opened, auto_closed, makeup, notes, qr_token, qr_expires_at,
+                   qr_generated_at, biometric_enabled, biometric_device_id, offline_sync_token, last_sync_at)
+               SELECT $9, $9, p, cs, f, sl, d, st, et, NULL, NULL, r, 'scheduled', false, false, false, '', '', NULL,
+                      NULL, false, '', '', NULL
+               FROM unnest($1::int8[], $2::uuid[], $3::int8[], $4::uuid[], $5::date[], $6::timestamptz[],
+                           $7::timestamptz[], $8::text[]) AS u(sl, p, cs, f, d, st, et, r)
+               ORDER BY sl, d
+               ON CONFLICT (timetable_slot_id, scheduled_date) DO NOTHING
+               RETURNING id, course_section_id
+             ), snap AS (
+               INSERT INTO attendance_student_snapshot (session_id, student_id, course_section_id, student_batch_id,
+                   roll_number, full_name, email, phone, academic_year, semester, year_of_study, section,
+                   created_at, updated_at)
+               SELECT ins.id, st.id, ins.course_section_id, st.student_batch_id, st.roll_number,
+                      left(concat_ws(' ', st.first_name, NULLIF(st.middle_name, ''), st.last_name), 255),
+                      COALESCE(st.email, ''), left(COALESCE(st.student_mobile, ''), 15), COALESCE(ay.year, ''),
+                      COALESCE(b.semester, ''), COALESCE(b.year_of_study, ''), COALESCE(b.section, ''), $9, $9
+               FROM ins
+               JOIN academics_courseenrollment e ON e.course_section_id = ins.course_section_id AND e.status = 'ENROLLED'
+               JOIN students_student st ON st.id = e.student_id
+               LEFT JOIN students_studentbatch b ON b.id = st.student_batch_id
+               LEFT JOIN students_academicyear ay ON ay.id = b.academic_year_id
+               ON CONFLICT (session_id, student_id) DO NOTHING
+               RETURNING 1
+             )
+             SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM snap)",
             &[&slot_ids, &periods, &sections, &faculty, &dates, &starts, &ends, &rooms, &now],
         )
         .await?;
+    let (created, snapshots): (i64, i64) = (row.get(0), row.get(1));
     Ok(serde_json::json!({
         "from": today.to_string(), "to": last.to_string(), "candidates": slot_ids.len(),
-        "created": created, "holiday_slots_skipped": skipped_holidays,
+        "created": created, "snapshots": snapshots, "holiday_slots_skipped": skipped_holidays,
     }))
 }
 

@@ -370,3 +370,29 @@ macro_rules! both_schemas {
     )* };
 }
 pub mod device;
+
+/// The rollcall-ingest binary, built (or found up to date) by cargo.
+pub fn ingest_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    let bin = profile_dir.join("rollcall-ingest");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.args([
+        "build",
+        "-q",
+        "-p",
+        "rollcall-ingest",
+        "--bin",
+        "rollcall-ingest",
+    ]);
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let status = cmd
+        .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success(), "building rollcall-ingest");
+    bin
+}
