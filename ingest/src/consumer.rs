@@ -361,6 +361,14 @@ async fn commit_with_retry(
                 }
                 return Some(total);
             }
+            Err(e) if matches!(envs[0].msg, Message::Dead(_)) => {
+                // Even the dead letter is refused (schema missing?): a person must act; nothing
+                // is acked meanwhile, so retry slowly.
+                attempt += 1;
+                m.db_retries.inc();
+                error!(error = %e, attempt, "PostgreSQL refuses to store a dead letter; run `rollcall-ingest check`");
+                backoff = Duration::from_secs(5);
+            }
             Err(e) => {
                 error!(error = %e, topic = %envs[0].topic, "message refused by PostgreSQL; dead-lettered");
                 let dead = Envelope {

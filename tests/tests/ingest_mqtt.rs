@@ -477,3 +477,52 @@ async fn broker_killed_and_restarted_mid_stream_loses_and_duplicates_nothing() {
     );
     ingest.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_postgres_refuses_is_isolated_and_dead_lettered() {
+    let db = ingest_common::db(Schema::Standalone).await.unwrap();
+    let broker = Mosquitto::start().unwrap();
+    let c = campus(&db.client, SessionClock::WallclockAsUtc).await;
+    // A poison row: the database refuses seq 666 (stands for any non-transient refusal).
+    db.client
+        .batch_execute(
+            "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS
+               $$ BEGIN IF NEW.seq = 666 THEN RAISE EXCEPTION 'poison'; END IF; RETURN NEW; END $$;
+             CREATE TRIGGER poison BEFORE INSERT ON rollcall.ledger FOR EACH ROW EXECUTE FUNCTION poison();",
+        )
+        .await
+        .unwrap();
+    let ingest = start(&config(&db.url, &broker.url(), "x", false));
+    let mut dev = Device::connect(broker.port(), DEVICE).await;
+    let good = stream(DEVICE, 6, 1, 3, &c.students);
+    let poison = v1::PunchBatch {
+        device_id: DEVICE.into(),
+        epoch: 6,
+        punches: vec![punch(666, ist("09:01:00"), student(c.students[0]))],
+    };
+    assert_eq!(
+        dev.deliver(&good, Duration::from_secs(2), Duration::from_secs(30))
+            .await,
+        3
+    );
+    dev.publish(&poison).await; // ingest is subscribed now
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while count(
+        &db.client,
+        "SELECT count(*) FROM rollcall.dead_letter WHERE reason = 'database_rejected'",
+    )
+    .await
+        < 1
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "poison not dead-lettered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        count(&db.client, "SELECT count(*) FROM rollcall.ledger").await,
+        3
+    );
+    ingest.shutdown().await;
+}

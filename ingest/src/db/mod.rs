@@ -47,7 +47,15 @@ impl DbError {
                     return true;
                 }
                 match e.code() {
-                    None => true, // I/O, connection reset, timeout
+                    // No SQLSTATE: connection trouble (I/O, reset, timeout) is transient; a
+                    // client-side conversion error is a bug and retrying cannot help.
+                    None => {
+                        let text = e.to_string();
+                        std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+                            || text.contains("connect")
+                            || text.contains("timed out")
+                            || text.contains("closed")
+                    }
                     Some(c) => {
                         *c == SqlState::T_R_DEADLOCK_DETECTED
                             || *c == SqlState::T_R_SERIALIZATION_FAILURE
