@@ -61,7 +61,12 @@ both_schemas!(punch_travels_from_device_to_record_and_the_ack_comes_back);
 async fn punch_travels_from_device_to_record_and_the_ack_comes_back(db: Db) {
     let broker = Mosquitto::start().unwrap();
     let c = campus(&db.client, SessionClock::WallclockAsUtc).await;
-    let ingest = start(&config(&db.url, &broker.url(), "a", false));
+    let metrics_port = rollcall_tests::mosquitto::free_port().unwrap();
+    let toml = format!(
+        "{}[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n",
+        config(&db.url, &broker.url(), "a", false)
+    );
+    let ingest = start(&toml);
     let mut dev = Device::connect(broker.port(), DEVICE).await;
     let batch = v1::PunchBatch {
         device_id: DEVICE.into(),
@@ -144,7 +149,19 @@ async fn punch_travels_from_device_to_record_and_the_ack_comes_back(db: Db) {
         count(&db.client, "SELECT count(*) FROM attendance_audit_log").await,
         2
     );
-    let text = ingest.metrics.encode();
+    let text = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", metrics_port))
+            .await
+            .unwrap();
+        sock.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut body = String::new();
+        sock.read_to_string(&mut body).await.unwrap();
+        body
+    };
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(
         text.contains("rollcall_ingest_punches_total{kind=\"recorded\"} 2"),
         "{text}"
