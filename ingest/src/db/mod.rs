@@ -1,6 +1,7 @@
 //! PostgreSQL: the connection pool, error classification, migrations and schema check
 //! ([`schema`]), the batch writer ([`writer`]) and the device heartbeat writes.
 
+mod attendance;
 pub mod schema;
 pub mod writer;
 

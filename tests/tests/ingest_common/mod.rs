@@ -370,6 +370,7 @@ macro_rules! both_schemas {
     )* };
 }
 pub mod device;
+pub mod service;
 
 /// The rollcall-ingest binary, built (or found up to date) by cargo.
 pub fn ingest_binary() -> std::path::PathBuf {

@@ -1,0 +1,49 @@
+//! rollcall-ingest run in-process for the MQTT tests.
+
+use rollcall_ingest::config::Config;
+use rollcall_ingest::metrics::Metrics;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub fn config(db_url: &str, broker: &str, node: &str, jobs: bool) -> String {
+    format!(
+        "node_name = \"{node}\"\n[database]\nurl = \"{db_url}\"\npool_size = 4\nschema_mode = \"existing\"\n\
+         [mqtt]\nurl = \"{broker}\"\n[ingest]\nlinger_ms = 2\n\
+         [jobs]\nenabled = {jobs}\nopen_close_every_s = 1\ngenerate_sessions_every_s = 0\nstatistics_every_s = 0\n\
+         retention_every_s = 0\ndevice_health_every_s = 0\n"
+    )
+}
+
+pub struct Ingest {
+    pub stop: CancellationToken,
+    pub task: tokio::task::JoinHandle<Result<(), rollcall_ingest::IngestError>>,
+    pub metrics: Arc<Metrics>,
+}
+
+pub fn start(toml: &str) -> Ingest {
+    let cfg = Config::from_toml(toml).unwrap();
+    let stop = CancellationToken::new();
+    let metrics = Arc::new(Metrics::new());
+    let task = tokio::spawn(rollcall_ingest::run_with_metrics(
+        cfg,
+        metrics.clone(),
+        stop.clone(),
+    ));
+    Ingest {
+        stop,
+        task,
+        metrics,
+    }
+}
+
+impl Ingest {
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .expect("graceful shutdown in time")
+            .unwrap()
+            .unwrap();
+    }
+}
