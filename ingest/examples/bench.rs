@@ -145,8 +145,26 @@ impl Drop for Mosquitto {
     }
 }
 
+type History = Arc<std::sync::Mutex<Vec<(String, u64, u64, Instant)>>>;
+
 struct Acks {
     latest: Arc<std::sync::Mutex<HashMap<String, (u64, Instant)>>>,
+    /// Every ack: (device, epoch, up_to_seq, arrival).
+    history: History,
+}
+
+/// Publish -> ack of each sent batch `(device, epoch, last seq, sent at)`.
+fn latencies(history: &History, sent: &[(String, u64, u64, Instant)]) -> Vec<Duration> {
+    let h = history.lock().unwrap();
+    sent.iter()
+        .filter_map(|(d, e, last, t)| {
+            h.iter()
+                .filter(|(hd, he, up, at)| hd == d && he == e && up >= last && at >= t)
+                .map(|x| x.3)
+                .min()
+                .map(|at| at - *t)
+        })
+        .collect()
 }
 
 async fn ack_listener(port: u16) -> Acks {
@@ -160,6 +178,8 @@ async fn ack_listener(port: u16) -> Acks {
         .await
         .unwrap();
     let l2 = latest.clone();
+    let history: History = Arc::default();
+    let h2 = history.clone();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let mut tx = Some(tx);
     tokio::spawn(async move {
@@ -172,6 +192,12 @@ async fn ack_listener(port: u16) -> Acks {
                 }
                 Event::Incoming(Packet::Publish(p)) => {
                     if let Ok(a) = v1::Ack::decode(&p.payload) {
+                        h2.lock().unwrap().push((
+                            a.device_id.clone(),
+                            a.epoch,
+                            a.up_to_seq,
+                            Instant::now(),
+                        ));
                         let mut m = l2.lock().unwrap();
                         let e = m.entry(a.device_id).or_insert((0, Instant::now()));
                         if a.up_to_seq > e.0 {
@@ -184,7 +210,7 @@ async fn ack_listener(port: u16) -> Acks {
         }
     });
     let _ = rx.await;
-    Acks { latest }
+    Acks { latest, history }
 }
 
 impl Acks {
@@ -224,7 +250,9 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .init();
-    let total = arg("--punches", 200_000).min(ROOMS * STUDENTS_PER_ROOM * SESSIONS_PER_ROOM);
+    // 200 (session, student) pairs per room are kept for the steady phase.
+    let total =
+        arg("--punches", 190_000).min(ROOMS * (STUDENTS_PER_ROOM * SESSIONS_PER_ROOM - 200));
     let naive_n = arg("--naive", 5_000);
     let writers = arg("--writers", 2);
     let per_room = total / ROOMS;
@@ -306,6 +334,62 @@ async fn main() -> anyhow::Result<()> {
     }
     acks.latest.lock().unwrap().clear();
 
+    // Steady online load: every device sends a 10-punch batch every 100 ms (5,000 punches/s in
+    // all) for 2 s, on punches the backlog below does not use.
+    let mut steady_clients = HashMap::new();
+    for r in 1..=ROOMS {
+        let d = format!("gw-{r}");
+        steady_clients.insert(
+            d.clone(),
+            publisher(broker.port(), &format!("{d}-steady")).await,
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let all = STUDENTS_PER_ROOM * SESSIONS_PER_ROOM;
+    let mut steady_sent = Vec::new();
+    for round in 0..20usize {
+        for r in 1..=ROOMS {
+            let d = format!("gw-{r}");
+            let ps: Vec<v1::Punch> = room_punches(r, all)
+                [all - 200 + round * 10..all - 200 + round * 10 + 10]
+                .iter()
+                .enumerate()
+                .map(|(i, p)| v1::Punch {
+                    seq: (round * 10 + i + 1) as u64,
+                    ..p.clone()
+                })
+                .collect();
+            let b = v1::PunchBatch {
+                device_id: d.clone(),
+                epoch: 2,
+                punches: ps,
+            };
+            steady_clients[&d]
+                .publish(
+                    topic::build("bench", &d, topic::Kind::Punches),
+                    QoS::AtLeastOnce,
+                    false,
+                    b.encode(),
+                )
+                .await?;
+            steady_sent.push((d, 2u64, (round * 10 + 10) as u64, Instant::now()));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let steady_want: HashMap<String, u64> = (1..=ROOMS).map(|r| (format!("gw-{r}"), 200)).collect();
+    anyhow::ensure!(
+        acks.wait_all(&steady_want, Duration::from_secs(60)).await,
+        "steady phase not acked"
+    );
+    let mut steady = latencies(&acks.history, &steady_sent);
+    anyhow::ensure!(
+        steady.len() == steady_sent.len(),
+        "steady phase: {} of {} batches acked",
+        steady.len(),
+        steady_sent.len()
+    );
+    acks.latest.lock().unwrap().clear();
+
     // Throughput: every room drains its backlog as 500-punch batches, all at once.
     let mut batches: Vec<(String, Vec<u8>, u64)> = Vec::new();
     let mut want = HashMap::new();
@@ -335,7 +419,7 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let sent_at: Arc<std::sync::Mutex<Vec<(String, u64, Instant)>>> = Arc::default();
+    let sent_at: History = Arc::default();
     let t0 = Instant::now();
     // Interleave rooms, as a period start would.
     let mut order: Vec<usize> = (0..batches.len()).collect();
@@ -353,12 +437,13 @@ async fn main() -> anyhow::Result<()> {
         sent_at
             .lock()
             .unwrap()
-            .push((d.clone(), *last, Instant::now()));
+            .push((d.clone(), 1, *last, Instant::now()));
     }
     let ok = acks.wait_all(&want, Duration::from_secs(600)).await;
     let elapsed = t0.elapsed();
     anyhow::ensure!(ok, "not every punch was acked");
     let rate = total as f64 / elapsed.as_secs_f64();
+    let mut drain = latencies(&acks.history, &sent_at.lock().unwrap().clone());
     // Publish -> ack under load: per batch, the first ack covering its last seq. Acks only
     // record the latest per device, so this is approximated by the device's final ack time for
     // its last batch and per-batch samples taken while draining (upper bound).
@@ -430,6 +515,19 @@ async fn main() -> anyhow::Result<()> {
         "idle publish->ack (1-punch batches, 200 samples): p50 {:.2} ms, p99 {:.2} ms",
         pct(&mut idle_ms, 0.5),
         pct(&mut idle_ms, 0.99)
+    );
+    println!(
+        "steady 5,000 punches/s (50 devices x 10-punch batch every 100 ms, {} batches) publish->ack: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        steady.len(),
+        pct(&mut steady, 0.5),
+        pct(&mut steady, 0.99),
+        pct(&mut steady, 1.0)
+    );
+    println!(
+        "backlog drain publish->ack (queueing included, {} batches): p50 {:.0} ms, p99 {:.0} ms",
+        drain.len(),
+        pct(&mut drain, 0.5),
+        pct(&mut drain, 0.99)
     );
     for line in m.lines().filter(|l| {
         l.starts_with("rollcall_ingest_ack_after_commit_seconds_sum")
