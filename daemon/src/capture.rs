@@ -265,3 +265,156 @@ impl Accept {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::Journal;
+    use crate::journal::powercut::PowerCutBackend;
+
+    fn accept(window: Duration, capacity: u64) -> (Accept, mpsc::Receiver<Signal>, JournalHandle) {
+        let (backend, _) = PowerCutBackend::new();
+        let journal =
+            JournalHandle::spawn(Journal::open_backend(backend, "mem", capacity).expect("journal"));
+        let (tx, rx) = mpsc::channel(64);
+        let roster = Roster::from_pairs(
+            [
+                (vec![1, 2, 3, 4], "S1".to_owned()),
+                (vec![5, 6, 7, 8], "S2".to_owned()),
+            ],
+            [(3, "S1".to_owned())],
+        );
+        let a = Accept::new(
+            journal.clone(),
+            roster,
+            [9; 32],
+            window,
+            vec![tx],
+            Arc::new(Metrics::default()),
+        );
+        (a, rx, journal)
+    }
+
+    fn reader() -> ReaderInfo {
+        ReaderInfo {
+            id: "door".into(),
+            kind: "simulated-card".into(),
+            simulated: true,
+        }
+    }
+
+    fn card(uid: &[u8]) -> ReaderEvent {
+        ReaderEvent::Card { uid: uid.to_vec() }
+    }
+
+    async fn signals(rx: &mut mpsc::Receiver<Signal>, n: usize) -> Vec<Signal> {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            out.push(rx.recv().await.expect("signal"));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn the_same_student_within_the_window_is_a_duplicate_and_not_stored() {
+        let (a, mut rx, journal) = accept(Duration::from_millis(300), 100);
+        let mut decisions = a.subscribe();
+        a.handle_burst(&reader(), vec![card(&[1, 2, 3, 4])]).await;
+        // By fingerprint too: same student, other credential.
+        a.handle_burst(
+            &reader(),
+            vec![
+                ReaderEvent::Fingerprint { slot: 3, score: 90 },
+                card(&[5, 6, 7, 8]),
+            ],
+        )
+        .await;
+        assert_eq!(
+            signals(&mut rx, 3).await,
+            [Signal::Accepted, Signal::Duplicate, Signal::Accepted]
+        );
+        assert_eq!(
+            journal.stats().borrow().last_seq,
+            2,
+            "the duplicate was not stored"
+        );
+        let first = decisions.recv().await.expect("decision");
+        assert_eq!(
+            (first.outcome, first.seq, first.subject),
+            (Outcome::accepted, Some(1), Subject::Student("S1".into()))
+        );
+
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        a.handle_burst(&reader(), vec![card(&[1, 2, 3, 4])]).await;
+        assert_eq!(
+            signals(&mut rx, 1).await,
+            [Signal::Accepted],
+            "accepted again after the window"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_burst_is_stored_in_order_and_a_repeat_inside_it_is_a_duplicate() {
+        let (a, mut rx, journal) = accept(Duration::from_secs(60), 100);
+        let burst = vec![
+            card(&[1, 2, 3, 4]),
+            card(&[9, 9]),
+            card(&[1, 2, 3, 4]),
+            ReaderEvent::FingerprintNoMatch,
+            ReaderEvent::FingerprintNoMatch,
+        ];
+        a.handle_burst(&reader(), burst).await;
+        let got = signals(&mut rx, 5).await;
+        assert_eq!(got.iter().filter(|s| **s == Signal::Duplicate).count(), 1);
+        assert_eq!(
+            got.iter().filter(|s| **s == Signal::Unknown).count(),
+            3,
+            "unknown fingers are never merged: {got:?}"
+        );
+        let stored = journal.read(1, 10).await.expect("read");
+        assert_eq!(stored.len(), 4);
+        let first: Punch = minicbor::decode(&stored[0]).expect("punch");
+        assert_eq!(first.subject, Subject::Student("S1".into()));
+        assert_ne!(first.flags & flags::SIMULATED, 0);
+        let second: Punch = minicbor::decode(&stored[1]).expect("punch");
+        assert!(
+            matches!(second.subject, Subject::UnknownCard(_)),
+            "unknown card leaves only as a hash"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_journal_answers_storage_full_never_accepted() {
+        let (a, mut rx, _journal) = accept(Duration::ZERO, 1);
+        a.handle_burst(&reader(), vec![card(&[1, 2, 3, 4]), card(&[5, 6, 7, 8])])
+            .await;
+        assert_eq!(
+            signals(&mut rx, 2).await,
+            [Signal::Accepted, Signal::StorageFull]
+        );
+        assert_eq!(
+            a.metrics
+                .punches
+                .get_or_create(&crate::metrics::OutcomeLabels {
+                    outcome: Outcome::storage_full
+                })
+                .get(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn reader_health_is_reported_not_stored() {
+        let (a, _rx, journal) = accept(Duration::ZERO, 10);
+        a.handle_burst(
+            &reader(),
+            vec![ReaderEvent::Health(ReaderHealth::Down("unplugged".into()))],
+        )
+        .await;
+        assert_eq!(journal.stats().borrow().last_seq, 0);
+        assert_eq!(
+            a.reader_health_snapshot().get("door"),
+            Some(&ReaderHealth::Down("unplugged".into()))
+        );
+    }
+}

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rollcall_drivers::{IndicatorConfig, IndicatorKind, ReaderConfig, ReaderKind};
+use rollcall_drivers::{IndicatorConfig, ReaderConfig, ReaderKind};
 use rollcall_protocol::v1::valid_id;
 use serde::Deserialize;
 
@@ -402,24 +402,26 @@ impl Config {
 
     /// Whether any reader is simulated (so the control socket is useful).
     pub fn has_simulated_readers(&self) -> bool {
-        self.readers.iter().any(|r| {
-            matches!(
-                r.kind,
-                ReaderKind::SimulatedCard | ReaderKind::SimulatedFingerprint
-            )
-        })
+        self.readers.iter().any(is_simulated)
     }
 
     /// The indicators, or a log indicator when none are configured.
     pub fn indicators_or_log(&self) -> Vec<IndicatorConfig> {
         if self.indicators.is_empty() {
-            vec![IndicatorConfig {
-                kind: IndicatorKind::Log,
-            }]
+            vec![toml::from_str("kind = \"log\"").expect("a log indicator needs no settings")]
         } else {
             self.indicators.clone()
         }
     }
+}
+
+/// Whether a reader is fed by the control socket instead of hardware.
+pub fn is_simulated(reader: &ReaderConfig) -> bool {
+    reader.simulate
+        || matches!(
+            reader.kind,
+            ReaderKind::SimulatedCard | ReaderKind::SimulatedFingerprint
+        )
 }
 
 fn is_loopback(host: &str) -> bool {
@@ -536,7 +538,9 @@ mod example_tests {
     #[test]
     fn the_example_config_is_valid_but_for_its_certificate_files() {
         let text = include_str!("../rollcalld.example.toml");
-        let errs = Config::parse(text).expect_err("certificate files do not exist here").0;
+        let errs = Config::parse(text)
+            .expect_err("certificate files do not exist here")
+            .0;
         assert!(errs.iter().all(|e| e.starts_with("mqtt.tls.")), "{errs:?}");
         assert_eq!(errs.len(), 3, "{errs:?}");
     }

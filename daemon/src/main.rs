@@ -35,7 +35,8 @@ enum Command {
         #[arg(long, short, required_unless_present = "simulate")]
         config: Option<PathBuf>,
         /// Without --config: run with simulated readers, a demo roster and a broker on
-        /// 127.0.0.1, keeping state in --state-dir.
+        /// 127.0.0.1, keeping state in --state-dir. With --config: every configured reader
+        /// and indicator talks to its byte-level simulator instead of hardware.
         #[arg(long)]
         simulate: bool,
         /// State directory for --simulate without --config.
@@ -103,7 +104,16 @@ fn main() -> anyhow::Result<()> {
             systemd,
         } => {
             let config = match config {
-                Some(path) => Config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?,
+                Some(path) => {
+                    let mut config = Config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+                    if simulate {
+                        // The installation's real config, with each device's simulator in place
+                        // of the hardware: drivers and codecs run as on the Pi.
+                        config.readers.iter_mut().for_each(|r| r.simulate = true);
+                        config.indicators.iter_mut().for_each(|i| i.simulate = true);
+                    }
+                    config
+                }
                 None => {
                     debug_assert!(simulate);
                     Config::simulated(state_dir, broker_port)

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use rollcall_drivers::simulated::{Presentation, Presenter};
-use rollcall_drivers::{ReaderKind, run_indicator, run_reader};
+use rollcall_drivers::{CredentialKind, ReaderKind, run_indicator, run_reader};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -97,10 +97,7 @@ pub async fn run(
         let info = ReaderInfo {
             id: reader.id.clone(),
             kind: reader.kind.as_str().to_owned(),
-            simulated: matches!(
-                reader.kind,
-                ReaderKind::SimulatedCard | ReaderKind::SimulatedFingerprint
-            ),
+            simulated: crate::config::is_simulated(reader),
         };
         let a = accept.clone();
         accept_tasks.push(tracker.spawn(async move { a.run_reader(info, rx).await }));
@@ -262,14 +259,24 @@ async fn demo(
         }
         for reader in &config.readers {
             let i: u32 = rand::random_range(1..=44);
-            let what = match reader.kind {
-                ReaderKind::SimulatedCard => {
+            if !crate::config::is_simulated(reader) {
+                continue;
+            }
+            // UIDs of the length each card family reports; the demo roster uses 5-byte ones.
+            let what = match (reader.kind.credential(), reader.kind) {
+                (CredentialKind::Fingerprint, _) => {
+                    Presentation::Finger((i <= 40).then_some(i as u16))
+                }
+                (CredentialKind::Card, ReaderKind::Wiegand) => {
+                    Presentation::Card(i.to_be_bytes()[1..].to_vec())
+                }
+                (CredentialKind::Card, ReaderKind::Pn532) => {
+                    Presentation::Card(i.to_be_bytes().to_vec())
+                }
+                (CredentialKind::Card, _) => {
                     let mut uid = vec![0u8];
                     uid.extend_from_slice(&i.to_be_bytes());
                     Presentation::Card(uid)
-                }
-                ReaderKind::SimulatedFingerprint => {
-                    Presentation::Finger((i <= 40).then_some(i as u16))
                 }
             };
             presenter.present(&reader.id, what);

@@ -480,3 +480,89 @@ fn validate_names_every_bad_key() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tells_systemd_it_is_ready_and_feeds_the_watchdog() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Mosquitto::start()?;
+    let notify_path = dir.path().join("notify.sock");
+    let notify = tokio::net::UnixDatagram::bind(&notify_path)?;
+    let config = GatewayOptions::new(broker.port()).write(dir.path())?;
+    let envs = [
+        ("NOTIFY_SOCKET", notify_path.to_str().expect("utf-8")),
+        ("WATCHDOG_USEC", "400000"),
+    ];
+    let mut gw = Rollcalld::start_with(bin(), &config, &["--systemd"], &envs).await?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    while !(got.iter().any(|m: &String| m.contains("READY=1"))
+        && got.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2)
+    {
+        let n = tokio::time::timeout(Duration::from_secs(10), notify.recv(&mut buf)).await??;
+        got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    gw.terminate()?;
+    let n = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let n = notify.recv(&mut buf).await?;
+            if String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1") {
+                return Ok::<_, std::io::Error>(n);
+            }
+        }
+    })
+    .await??;
+    assert!(n > 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_is_retained_and_the_last_will_reports_a_vanished_gateway() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Mosquitto::start()?;
+    let mut gw = Rollcalld::start(
+        bin(),
+        &GatewayOptions::new(broker.port()).write(dir.path())?,
+    )
+    .await?;
+    tap(&gw, 1).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // A late subscriber still gets the retained status.
+    let (client, mut events) = AsyncClient::new(
+        MqttOptions::new("test-status", "127.0.0.1", broker.port()),
+        100,
+    );
+    client
+        .subscribe(
+            topic::build("test-site", DEVICE, Kind::Status),
+            QoS::AtLeastOnce,
+        )
+        .await?;
+    let first = next_status(&mut events).await?;
+    assert!(first.online);
+    assert_eq!(first.device_id, DEVICE);
+    assert_eq!(first.readers.len(), 2);
+    assert!(first.free_disk_bytes.is_some_and(|b| b > 0));
+
+    gw.kill9();
+    // keep_alive is 5 s in the test config: the broker publishes the will within 1.5 x that.
+    let mut will = next_status(&mut events).await?;
+    while will.online {
+        will = next_status(&mut events).await?;
+    }
+    assert!(!will.online, "the last will says the gateway vanished");
+    Ok(())
+}
+
+async fn next_status(
+    events: &mut rumqttc::EventLoop,
+) -> anyhow::Result<rollcall_protocol::v1::Status> {
+    let fut = async {
+        loop {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) = events.poll().await? {
+                return anyhow::Ok(rollcall_protocol::v1::Status::decode(&p.payload)?);
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), fut).await?
+}

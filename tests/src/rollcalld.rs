@@ -124,6 +124,11 @@ pub struct Rollcalld {
 impl Rollcalld {
     /// Starts `binary run --config <config>` and waits until its control socket answers.
     pub async fn start(binary: &Path, config: &Path) -> anyhow::Result<Self> {
+        Self::start_with(binary, config, &[], &[]).await
+    }
+
+    /// As [`Rollcalld::start`], with extra `run` flags and environment variables.
+    pub async fn start_with(binary: &Path, config: &Path, flags: &[&str], envs: &[(&str, &str)]) -> anyhow::Result<Self> {
         let dir = config.parent().context("config has a directory")?;
         let socket = dir.join("state").join("control.sock");
         let log = dir.join("rollcalld.log");
@@ -134,6 +139,8 @@ impl Rollcalld {
         let child = Command::new(binary)
             .args(["run", "--config"])
             .arg(config)
+            .args(flags)
+            .envs(envs.iter().copied())
             .env(
                 "ROLLCALL_LOG",
                 "info,rollcall_daemon::capture=warn,rumqttc=warn",

@@ -172,7 +172,7 @@ fn serve(
                         Err(_) => break,
                     }
                 }
-                append_group(&mut journal, group);
+                append_group(&mut journal, group, &stats);
             }
             Request::Read(first, last, reply) => {
                 let _ = reply.send(journal.read(first, last).map_err(|e| (&e).into()));
@@ -190,11 +190,18 @@ fn serve(
 
 type Reply = oneshot::Sender<Result<Vec<Option<u64>>, StoreError>>;
 
-fn append_group(journal: &mut Journal, group: Vec<(Vec<Punch>, Reply)>) {
+fn append_group(
+    journal: &mut Journal,
+    group: Vec<(Vec<Punch>, Reply)>,
+    stats: &watch::Sender<JournalStats>,
+) {
     let sizes: Vec<usize> = group.iter().map(|(p, _)| p.len()).collect();
     let (mut all, replies): (Vec<Vec<Punch>>, Vec<Reply>) = group.into_iter().unzip();
     let mut flat: Vec<Punch> = all.iter_mut().flat_map(std::mem::take).collect();
-    match journal.append(&mut flat) {
+    let result = journal.append(&mut flat);
+    // Counters first, so whoever hears "stored" from a reply sees them already.
+    stats.send_replace(stats_of(journal));
+    match result {
         Ok(accepted) => {
             let mut seqs = flat
                 .iter()
