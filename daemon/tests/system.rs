@@ -116,32 +116,52 @@ async fn kill_9_at_random_moments_loses_no_accepted_punch() -> anyhow::Result<()
     let dir = tempfile::tempdir()?;
     let broker = Mosquitto::start()?;
     let acker = Acker::start(broker.port()).await?;
-    let config = GatewayOptions::new(broker.port()).write(dir.path())?;
+    // Eight card readers tapped at once, so kills land among many concurrent commits.
+    const READERS: u64 = 8;
+    let mut opts = GatewayOptions::new(broker.port());
+    opts.readers = Some(
+        (0..READERS)
+            .map(|r| format!("[[reader]]\nid = \"c{r}\"\nkind = \"simulated-card\"\n"))
+            .collect(),
+    );
+    let config = opts.write(dir.path())?;
     let mut rng = StdRng::seed_from_u64(0xC0FFEE);
     let mut accepted: BTreeMap<u64, String> = BTreeMap::new();
     let mut n = 0u64;
     for cycle in 0..cycles {
         let mut gw = Rollcalld::start(bin(), &config).await?;
-        let kill_after = Duration::from_millis(rng.random_range(20..400));
-        let tapping = async {
-            loop {
-                match tap(&gw, n).await {
-                    Ok(r) => {
-                        if let Some(seq) = r.seq {
-                            let before = accepted.insert(seq, r.subject.clone());
-                            assert!(
-                                before.is_none(),
-                                "cycle {cycle}: seq {seq} handed out twice"
-                            );
+        let kill_after = Duration::from_millis(rng.random_range(20..600));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let tapping = futures_join_all((0..READERS).map(|r| {
+            let (gw, tx) = (&gw, tx.clone());
+            let base = n + r * 1_000_000;
+            async move {
+                for k in 0.. {
+                    let line = gw
+                        .command(&format!("card c{r} {:010X}", 0x10_0000 + base + k))
+                        .await;
+                    match line.ok().as_deref().and_then(parse_reply) {
+                        Some(reply) => {
+                            let _ = tx.send(reply);
                         }
-                        n += 1;
+                        None => return,
                     }
-                    Err(_) => return,
                 }
             }
-        };
+        }));
         let _ = tokio::time::timeout(kill_after, tapping).await;
         gw.kill9();
+        drop(tx);
+        while let Some(reply) = rx.recv().await {
+            if let Some(seq) = reply.seq {
+                let before = accepted.insert(seq, reply.subject.clone());
+                assert!(
+                    before.is_none(),
+                    "cycle {cycle}: seq {seq} handed out twice"
+                );
+            }
+        }
+        n += 10_000_000;
     }
     // A last life to drain what is left.
     let gw = Rollcalld::start(bin(), &config).await?;
@@ -565,4 +585,64 @@ async fn next_status(
         }
     };
     tokio::time::timeout(Duration::from_secs(20), fut).await?
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_any_mix_of_real_reader_kinds_against_their_simulators() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Mosquitto::start()?;
+    let acker = Acker::start(broker.port()).await?;
+    let mut opts = GatewayOptions::new(broker.port());
+    // The real drivers and codecs, each talking to its device's byte-level simulator.
+    opts.readers = Some(
+        ["finger:r503", "em:rdm6300", "nfc:pn532", "gate:wiegand"]
+            .iter()
+            .map(|r| {
+                let (id, kind) = r.split_once(':').expect("id:kind");
+                format!("[[reader]]\nid = \"{id}\"\nkind = \"{kind}\"\nsimulate = true\n")
+            })
+            .collect(),
+    );
+    let gw = Rollcalld::start(bin(), &opts.write(dir.path())?).await?;
+    let cases = [
+        ("finger finger 1", "accepted", "student=S001"),
+        ("finger finger none", "unknown", "unknown-finger"),
+        ("card em 0000000002", "accepted", "student=S002"),
+        ("card nfc 04A1B2C3", "unknown", "unknown-card="),
+        ("card nfc 04A1B2C3D4E5F6", "unknown", "unknown-card="),
+        ("card gate D41B81", "unknown", "unknown-card="),
+    ];
+    for (i, (command, outcome, subject)) in cases.iter().enumerate() {
+        let reply = parse_reply(&gw.command(command).await?)
+            .ok_or_else(|| anyhow::anyhow!("{command}: error"))?;
+        assert_eq!(reply.outcome, *outcome, "{command}: {reply:?}");
+        assert!(reply.subject.starts_with(subject), "{command}: {reply:?}");
+        assert_eq!(reply.seq, Some(i as u64 + 1), "{command}");
+    }
+    wait_journal(&gw, (6, 6, 0)).await?;
+    let seen = acker.seen();
+    let kinds: Vec<String> = seen
+        .punches
+        .values()
+        .flat_map(|m| m.values().map(|p| p.reader_kind.clone()))
+        .collect();
+    assert_eq!(
+        kinds,
+        ["ef01", "ef01", "rdm6300", "pn532", "pn532", "wiegand"]
+    );
+    Ok(())
+}
+
+/// Runs futures concurrently to completion (a tiny join_all without another dependency).
+async fn futures_join_all<F: std::future::Future<Output = ()>>(futures: impl Iterator<Item = F>) {
+    let mut set: Vec<_> = futures.map(Box::pin).collect();
+    std::future::poll_fn(|cx| {
+        set.retain_mut(|f| f.as_mut().poll(cx).is_pending());
+        if set.is_empty() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await
 }

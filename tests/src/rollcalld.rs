@@ -30,6 +30,8 @@ pub struct GatewayOptions {
     pub window: usize,
     /// TLS: (CA, client certificate, client key); plain TCP to loopback when `None`.
     pub tls: Option<(PathBuf, PathBuf, PathBuf)>,
+    /// `[[reader]]` tables replacing the default simulated card and fingerprint readers.
+    pub readers: Option<String>,
 }
 
 impl GatewayOptions {
@@ -45,6 +47,7 @@ impl GatewayOptions {
             batch_max: 100,
             window: 8,
             tls: None,
+            readers: None,
         }
     }
 
@@ -82,12 +85,7 @@ path = "{state}/roster.toml"
 duplicate_window = "{dup}"
 [metrics]
 listen = "{metrics}"
-[[reader]]
-id = "door-card"
-kind = "simulated-card"
-[[reader]]
-id = "door-finger"
-kind = "simulated-fingerprint"
+{readers}
 "#,
             id = self.device_id,
             state = state.display(),
@@ -96,6 +94,11 @@ kind = "simulated-fingerprint"
             ack_timeout = self.ack_timeout,
             batch_max = self.batch_max,
             window = self.window,
+            readers = self.readers.clone().unwrap_or_else(|| {
+                "[[reader]]\nid = \"door-card\"\nkind = \"simulated-card\"\n\
+                 [[reader]]\nid = \"door-finger\"\nkind = \"simulated-fingerprint\"\n"
+                    .to_owned()
+            }),
             transport = match &self.tls {
                 None => "allow_plaintext = true".to_owned(),
                 Some((ca, cert, key)) => format!(
@@ -128,7 +131,12 @@ impl Rollcalld {
     }
 
     /// As [`Rollcalld::start`], with extra `run` flags and environment variables.
-    pub async fn start_with(binary: &Path, config: &Path, flags: &[&str], envs: &[(&str, &str)]) -> anyhow::Result<Self> {
+    pub async fn start_with(
+        binary: &Path,
+        config: &Path,
+        flags: &[&str],
+        envs: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let dir = config.parent().context("config has a directory")?;
         let socket = dir.join("state").join("control.sock");
         let log = dir.join("rollcalld.log");
