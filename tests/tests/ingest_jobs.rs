@@ -215,6 +215,38 @@ async fn sessions_open_and_close_and_absentees_are_marked(mut db: Db) {
     .await
     .parse()
     .unwrap();
+    // Missed entirely while no replica ran: 06:00-07:00 today (caught up), and two days ago (not).
+    let mut missed = Vec::new();
+    for (date, start, end) in [
+        (
+            "2025-01-06",
+            "'2025-01-06T06:00:00Z'",
+            "'2025-01-06T07:00:00Z'",
+        ),
+        (
+            "2025-01-04",
+            "'2025-01-04T06:00:00Z'",
+            "'2025-01-04T07:00:00Z'",
+        ),
+    ] {
+        let id: i64 = ins(
+            &db.client,
+            "attendance_session",
+            &[
+                ("course_section_id", &c.section.to_string()),
+                ("scheduled_date", &format!("'{date}'")),
+                ("faculty_id", &format!("'{}'", c.faculty)),
+                ("start_datetime", start),
+                ("end_datetime", end),
+                ("room", "'R101'"),
+                ("status", "'scheduled'"),
+            ],
+        )
+        .await
+        .parse()
+        .unwrap();
+        missed.push(id);
+    }
     // 10:58 IST: session 1 ended 58 min ago (past grace), session 2 starts in 2 min (within grace).
     let r = run(
         &db,
@@ -229,7 +261,7 @@ async fn sessions_open_and_close_and_absentees_are_marked(mut db: Db) {
             r["closed"].as_u64(),
             r["marked_absent"].as_u64()
         ),
-        (Some(1), Some(1), Some(1)),
+        (Some(2), Some(2), Some(3)),
         "{r}"
     );
     let st = |id: i64| {
@@ -255,6 +287,27 @@ async fn sessions_open_and_close_and_absentees_are_marked(mut db: Db) {
             .0,
         "present"
     );
+    let caught_up = st(missed[0]).await;
+    assert_eq!(
+        (
+            caught_up.get::<_, String>(0),
+            caught_up.get::<_, bool>(1),
+            caught_up.get::<_, bool>(2)
+        ),
+        ("closed".into(), true, true)
+    );
+    assert_eq!(
+        record(&db.client, missed[0], c.students[0])
+            .await
+            .unwrap()
+            .0,
+        "absent"
+    );
+    assert_eq!(
+        st(missed[1]).await.get::<_, String>(0),
+        "scheduled",
+        "older than the catch-up window"
+    );
     let (mark, _, source) = record(&db.client, c.session, c.students[1]).await.unwrap();
     assert_eq!((mark.as_str(), source.as_str()), ("absent", "system"));
     assert!(
@@ -267,7 +320,7 @@ async fn sessions_open_and_close_and_absentees_are_marked(mut db: Db) {
             "SELECT count(*) FROM attendance_audit_log WHERE action IN ('auto_open', 'auto_close')"
         )
         .await,
-        2
+        4
     );
     // Idempotent: nothing more to do.
     let r = run(

@@ -36,6 +36,9 @@ pub fn stored_instant(
     }
 }
 
+/// How far back a session missed entirely (no replica running) is still opened and closed.
+const CATCH_UP: Duration = Duration::hours(12);
+
 /// "Now" on the session clock.
 fn now_on_session_clock(ctx: &JobContext, now: DateTime<Utc>) -> DateTime<Utc> {
     match ctx.clock {
@@ -167,7 +170,10 @@ pub async fn open_close(
     let mut absent = 0u64;
     if setting_bool(tx, "AUTO_OPEN_SESSIONS", true).await? {
         // Unlike CampsHub360's task (which only opens within grace of the start and so leaves a
-        // missed session scheduled forever), any scheduled session now in [start - grace, end) opens.
+        // missed session scheduled forever), any scheduled session in [start - grace, end) opens;
+        // so does one that ended in the last CATCH_UP while no replica ran (ingest was down): it
+        // is then closed below in the same run, with its absentees, keeping CampsHub360's
+        // scheduled -> open -> closed transitions.
         opened = tx
             .execute(
                 "WITH o AS (
@@ -179,7 +185,7 @@ pub async fn open_close(
                  SELECT $1, $1, 'AttendanceSession', id::text, 'auto_open', NULL, '{\"status\": \"scheduled\"}'::jsonb,
                         '{\"status\": \"open\", \"auto_opened\": true}'::jsonb, '', 'system', NULL, 'rollcall-ingest', id::text, ''
                  FROM o",
-                &[&now, &(ns + grace), &ns],
+                &[&now, &(ns + grace), &(ns - CATCH_UP)],
             )
             .await?;
     }

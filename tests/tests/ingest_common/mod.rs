@@ -130,6 +130,9 @@ pub struct Campus {
     pub other_section: i64,
     pub session: i64, // today 09:00-10:00 campus wall-clock in room R101, open
     pub period: Uuid,
+    /// A `faculty_faculty` row (real schema) for sessions that ingest updates twice in one
+    /// transaction (PostgreSQL then re-checks their foreign keys).
+    pub faculty: Uuid,
     pub day: NaiveDate,
 }
 
@@ -227,6 +230,18 @@ pub async fn campus(c: &Client, clock: SessionClock) -> Campus {
         )
         .await;
     }
+    let faculty = Uuid::now_v7();
+    let has_faculty: bool = c
+        .query_one(
+            "SELECT to_regclass('public.faculty_faculty') IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    if has_faculty {
+        ins(c, "faculty_faculty", &[("id", &format!("'{faculty}'"))]).await;
+    }
     let (start, end) = match clock {
         SessionClock::WallclockAsUtc => ("'2025-01-06T09:00:00Z'", "'2025-01-06T10:00:00Z'"),
         SessionClock::Utc => ("'2025-01-06T03:30:00Z'", "'2025-01-06T04:30:00Z'"),
@@ -237,6 +252,7 @@ pub async fn campus(c: &Client, clock: SessionClock) -> Campus {
         &[
             ("course_section_id", &section.to_string()),
             ("academic_period_id", &format!("'{period}'")),
+            ("faculty_id", &format!("'{faculty}'")),
             ("scheduled_date", "'2025-01-06'"),
             ("start_datetime", start),
             ("end_datetime", end),
@@ -253,6 +269,7 @@ pub async fn campus(c: &Client, clock: SessionClock) -> Campus {
         other_section,
         session,
         period,
+        faculty,
         day: NaiveDate::from_ymd_opt(2025, 1, 6).unwrap(),
     }
 }
