@@ -93,7 +93,9 @@ impl UplinkShell {
                 client_auth: Some((read(&tls.cert_file)?, read(&tls.key_file)?)),
             }));
         }
-        let (client, eventloop) = AsyncClient::new(opts, 64);
+        let (client, mut eventloop) = AsyncClient::new(opts, 64);
+        // Acks are small and latency-bound; Nagle's algorithm would hold them back.
+        eventloop.network_options.set_tcp_nodelay(true);
         let (link_tx, mut link) = mpsc::channel(1024);
         let poller = tokio::spawn(poll_events(eventloop, link_tx, shutdown.child_token()));
 

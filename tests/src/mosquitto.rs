@@ -118,7 +118,7 @@ impl Mosquitto {
         std::fs::write(
             &conf,
             format!(
-                "{user}{per_listener}listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+                "{user}{per_listener}set_tcp_nodelay true\nlistener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
                  persistence_location {data}/\nautosave_interval 1\nmax_queued_messages 0\n\
                  max_inflight_messages 0\nmessage_size_limit 0\nlog_dest file {dir}/mosquitto.log\n\
                  log_type error\nlog_type warning\nlog_type notice\n{tls}",
