@@ -1,0 +1,354 @@
+//! The whole system, every part real and started by the test: simulated readers -> the rollcalld
+//! binary (journal, uplink) -> Mosquitto -> the rollcall-ingest binary -> PostgreSQL, and the
+//! ack back to the gateway, whose journal then drains. Each test runs on the CampsHub360 tables
+//! ingest creates (standalone) and on ../shared/reference/campshub360-schema.sql when present.
+
+mod ingest_common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use ingest_common::{Db, count, ingest_binary, ins};
+use rollcall_tests::mosquitto::Mosquitto;
+use rollcall_tests::rollcalld::{GatewayOptions, Reply, Rollcalld, parse_reply};
+use tokio_postgres::Client;
+
+const DEVICE: &str = "room-101"; // GatewayOptions' default device id
+const DRAIN: Duration = Duration::from_secs(60);
+
+/// The rollcalld binary of this workspace, built (or found up to date) by cargo, next to the
+/// test binary's profile directory, as `ingest_binary` does for rollcall-ingest.
+fn rollcalld_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "-q", "-p", "rollcall-daemon", "--bin", "rollcalld"]);
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let status = cmd
+        .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success(), "building rollcalld");
+    profile_dir.join("rollcalld")
+}
+
+/// The seeded campus: room R101 with device `room-101`, a session open now in it (started a
+/// minute ago, so a tap now is `present`), S001 and S002 enrolled in its course section (the
+/// roster's student keys are roll numbers, which ingest resolves to `students_student.id`),
+/// and S003 on the books but not tapped by anyone.
+struct Campus {
+    session: i64,
+    students: BTreeMap<&'static str, uuid::Uuid>,
+}
+
+async fn seed(c: &Client) -> Campus {
+    let ay = ins(c, "students_academicyear", &[("year", "'2024-2025'")]).await;
+    let batch = ins(
+        c,
+        "students_studentbatch",
+        &[("academic_year_id", &ay), ("semester", "'5'")],
+    )
+    .await;
+    let section = ins(
+        c,
+        "academics_coursesection",
+        &[("student_batch_id", &batch)],
+    )
+    .await;
+    let mut students = BTreeMap::new();
+    for roll in ["S001", "S002", "S003"] {
+        let id = uuid::Uuid::now_v7();
+        ins(
+            c,
+            "students_student",
+            &[
+                ("id", &format!("'{id}'")),
+                ("roll_number", &format!("'{roll}'")),
+                ("student_batch_id", &batch),
+                ("status", "'ACTIVE'"),
+            ],
+        )
+        .await;
+        ins(
+            c,
+            "academics_courseenrollment",
+            &[
+                ("student_id", &format!("'{id}'")),
+                ("course_section_id", &section),
+                ("status", "'ENROLLED'"),
+            ],
+        )
+        .await;
+        students.insert(roll, id);
+    }
+    ins(
+        c,
+        "attendance_biometric_device",
+        &[
+            ("device_id", &format!("'{DEVICE}'")),
+            ("room", "'R101'"),
+            ("is_enabled", "true"),
+            ("status", "'active'"),
+            ("device_type", "'fingerprint'"),
+        ],
+    )
+    .await;
+    let mut extra: Vec<(&str, String)> = Vec::new();
+    // The real schema checks the academic period and faculty foreign keys at COMMIT.
+    for (table, column) in [
+        ("attendance_academicperiod", "academic_period_id"),
+        ("faculty_faculty", "faculty_id"),
+    ] {
+        let id = uuid::Uuid::now_v7();
+        let exists: bool = c
+            .query_one(
+                &format!("SELECT to_regclass('public.{table}') IS NOT NULL"),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if exists {
+            ins(c, table, &[("id", &format!("'{id}'"))]).await;
+        }
+        extra.push((column, format!("'{id}'")));
+    }
+    // Ingest runs with campus time zone UTC, so wall clock as UTC (CampsHub360's way of storing
+    // session times) and true UTC coincide.
+    let mut given: Vec<(&str, &str)> = vec![
+        ("course_section_id", &section),
+        ("scheduled_date", "current_date"),
+        (
+            "start_datetime",
+            "date_trunc('second', now()) - interval '1 minute'",
+        ),
+        (
+            "end_datetime",
+            "date_trunc('second', now()) + interval '1 hour'",
+        ),
+        ("room", "'R101'"),
+        ("status", "'open'"),
+    ];
+    given.extend(extra.iter().map(|(k, v)| (*k, v.as_str())));
+    let session = ins(c, "attendance_session", &given).await.parse().unwrap();
+    Campus { session, students }
+}
+
+fn ingest_config(db_url: &str, broker_url: &str) -> String {
+    format!(
+        "node_name = \"e2e\"\n[database]\nurl = \"{db_url}\"\npool_size = 4\nschema_mode = \"existing\"\n\
+         [mqtt]\nurl = \"{broker_url}\"\n[campus]\ntimezone = \"UTC\"\n[ingest]\nlinger_ms = 2\n\
+         [jobs]\nenabled = false\n"
+    )
+}
+
+/// rollcall-ingest as a child process, restartable after kill -9.
+struct Ingest {
+    bin: PathBuf,
+    config: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Ingest {
+    fn start(dir: &Path, db_url: &str, broker_url: &str) -> Ingest {
+        let config = dir.join("ingest.toml");
+        std::fs::write(&config, ingest_config(db_url, broker_url)).unwrap();
+        let mut me = Ingest {
+            bin: ingest_binary(),
+            config,
+            log: dir.join("ingest.log"),
+            child: None,
+        };
+        me.spawn();
+        me
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        self.child = Some(
+            Command::new(&self.bin)
+                .args(["-c", self.config.to_str().unwrap(), "run"])
+                .env("RUST_LOG", "warn")
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("starting rollcall-ingest"),
+        );
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Ingest {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Waits until the gateway's journal says every punch it stored was acked and deleted.
+async fn wait_drained(gw: &Rollcalld, ingest: &Ingest) -> (u64, u64, u64) {
+    let deadline = Instant::now() + DRAIN;
+    loop {
+        let j = gw.journal().await.unwrap();
+        if j.1 == j.0 && j.2 == 0 {
+            return j;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "journal not drained in {DRAIN:?}: (last_seq, acked, depth) = {j:?}\n\
+             rollcalld log:\n{}\ningest log:\n{}",
+            gw.log(),
+            ingest.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `(seq, subject, outcome)` of every ledger row of the device.
+async fn ledger(c: &Client) -> Vec<(i64, String, String)> {
+    c.query(
+        "SELECT seq, subject, outcome FROM rollcall.ledger WHERE device_id = $1 ORDER BY seq",
+        &[&DEVICE],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2)))
+    .collect()
+}
+
+/// Whether a ledger subject is the punch a tap's reply described (`student=S001` is `S001`;
+/// `unknown-card=<first 6 bytes>` is `card:<all bytes>`).
+fn same_subject(reply: &str, ledger: &str) -> bool {
+    match (
+        reply.strip_prefix("student="),
+        reply.strip_prefix("unknown-card="),
+    ) {
+        (Some(s), _) => ledger == s,
+        (_, Some(h)) => ledger.starts_with(&format!("card:{h}")),
+        _ => reply == "unknown-finger" && ledger == "finger:unknown",
+    }
+}
+
+async fn tap(gw: &Rollcalld, line: &str) -> Reply {
+    let reply = gw.command(line).await.unwrap();
+    parse_reply(&reply).unwrap_or_else(|| panic!("{line}: {reply}"))
+}
+
+async fn a_tap_becomes_one_attendance_record_and_is_acked_back(db: Db) {
+    let campus = seed(&db.client).await;
+    let broker = Mosquitto::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ingest = Ingest::start(dir.path(), &db.url, &broker.url());
+    let config = GatewayOptions::new(broker.port())
+        .write(dir.path())
+        .unwrap();
+    let gw = Rollcalld::start(&rollcalld_binary(), &config)
+        .await
+        .unwrap();
+
+    // S001 by finger (slot 1), S002 by card, S001 again by card (a duplicate for the session),
+    // and a card that is not on the roster (journaled and forwarded all the same).
+    let taps = [
+        ("finger door-finger 1", "accepted", "student=S001"),
+        ("card door-card 0000000002", "accepted", "student=S002"),
+        ("card door-card 0000000001", "accepted", "student=S001"),
+        ("card door-card 00DEADBEEF", "unknown", "unknown-card="),
+    ];
+    for (i, (line, outcome, subject)) in taps.into_iter().enumerate() {
+        let r = tap(&gw, line).await;
+        assert_eq!(r.outcome, outcome, "{line}: {r:?}");
+        assert!(r.subject.starts_with(subject), "{line}: {r:?}");
+        assert_eq!(r.seq, Some(i as u64 + 1), "{line}: {r:?}");
+    }
+
+    assert_eq!(
+        wait_drained(&gw, &ingest).await,
+        (4, 4, 0),
+        "every punch acked back after COMMIT and deleted from the journal"
+    );
+    let rows = ledger(&db.client).await;
+    let outcomes: Vec<(i64, &str, &str)> = rows
+        .iter()
+        .map(|(seq, subject, outcome)| {
+            let subject = if subject.starts_with("card:") {
+                "card:"
+            } else {
+                subject
+            };
+            (*seq, subject, outcome.as_str())
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            (1, "S001", "recorded"),
+            (2, "S002", "recorded"),
+            (3, "S001", "duplicate"),
+            (4, "card:", "unknown_credential"),
+        ],
+        "ingest log:\n{}",
+        ingest.log()
+    );
+    let records = db
+        .client
+        .query(
+            "SELECT student_id, mark::text, source::text FROM attendance_record
+             WHERE session_id = $1 ORDER BY student_id",
+            &[&campus.session],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(uuid::Uuid, String, String)> = records
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let mut want = vec![
+        (
+            campus.students["S001"],
+            "present".to_owned(),
+            "biometric".to_owned(),
+        ),
+        (
+            campus.students["S002"],
+            "present".to_owned(),
+            "rfid".to_owned(),
+        ),
+    ];
+    want.sort();
+    assert_eq!(
+        got, want,
+        "one present record per tapped student, from its first punch"
+    );
+    assert_eq!(
+        count(&db.client, "SELECT count(*) FROM attendance_record").await,
+        2,
+        "nothing for S003, who did not tap"
+    );
+    assert_eq!(
+        count(&db.client, "SELECT count(*) FROM attendance_audit_log").await,
+        2,
+        "one audit row per record"
+    );
+}
+
+both_schemas!(a_tap_becomes_one_attendance_record_and_is_acked_back,);
