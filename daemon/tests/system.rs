@@ -80,7 +80,7 @@ async fn broker_outage_buffers_then_drains_in_order() -> anyhow::Result<()> {
     broker.kill();
     let gw = Rollcalld::start(bin(), &GatewayOptions::new(port).write(dir.path())?).await?;
     let mut accepted = BTreeMap::new();
-    for n in 0..120 {
+    for n in 0..60 {
         let r = tap(&gw, n).await?;
         assert_eq!(
             r.outcome, "unknown",
@@ -90,20 +90,20 @@ async fn broker_outage_buffers_then_drains_in_order() -> anyhow::Result<()> {
     }
     assert_eq!(
         accepted.keys().copied().collect::<Vec<_>>(),
-        (1..=120).collect::<Vec<_>>()
+        (1..=60).collect::<Vec<_>>()
     );
-    assert_eq!(gw.journal().await?, (120, 0, 120), "all held while offline");
+    assert_eq!(gw.journal().await?, (60, 0, 60), "all held while offline");
 
     broker.restart()?;
     let acker = Acker::start(port).await?;
     let epoch = tokio::time::timeout(LONG, device_epoch(&acker)).await?;
     acker
-        .wait_for("all 120 punches", LONG, |s| {
-            s.contiguous(DEVICE, epoch) == 120
+        .wait_for("all 60 punches", LONG, |s| {
+            s.contiguous(DEVICE, epoch) == 60
         })
         .await?;
     assert_all_delivered(&acker, &accepted);
-    wait_journal(&gw, (120, 120, 0)).await?;
+    wait_journal(&gw, (60, 60, 0)).await?;
     Ok(())
 }
 
@@ -205,24 +205,24 @@ async fn broker_restarts_mid_stream_lose_nothing() -> anyhow::Result<()> {
     )
     .await?;
     let mut accepted = BTreeMap::new();
-    for n in 0..300u64 {
+    for n in 0..120u64 {
         let r = tap(&gw, n).await?;
         accepted.insert(r.seq.expect("stored"), r.subject);
-        if n == 100 {
+        if n == 40 {
             broker.kill();
         }
-        if n == 150 {
+        if n == 60 {
             broker.restart()?;
         }
-        if n == 220 {
+        if n == 90 {
             broker.stop();
             broker.restart()?;
         }
     }
     let epoch = tokio::time::timeout(LONG, device_epoch(&acker)).await?;
     acker
-        .wait_for("all 300 punches", LONG, |s| {
-            s.contiguous(DEVICE, epoch) >= 300
+        .wait_for("all 120 punches", LONG, |s| {
+            s.contiguous(DEVICE, epoch) >= 120
         })
         .await?;
     assert_all_delivered(&acker, &accepted);
