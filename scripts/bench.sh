@@ -11,3 +11,7 @@ echo
 echo "## Edge (rollcalld)"
 echo
 cargo bench -p rollcall-daemon --bench edge
+echo
+echo "## Centre (rollcall-ingest)"
+echo
+cargo run --release -p rollcall-ingest --example bench
