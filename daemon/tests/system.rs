@@ -103,7 +103,7 @@ async fn broker_outage_buffers_then_drains_in_order() -> anyhow::Result<()> {
         })
         .await?;
     assert_all_delivered(&acker, &accepted);
-    wait_journal(&gw, (60, 60, 0)).await?;
+    gw.wait_journal((60, 60, 0)).await?;
     Ok(())
 }
 
@@ -236,21 +236,6 @@ async fn raw_client(port: u16) -> anyhow::Result<AsyncClient> {
     Ok(client)
 }
 
-async fn wait_journal(gw: &Rollcalld, want: (u64, u64, u64)) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + LONG;
-    loop {
-        let got = gw.journal().await?;
-        if got == want {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "journal is {got:?}, expected {want:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_duplicate_and_foreign_acks_are_ignored() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -317,7 +302,7 @@ async fn stale_duplicate_and_foreign_acks_are_ignored() -> anyhow::Result<()> {
         .encode(),
     )
     .await?;
-    wait_journal(&gw, (10, 4, 6)).await?;
+    gw.wait_journal((10, 4, 6)).await?;
     send(
         Ack {
             device_id: DEVICE.into(),
@@ -346,7 +331,7 @@ async fn stale_duplicate_and_foreign_acks_are_ignored() -> anyhow::Result<()> {
     acker.set_acking(true);
     // A new punch makes the acker ack the highest contiguous seq it holds.
     tap(&gw, 10).await?;
-    wait_journal(&gw, (11, 11, 0)).await?;
+    gw.wait_journal((11, 11, 0)).await?;
     Ok(())
 }
 
@@ -385,7 +370,7 @@ async fn full_journal_refuses_with_storage_full_and_keeps_what_it_has() -> anyho
     );
 
     acker.set_acking(true);
-    wait_journal(&gw, (5, 5, 0)).await?;
+    gw.wait_journal((5, 5, 0)).await?;
     assert_eq!(
         tap(&gw, 7).await?.outcome,
         "unknown",
@@ -452,7 +437,7 @@ async fn graceful_shutdown_keeps_unacked_punches_for_the_next_start() -> anyhow:
     );
     acker.set_acking(true);
     let gw = Rollcalld::start(bin(), &config).await?;
-    wait_journal(&gw, (2, 2, 0)).await?;
+    gw.wait_journal((2, 2, 0)).await?;
     let seen = acker.seen();
     let subjects: Vec<_> = seen
         .punches
@@ -619,7 +604,7 @@ async fn runs_any_mix_of_real_reader_kinds_against_their_simulators() -> anyhow:
         assert!(reply.subject.starts_with(subject), "{command}: {reply:?}");
         assert_eq!(reply.seq, Some(i as u64 + 1), "{command}");
     }
-    wait_journal(&gw, (6, 6, 0)).await?;
+    gw.wait_journal((6, 6, 0)).await?;
     let seen = acker.seen();
     let kinds: Vec<String> = seen
         .punches

@@ -12,22 +12,6 @@ use rollcall_tests::rollcalld::{GatewayOptions, Rollcalld};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rollcalld");
 
-async fn wait_drained(gw: &Rollcalld, want: (u64, u64, u64)) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let got = gw.journal().await?;
-        if got == want {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "journal is {got:?}, expected {want:?}:\n{}",
-            gw.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn punches_travel_over_tls_with_a_client_certificate() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -42,7 +26,7 @@ async fn punches_travel_over_tls_with_a_client_certificate() -> anyhow::Result<(
         gw.command(&format!("card door-card {:010X}", 0x20_0000 + n))
             .await?;
     }
-    wait_drained(&gw, (5, 5, 0)).await?;
+    gw.wait_journal((5, 5, 0)).await?;
     assert_eq!(acker.seen().seqs("room-101"), [1, 2, 3, 4, 5]);
     Ok(())
 }

@@ -49,17 +49,7 @@ pub fn free_port() -> anyhow::Result<u16> {
 impl Mosquitto {
     /// Starts a broker with persistence in its own temporary directory.
     pub fn start() -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("rollcall-mosquitto")
-            .tempdir()?;
-        let mut broker = Self {
-            dir,
-            port: free_port()?,
-            tls: None,
-            child: None,
-        };
-        broker.spawn()?;
-        Ok(broker)
+        Self::start_with(None)
     }
 
     /// Starts a broker with two listeners: the plain one of [`Mosquitto::start`] (anonymous, no
@@ -67,13 +57,17 @@ impl Mosquitto {
     /// by `pki`'s CA, takes the certificate's CN as the user name, and lets each device publish
     /// and read only its own topics (`pattern ... rollcall/v1/+/%u/...`).
     pub fn start_tls(pki: &crate::pki::Pki) -> anyhow::Result<Self> {
+        Self::start_with(Some((free_port()?, pki.dir().to_owned())))
+    }
+
+    fn start_with(tls: Option<(u16, PathBuf)>) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("rollcall-mosquitto")
             .tempdir()?;
         let mut broker = Self {
             dir,
             port: free_port()?,
-            tls: Some((free_port()?, pki.dir().to_owned())),
+            tls,
             child: None,
         };
         broker.spawn()?;

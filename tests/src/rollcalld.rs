@@ -207,6 +207,24 @@ impl Rollcalld {
         Ok((get("last_seq=")?, get("acked=")?, get("depth=")?))
     }
 
+    /// Waits up to a minute for the journal counters to become `want` (last_seq, acked, depth).
+    pub async fn wait_journal(&self, want: (u64, u64, u64)) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let got = self.journal().await?;
+            if got == want {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "journal is {got:?}, expected {want:?}; log:\n{}",
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// kill -9.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
