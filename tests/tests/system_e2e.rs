@@ -351,4 +351,242 @@ async fn a_tap_becomes_one_attendance_record_and_is_acked_back(db: Db) {
     );
 }
 
-both_schemas!(a_tap_becomes_one_attendance_record_and_is_acked_back,);
+/// A small xorshift generator: random kill moments, seed printed for a re-run.
+struct Rng(u64);
+
+impl Rng {
+    fn from_env_or_clock() -> Rng {
+        let seed = std::env::var("ROLLCALL_E2E_SEED")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .subsec_nanos() as u64
+                    | 1
+            });
+        eprintln!("ROLLCALL_E2E_SEED={seed}");
+        Rng(seed)
+    }
+
+    fn ms(&mut self, lo: u64, hi: u64) -> Duration {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        Duration::from_millis(lo + self.0 % (hi - lo))
+    }
+}
+
+/// Card readers tapped at once in the kill test (group commits, several punches per batch).
+const LANES: usize = 4;
+
+/// The k-th tap of the stream, on lane `lane` (card reader `c<lane>`; lane 0 also owns the
+/// finger reader): mostly cards never seen before (ledger outcome unknown_credential), with
+/// S001 by card and by finger and S002 by card among them.
+fn tap_line(lane: usize, k: u64) -> String {
+    match k % 10 {
+        0 => format!("card c{lane} 0000000001"),
+        5 if lane == 0 => "finger door-finger 1".into(),
+        7 => format!("card c{lane} 0000000002"),
+        _ => format!("card c{lane} {:010X}", 0x10_0000 + k),
+    }
+}
+
+async fn kill_9_of_both_sides_counts_every_punch_exactly_once(db: Db) {
+    const CYCLES: usize = 8;
+    let campus = seed(&db.client).await;
+    let broker = Mosquitto::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut ingest = Ingest::start(dir.path(), &db.url, &broker.url());
+    let mut opts = GatewayOptions::new(broker.port());
+    opts.readers = Some(
+        (0..LANES)
+            .map(|r| format!("[[reader]]\nid = \"c{r}\"\nkind = \"simulated-card\"\n"))
+            .chain(["[[reader]]\nid = \"door-finger\"\nkind = \"simulated-fingerprint\"\n".into()])
+            .collect(),
+    );
+    let config = opts.write(dir.path()).unwrap();
+    let bin = rollcalld_binary();
+    let mut rng = Rng::from_env_or_clock();
+    let next = std::sync::atomic::AtomicU64::new(0);
+    let mut accepted: BTreeMap<u64, String> = BTreeMap::new();
+    let mut gw: Option<Rollcalld> = None;
+    let (mut gw_kills, mut ingest_kills) = (0, 0);
+    let mut ledger_at_ingest_kills = Vec::new();
+    for cycle in 0..CYCLES {
+        if gw.is_none() {
+            gw = Some(Rollcalld::start(&bin, &config).await.unwrap());
+        }
+        let g = gw.as_ref().unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Reply>();
+        let lane = |lane: usize| {
+            let (tx, next) = (tx.clone(), &next);
+            async move {
+                loop {
+                    let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let line = tap_line(lane, k);
+                    match g.command(&line).await.ok().as_deref().and_then(parse_reply) {
+                        Some(r) => {
+                            let _ = tx.send(r);
+                        }
+                        None => return, // the gateway is gone
+                    }
+                }
+            }
+        };
+        let tapping = async {
+            tokio::join!(lane(0), lane(1), lane(2), lane(3));
+        };
+        let kill_after = rng.ms(150, 700);
+        if cycle % 2 == 0 {
+            // rollcall-ingest dies mid-stream (mid-transaction, or between COMMIT and the acks)
+            // while the taps go on, and comes back after a moment.
+            let down_for = rng.ms(0, 500);
+            let killer = async {
+                tokio::time::sleep(kill_after).await;
+                ingest.kill9();
+                ledger_at_ingest_kills
+                    .push(count(&db.client, "SELECT count(*) FROM rollcall.ledger").await);
+                tokio::time::sleep(down_for).await;
+                ingest.spawn();
+            };
+            let (_, ()) = tokio::join!(
+                tokio::time::timeout(kill_after + down_for + rng.ms(100, 400), tapping),
+                killer
+            );
+            ingest_kills += 1;
+        } else {
+            // rollcalld dies mid-tap: fsync done or not, reply sent or not.
+            let _ = tokio::time::timeout(kill_after, tapping).await;
+            gw.take().unwrap().kill9();
+            gw_kills += 1;
+        }
+        drop(tx);
+        while let Some(r) = rx.recv().await {
+            assert!(
+                ["accepted", "unknown"].contains(&r.outcome.as_str()),
+                "cycle {cycle}: {r:?}"
+            );
+            let seq = r.seq.expect("stored");
+            assert!(
+                accepted.insert(seq, r.subject.clone()).is_none(),
+                "cycle {cycle}: seq {seq} handed out twice"
+            );
+        }
+    }
+    let gw = match gw {
+        Some(g) => g,
+        None => Rollcalld::start(&bin, &config).await.unwrap(),
+    };
+    let (last, _, _) = wait_drained(&gw, &ingest).await;
+    eprintln!(
+        "{gw_kills} rollcalld and {ingest_kills} rollcall-ingest kills: {} taps answered, \
+         {last} journaled, ledger at the ingest kills {ledger_at_ingest_kills:?}",
+        accepted.len()
+    );
+    assert!(accepted.len() >= 40, "too few taps: {}", accepted.len());
+    assert!(
+        ledger_at_ingest_kills
+            .iter()
+            .any(|&n| n > 0 && (n as u64) < last),
+        "an ingest kill landed mid-stream: {ledger_at_ingest_kills:?} of {last}"
+    );
+    let max_answered = *accepted.keys().last().unwrap();
+    assert!(max_answered <= last);
+
+    // Every journaled seq is in the ledger exactly once, with the subject the tap was told.
+    let rows = ledger(&db.client).await;
+    assert_eq!(
+        rows.iter().map(|r| r.0 as u64).collect::<Vec<_>>(),
+        (1..=last).collect::<Vec<_>>(),
+        "ledger seqs are 1..={last}, each once; ingest log:\n{}",
+        ingest.log()
+    );
+    assert_eq!(
+        count(
+            &db.client,
+            "SELECT count(*) FROM (SELECT 1 FROM rollcall.ledger GROUP BY device_id, epoch, seq HAVING count(*) > 1) d"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(
+            &db.client,
+            "SELECT count(DISTINCT epoch) FROM rollcall.ledger"
+        )
+        .await,
+        1,
+        "one journal epoch through every rollcalld restart"
+    );
+    let by_seq: BTreeMap<u64, (&str, &str)> = rows
+        .iter()
+        .map(|(seq, subject, outcome)| (*seq as u64, (subject.as_str(), outcome.as_str())))
+        .collect();
+    for (seq, reply) in &accepted {
+        let (subject, _) = by_seq[seq];
+        assert!(
+            same_subject(reply, subject),
+            "seq {seq}: tap said {reply}, ledger has {subject}"
+        );
+    }
+    for (seq, (subject, outcome)) in &by_seq {
+        let want: &[&str] = if subject.starts_with("card:") {
+            &["unknown_credential"]
+        } else {
+            &["recorded", "duplicate"]
+        };
+        assert!(want.contains(outcome), "seq {seq}: {subject} {outcome}");
+    }
+
+    // Exactly one record (and one recorded punch, one audit row) per tapped student.
+    let tapped: std::collections::BTreeSet<&str> = by_seq
+        .values()
+        .map(|v| v.0)
+        .filter(|s| !s.starts_with("card:"))
+        .collect();
+    assert_eq!(tapped, ["S001", "S002"].into(), "both students tapped");
+    let recorded: Vec<String> = db
+        .client
+        .query(
+            "SELECT subject FROM rollcall.ledger WHERE outcome = 'recorded' ORDER BY subject",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(recorded, ["S001", "S002"], "one recorded punch per student");
+    let records: Vec<(uuid::Uuid, String)> = db
+        .client
+        .query(
+            "SELECT student_id, mark::text FROM attendance_record WHERE session_id = $1 ORDER BY student_id",
+            &[&campus.session],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let mut want = vec![
+        (campus.students["S001"], "present".to_owned()),
+        (campus.students["S002"], "present".to_owned()),
+    ];
+    want.sort();
+    assert_eq!(records, want);
+    assert_eq!(
+        count(&db.client, "SELECT count(*) FROM attendance_record").await,
+        2
+    );
+    assert_eq!(
+        count(&db.client, "SELECT count(*) FROM attendance_audit_log").await,
+        2
+    );
+}
+
+both_schemas!(
+    a_tap_becomes_one_attendance_record_and_is_acked_back,
+    kill_9_of_both_sides_counts_every_punch_exactly_once,
+);
