@@ -9,12 +9,14 @@ scripts/install-deps.sh
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+
+# The drivers' tests as aarch64 binaries under qemu-user (skipped where unavailable).
+[ -x drivers/aarch64-test.sh ] && drivers/aarch64-test.sh
+
+# Everything, on this machine's architecture.
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast
 else
   cargo test --workspace --no-fail-fast
 fi
-
-# The drivers' tests again as aarch64 binaries under qemu-user (skipped where unavailable).
-[ -x drivers/aarch64-test.sh ] && drivers/aarch64-test.sh
 echo "all Rollcall tests passed"
