@@ -485,7 +485,7 @@ async fn kill_9_of_both_sides_counts_every_punch_exactly_once(db: Db) {
          {last} journaled, ledger at the ingest kills {ledger_at_ingest_kills:?}",
         accepted.len()
     );
-    assert!(accepted.len() >= 40, "too few taps: {}", accepted.len());
+    assert!(accepted.len() >= 30, "too few taps: {}", accepted.len());
     assert!(
         ledger_at_ingest_kills
             .iter()
