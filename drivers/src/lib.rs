@@ -74,6 +74,7 @@ pub mod indicator;
 pub mod pn532;
 pub mod rdm6300;
 mod run;
+mod sim_io;
 pub mod simulated;
 pub mod wiegand;
 

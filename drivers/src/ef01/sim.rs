@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
 use super::codec::{DEFAULT_ADDRESS, Decoded, Packet, PacketKind, parse, split_data};
@@ -501,23 +501,9 @@ impl SimHandle {
     /// Answers the host on `io` until `shutdown` or until the host closes the line.
     pub async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
         &self,
-        mut io: T,
+        io: T,
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
-        let mut buf = [0u8; 512];
-        loop {
-            let n = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                n = io.read(&mut buf) => n?,
-            };
-            if n == 0 {
-                return Ok(());
-            }
-            let out = self.lock().receive(&buf[..n]);
-            if !out.is_empty() {
-                io.write_all(&out).await?;
-                io.flush().await?;
-            }
-        }
+        crate::sim_io::pump(io, shutdown, |bytes| self.lock().receive(bytes)).await
     }
 }

@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
 use super::codec::{Decoded, Frame, TFI_CHIP, TFI_HOST, parse};
@@ -183,23 +183,9 @@ impl Pn532Handle {
     /// Answers the host on `io` until `shutdown` or end of input.
     pub async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
         &self,
-        mut io: T,
+        io: T,
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
-        let mut buf = [0u8; 256];
-        loop {
-            let n = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                n = io.read(&mut buf) => n?,
-            };
-            if n == 0 {
-                return Ok(());
-            }
-            let out = self.lock().receive(&buf[..n]);
-            if !out.is_empty() {
-                io.write_all(&out).await?;
-                io.flush().await?;
-            }
-        }
+        crate::sim_io::pump(io, shutdown, |bytes| self.lock().receive(bytes)).await
     }
 }
