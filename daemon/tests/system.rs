@@ -254,37 +254,21 @@ async fn stale_duplicate_and_foreign_acks_are_ignored() -> anyhow::Result<()> {
     let epoch = device_epoch(&acker).await;
     let forger = raw_client(broker.port()).await?;
     let ack_topic = topic::build("test-site", DEVICE, Kind::Ack);
+    let ack = |device_id: &str, epoch: u64, up_to_seq: u64| {
+        Ack {
+            device_id: device_id.into(),
+            epoch,
+            up_to_seq,
+        }
+        .encode()
+    };
     let send = |ack: Vec<u8>| {
         let (f, t) = (forger.clone(), ack_topic.clone());
         async move { f.publish(t, QoS::AtLeastOnce, false, ack).await }
     };
-    send(
-        Ack {
-            device_id: DEVICE.into(),
-            epoch: epoch ^ 1,
-            up_to_seq: 10,
-        }
-        .encode(),
-    )
-    .await?;
-    send(
-        Ack {
-            device_id: "room-999".into(),
-            epoch,
-            up_to_seq: 10,
-        }
-        .encode(),
-    )
-    .await?;
-    send(
-        Ack {
-            device_id: DEVICE.into(),
-            epoch,
-            up_to_seq: 1000,
-        }
-        .encode(),
-    )
-    .await?;
+    send(ack(DEVICE, epoch ^ 1, 10)).await?;
+    send(ack("room-999", epoch, 10)).await?;
+    send(ack(DEVICE, epoch, 1000)).await?;
     send(b"\xff\x00garbage".to_vec()).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
@@ -293,34 +277,10 @@ async fn stale_duplicate_and_foreign_acks_are_ignored() -> anyhow::Result<()> {
         "no bad ack deleted anything"
     );
 
-    send(
-        Ack {
-            device_id: DEVICE.into(),
-            epoch,
-            up_to_seq: 4,
-        }
-        .encode(),
-    )
-    .await?;
+    send(ack(DEVICE, epoch, 4)).await?;
     gw.wait_journal((10, 4, 6)).await?;
-    send(
-        Ack {
-            device_id: DEVICE.into(),
-            epoch,
-            up_to_seq: 2,
-        }
-        .encode(),
-    )
-    .await?;
-    send(
-        Ack {
-            device_id: DEVICE.into(),
-            epoch,
-            up_to_seq: 4,
-        }
-        .encode(),
-    )
-    .await?;
+    send(ack(DEVICE, epoch, 2)).await?;
+    send(ack(DEVICE, epoch, 4)).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         gw.journal().await?,

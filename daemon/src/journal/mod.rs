@@ -241,24 +241,23 @@ impl Journal {
         let err = |e: redb::Error| storage(&self.label, e);
         let tx = self.db.begin_read().map_err(|e| err(e.into()))?;
         let table = tx.open_table(PUNCHES).map_err(|e| err(e.into()))?;
+        // The journal holds a contiguous run of seqs; a hole means the file is damaged.
+        let missing = |seq: u64| JournalError::Damaged {
+            path: self.label.clone(),
+            seq,
+            detail: "missing from the journal".into(),
+        };
         let mut out = Vec::with_capacity((last - first + 1) as usize);
         for entry in table.range(first..=last).map_err(|e| err(e.into()))? {
             let (k, v) = entry.map_err(|e| err(e.into()))?;
-            if k.value() != first + out.len() as u64 {
-                return Err(JournalError::Damaged {
-                    path: self.label.clone(),
-                    seq: first + out.len() as u64,
-                    detail: "missing from the journal".into(),
-                });
+            let expected = first + out.len() as u64;
+            if k.value() != expected {
+                return Err(missing(expected));
             }
             out.push(v.value().to_vec());
         }
         if out.len() as u64 != last - first + 1 {
-            return Err(JournalError::Damaged {
-                path: self.label.clone(),
-                seq: first + out.len() as u64,
-                detail: "missing from the journal".into(),
-            });
+            return Err(missing(first + out.len() as u64));
         }
         Ok(out)
     }
