@@ -246,48 +246,27 @@ pub fn classify(topic_name: &str, payload: &[u8]) -> Message {
             );
         }
     };
+    let refuse =
+        |reason, detail: String| dead(topic_name, Some(t.device_id), reason, detail, payload);
+    let mismatch = |payload_device: &str| {
+        let detail = format!(
+            "topic device {:?} but payload device {:?}",
+            t.device_id, payload_device
+        );
+        refuse(DeadReason::DeviceMismatch, detail)
+    };
     if payload.len() > v1::MAX_MESSAGE_BYTES {
         let detail = format!("{} bytes > {}", payload.len(), v1::MAX_MESSAGE_BYTES);
-        return dead(
-            topic_name,
-            Some(t.device_id),
-            DeadReason::Oversized,
-            detail,
-            payload,
-        );
+        return refuse(DeadReason::Oversized, detail);
     }
     match t.kind {
         Kind::Punches => match v1::PunchBatch::decode(payload) {
-            Err(e) => dead(
-                topic_name,
-                Some(t.device_id),
+            Err(e) => refuse(DeadReason::Undecodable, e.to_string()),
+            Ok(b) if b.device_id != t.device_id => mismatch(&b.device_id),
+            Ok(b) if b.punches.iter().any(|p| p.seq > i64::MAX as u64) => refuse(
                 DeadReason::Undecodable,
-                e.to_string(),
-                payload,
+                "seq above 2^63-1 cannot be stored".to_string(),
             ),
-            Ok(b) if b.device_id != t.device_id => {
-                let detail = format!(
-                    "topic device {:?} but payload device {:?}",
-                    t.device_id, b.device_id
-                );
-                dead(
-                    topic_name,
-                    Some(t.device_id),
-                    DeadReason::DeviceMismatch,
-                    detail,
-                    payload,
-                )
-            }
-            Ok(b) if b.punches.iter().any(|p| p.seq > i64::MAX as u64) => {
-                let detail = "seq above 2^63-1 cannot be stored".to_string();
-                dead(
-                    topic_name,
-                    Some(t.device_id),
-                    DeadReason::Undecodable,
-                    detail,
-                    payload,
-                )
-            }
             Ok(b) => Message::Punches(BatchIn {
                 site: t.site.to_owned(),
                 device_id: b.device_id,
@@ -296,26 +275,8 @@ pub fn classify(topic_name: &str, payload: &[u8]) -> Message {
             }),
         },
         Kind::Status => match v1::Status::decode(payload) {
-            Err(e) => dead(
-                topic_name,
-                Some(t.device_id),
-                DeadReason::Undecodable,
-                e.to_string(),
-                payload,
-            ),
-            Ok(s) if s.device_id != t.device_id => {
-                let detail = format!(
-                    "topic device {:?} but payload device {:?}",
-                    t.device_id, s.device_id
-                );
-                dead(
-                    topic_name,
-                    Some(t.device_id),
-                    DeadReason::DeviceMismatch,
-                    detail,
-                    payload,
-                )
-            }
+            Err(e) => refuse(DeadReason::Undecodable, e.to_string()),
+            Ok(s) if s.device_id != t.device_id => mismatch(&s.device_id),
             Ok(s) => Message::Status(status_in(s)),
         },
         Kind::Ack => unreachable_ack(topic_name, payload),
