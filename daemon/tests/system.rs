@@ -259,6 +259,7 @@ async fn stale_duplicate_and_foreign_acks_are_ignored() -> anyhow::Result<()> {
             device_id: device_id.into(),
             epoch,
             up_to_seq,
+            refusals: None,
         }
         .encode()
     };

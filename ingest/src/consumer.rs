@@ -241,6 +241,7 @@ impl Writer {
                     device_id: a.device_id.clone(),
                     epoch: a.epoch,
                     up_to_seq: a.up_to_seq,
+                    refusals: None,
                 };
                 let t = topic::build(&a.site, &a.device_id, topic::Kind::Ack);
                 if let Err(e) = self

@@ -14,7 +14,8 @@
 //!              7: Subject, 8?: score (uint), 9: flags (uint)}
 //! ClockState  {0: ntp_synced (bool), 1?: offset_ms (int), 2: boot_id (bytes 16),
 //!              3: monotonic_ms (uint)}
-//! Ack         {0: device_id, 1: epoch, 2: up_to_seq}
+//! Ack         {0: device_id, 1: epoch, 2: up_to_seq, 3?: [Refusal, ...]}
+//! Refusal     {0: reason (text), 1: first_seq, 2: last_seq, 3: count, 4: detail (text)}
 //! Status      {0: device_id, 1: version, 2: online, 3: sent_at_ms, 4: uptime_s, 5: epoch,
 //!              6: journal_depth, 7?: oldest_unacked_age_s, 8?: last_acked_seq,
 //!              9: [ReaderStatus], 10: ClockState, 11?: free_disk_bytes}
@@ -33,6 +34,16 @@ pub const MAX_MESSAGE_BYTES: usize = 512 * 1024;
 pub const MAX_BATCH_PUNCHES: usize = 2000;
 /// Longest device, site or reader id, in bytes.
 pub const MAX_ID_LEN: usize = 64;
+/// Latest capture time the contract allows: 9999-12-31T23:59:59.999Z, in Unix ms. Anything
+/// later (or before 1970) is a broken clock, refused per punch rather than stored.
+pub const MAX_CAPTURED_AT_MS: i64 = 253_402_300_799_999;
+/// Largest clock offset a device may report, in ms (about 100 years either way): a clock reset
+/// to 1970 is still correctable, while an absurd value cannot overflow the correction.
+pub const MAX_CLOCK_OFFSET_MS: i64 = 100 * 366 * 24 * 3600 * 1000;
+/// Most refusal entries in one [`Ack`].
+pub const MAX_REFUSALS: usize = 16;
+/// Longest refusal reason code or detail, in bytes.
+pub const MAX_REFUSAL_TEXT: usize = 512;
 
 /// Punch flags (bit set in [`Punch::flags`]).
 pub mod flags {
@@ -146,6 +157,11 @@ pub enum Subject {
 
 /// The centre's application ack: every punch of `device_id` in `epoch` with
 /// `seq <= up_to_seq` is committed to the database and may be deleted from the device.
+///
+/// Committed does not mean counted: punches the centre refused (an unregistered or disabled
+/// device, a value out of range) are kept in its ledger as `rejected` with the reason, acked
+/// like any other, and listed in `refusals` so the device can tell a person. A refused punch is
+/// final: re-sending it would change nothing, so the device deletes it like any acked punch.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 #[cbor(map)]
 pub struct Ack {
@@ -158,6 +174,32 @@ pub struct Ack {
     /// Highest contiguous seq committed.
     #[n(2)]
     pub up_to_seq: u64,
+    /// Punches of this commit that were stored but refused, grouped by reason (absent when
+    /// none; older gateways skip the key).
+    #[n(3)]
+    pub refusals: Option<Vec<Refusal>>,
+}
+
+/// Punches the centre stored as `rejected`, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct Refusal {
+    /// Stable reason code, e.g. `unknown_device`, `disabled_device`, `invalid_punch`,
+    /// `database_rejected`, `simulated`. Text, so a newer centre's codes still decode.
+    #[n(0)]
+    pub reason: String,
+    /// Lowest refused seq in this commit.
+    #[n(1)]
+    pub first_seq: u64,
+    /// Highest refused seq in this commit.
+    #[n(2)]
+    pub last_seq: u64,
+    /// How many punches in `first_seq..=last_seq` were refused for this reason.
+    #[n(3)]
+    pub count: u64,
+    /// What a person should do, e.g. "register the device with `rollcall device add`".
+    #[n(4)]
+    pub detail: String,
 }
 
 /// The device's heartbeat, published retained on its status topic (and, with `online: false`,
@@ -291,8 +333,10 @@ impl PunchBatch {
         Ok(batch)
     }
 
-    /// The contract's rules beyond types: a valid device id, 1..=[`MAX_BATCH_PUNCHES`] punches,
-    /// seqs from 1 and strictly increasing, valid reader ids.
+    /// The contract's rules for the batch as a whole: a valid device id,
+    /// 1..=[`MAX_BATCH_PUNCHES`] punches, seqs from 1 and strictly increasing. Each punch's own
+    /// values are checked by [`Punch::check`], so one bad punch is refused alone while the
+    /// others of its batch are recorded.
     pub fn validate(&self) -> Result<(), DecodeError> {
         if !valid_id(&self.device_id) {
             return Err(invalid(format!(
@@ -315,23 +359,6 @@ impl PunchBatch {
                 )));
             }
             prev = p.seq;
-            if !valid_id(&p.reader_id) {
-                return Err(invalid(format!(
-                    "seq {}: reader_id {:?} is not a valid id",
-                    p.seq, p.reader_id
-                )));
-            }
-            if p.reader_kind.len() > MAX_ID_LEN {
-                return Err(invalid(format!("seq {}: reader_kind too long", p.seq)));
-            }
-            if let Subject::Student(s) = &p.subject
-                && (s.is_empty() || s.len() > MAX_ID_LEN)
-            {
-                return Err(invalid(format!(
-                    "seq {}: student id must be 1..={MAX_ID_LEN} bytes",
-                    p.seq
-                )));
-            }
         }
         Ok(())
     }
@@ -340,6 +367,52 @@ impl PunchBatch {
     pub fn last_seq(&self) -> Option<u64> {
         self.punches.last().map(|p| p.seq)
     }
+}
+
+impl Punch {
+    /// The contract's rules for one punch's values: a valid reader id, a short reader kind, a
+    /// student id that is safe to store and show ([`valid_subject`]), a capture time between 1970
+    /// and 9999, and a clock offset within [`MAX_CLOCK_OFFSET_MS`]. The error says which rule.
+    pub fn check(&self) -> Result<(), String> {
+        if !valid_id(&self.reader_id) {
+            return Err(format!("reader_id {:?} is not a valid id", self.reader_id));
+        }
+        if self.reader_kind.is_empty() || !valid_id(&self.reader_kind) {
+            return Err(format!(
+                "reader_kind {:?} is not a valid id",
+                self.reader_kind
+            ));
+        }
+        if let Subject::Student(s) = &self.subject
+            && !valid_subject(s)
+        {
+            return Err(format!(
+                "student id {:?} must be 1..={MAX_ID_LEN} bytes of printable text",
+                s
+            ));
+        }
+        if !(0..=MAX_CAPTURED_AT_MS).contains(&self.captured_at_ms) {
+            return Err(format!(
+                "captured_at_ms {} is outside 1970..9999",
+                self.captured_at_ms
+            ));
+        }
+        if let Some(off) = self.clock.offset_ms
+            && !(-MAX_CLOCK_OFFSET_MS..=MAX_CLOCK_OFFSET_MS).contains(&off)
+        {
+            return Err(format!(
+                "clock offset_ms {off} is beyond {MAX_CLOCK_OFFSET_MS}"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Checks a student id as a roster may hold it and a punch may carry it: 1..=64 bytes, no
+/// control characters (NUL, newlines, escape sequences) and no leading or trailing space, so it
+/// is safe in a database column, a log line and a terminal.
+pub fn valid_subject(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_ID_LEN && id.trim() == id && !id.chars().any(char::is_control)
 }
 
 /// Encodes a batch from punches that are already CBOR-encoded (as the journal stores them),
@@ -381,6 +454,32 @@ impl Ack {
                 "device_id {:?} is not a valid id",
                 ack.device_id
             )));
+        }
+        let refusals = ack.refusals.as_deref().unwrap_or_default();
+        if refusals.len() > MAX_REFUSALS {
+            return Err(invalid(format!(
+                "{} refusals; at most {MAX_REFUSALS} allowed",
+                refusals.len()
+            )));
+        }
+        for r in refusals {
+            if !valid_id(&r.reason) || r.detail.len() > MAX_REFUSAL_TEXT {
+                return Err(invalid(format!(
+                    "refusal reason {:?} or its detail is not valid",
+                    r.reason
+                )));
+            }
+            if r.first_seq == 0
+                || r.first_seq > r.last_seq
+                || r.last_seq > ack.up_to_seq
+                || r.count == 0
+                || r.count > r.last_seq - r.first_seq + 1
+            {
+                return Err(invalid(format!(
+                    "refusal of seqs {}..={} (count {}) does not fit an ack up to {}",
+                    r.first_seq, r.last_seq, r.count, ack.up_to_seq
+                )));
+            }
         }
         Ok(ack)
     }

@@ -80,9 +80,151 @@ fn ack_bytes_match_the_hand_written_cbor() {
         device_id: "dev-1".into(),
         epoch: 7,
         up_to_seq: 42,
+        refusals: None,
     };
     assert_eq!(ack.encode(), expected);
     assert_eq!(Ack::decode(&expected).expect("decodes"), ack);
+}
+
+#[test]
+fn ack_with_refusals_matches_the_hand_written_cbor() {
+    // {0: "dev-1", 1: 7, 2: 42, 3: [{0: "disabled_device", 1: 40, 2: 42, 3: 3, 4: "x"}]}
+    let expected: Vec<u8> = [
+        &[0xA4, 0x00, 0x65][..],
+        b"dev-1",
+        &[0x01, 0x07, 0x02, 0x18, 0x2A, 0x03, 0x81, 0xA5, 0x00, 0x6F], // key 3: array(1), map(5), text(15)
+        b"disabled_device",
+        &[
+            0x01, 0x18, 0x28, 0x02, 0x18, 0x2A, 0x03, 0x03, 0x04, 0x61, b'x',
+        ],
+    ]
+    .concat();
+    let ack = Ack {
+        device_id: "dev-1".into(),
+        epoch: 7,
+        up_to_seq: 42,
+        refusals: Some(vec![Refusal {
+            reason: "disabled_device".into(),
+            first_seq: 40,
+            last_seq: 42,
+            count: 3,
+            detail: "x".into(),
+        }]),
+    };
+    assert_eq!(hex::encode(ack.encode()), hex::encode(&expected));
+    assert_eq!(Ack::decode(&expected).expect("decodes"), ack);
+    // A gateway that predates refusals reads the same bytes as a plain ack (key 3 skipped),
+    // which is what the skip-unknown-keys rule is for.
+    #[derive(minicbor::Decode, Debug, PartialEq)]
+    #[cbor(map)]
+    struct OldAck {
+        #[n(0)]
+        device_id: String,
+        #[n(1)]
+        epoch: u64,
+        #[n(2)]
+        up_to_seq: u64,
+    }
+    let old: OldAck = minicbor::decode(&expected).expect("old reader decodes");
+    assert_eq!(old.up_to_seq, 42);
+}
+
+#[test]
+fn refusals_that_do_not_fit_their_ack_are_invalid() {
+    let base = Refusal {
+        reason: "unknown_device".into(),
+        first_seq: 1,
+        last_seq: 5,
+        count: 5,
+        detail: String::new(),
+    };
+    let ack = |r: Refusal| Ack {
+        device_id: "d".into(),
+        epoch: 1,
+        up_to_seq: 5,
+        refusals: Some(vec![r]),
+    };
+    assert!(Ack::decode(&ack(base.clone()).encode()).is_ok());
+    for bad in [
+        Refusal {
+            last_seq: 6,
+            ..base.clone()
+        },
+        Refusal {
+            first_seq: 0,
+            ..base.clone()
+        },
+        Refusal {
+            first_seq: 4,
+            last_seq: 3,
+            ..base.clone()
+        },
+        Refusal {
+            count: 0,
+            ..base.clone()
+        },
+        Refusal {
+            count: 6,
+            ..base.clone()
+        },
+        Refusal {
+            reason: "a b".into(),
+            ..base.clone()
+        },
+        Refusal {
+            detail: "x".repeat(MAX_REFUSAL_TEXT + 1),
+            ..base.clone()
+        },
+    ] {
+        assert!(
+            matches!(
+                Ack::decode(&ack(bad.clone()).encode()),
+                Err(DecodeError::Invalid(_))
+            ),
+            "{bad:?}"
+        );
+    }
+    let mut many = ack(base.clone());
+    many.refusals = Some(vec![base; MAX_REFUSALS + 1]);
+    assert!(matches!(
+        Ack::decode(&many.encode()),
+        Err(DecodeError::Invalid(_))
+    ));
+}
+
+#[test]
+fn one_punch_breaking_a_value_rule_fails_its_check_not_the_batch() {
+    let good = sample_batch();
+    for p in &good.punches {
+        p.check().expect("sample punches are valid");
+    }
+    let bad = |f: &dyn Fn(&mut Punch)| {
+        let mut b = sample_batch();
+        f(&mut b.punches[1]);
+        let decoded = PunchBatch::decode(&b.encode()).expect("the batch itself is fine");
+        decoded.punches[1].check().expect_err("the punch is not")
+    };
+    assert!(bad(&|p| p.subject = Subject::Student("A\0B".into())).contains("student id"));
+    assert!(bad(&|p| p.subject = Subject::Student("2024\u{1b}[31m".into())).contains("student id"));
+    assert!(bad(&|p| p.subject = Subject::Student(" S1".into())).contains("student id"));
+    assert!(
+        bad(&|p| p.subject = Subject::Student("x".repeat(MAX_ID_LEN + 1))).contains("student id")
+    );
+    assert!(bad(&|p| p.reader_id = "door 1".into()).contains("reader_id"));
+    assert!(bad(&|p| p.reader_kind = "k".repeat(MAX_ID_LEN + 1)).contains("reader_kind"));
+    assert!(bad(&|p| p.captured_at_ms = i64::MAX).contains("captured_at_ms"));
+    assert!(bad(&|p| p.captured_at_ms = -1).contains("captured_at_ms"));
+    assert!(bad(&|p| p.clock.offset_ms = Some(i64::MIN)).contains("offset_ms"));
+    assert!(bad(&|p| p.clock.offset_ms = Some(MAX_CLOCK_OFFSET_MS + 1)).contains("offset_ms"));
+    // The boundaries themselves are allowed.
+    let mut edge = sample_batch().punches.remove(0);
+    edge.captured_at_ms = MAX_CAPTURED_AT_MS;
+    edge.clock.offset_ms = Some(-MAX_CLOCK_OFFSET_MS);
+    edge.subject = Subject::Student("x".repeat(MAX_ID_LEN));
+    edge.check().expect("boundaries are valid");
+    edge.captured_at_ms = 0;
+    edge.clock.offset_ms = Some(MAX_CLOCK_OFFSET_MS);
+    edge.check().expect("boundaries are valid");
 }
 
 #[test]
@@ -124,7 +266,8 @@ fn decoder_skips_fields_it_does_not_know() {
         Ack {
             device_id: "d".into(),
             epoch: 1,
-            up_to_seq: 5
+            up_to_seq: 5,
+            refusals: None,
         }
     );
 }
@@ -144,6 +287,7 @@ fn rejects_trailing_bytes() {
         device_id: "d".into(),
         epoch: 1,
         up_to_seq: 1,
+        refusals: None,
     }
     .encode();
     bytes.push(0);

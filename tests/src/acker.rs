@@ -177,6 +177,7 @@ fn record(seen: &mut Seen, batch: PunchBatch) -> Option<Ack> {
         device_id: key.0,
         epoch: key.1,
         up_to_seq: up_to,
+        refusals: None,
     })
 }
 
