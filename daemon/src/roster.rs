@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use rollcall_protocol::v1::{MAX_ID_LEN, Subject};
+use rollcall_protocol::v1::{MAX_ID_LEN, Subject, valid_subject};
 use serde::Deserialize;
 
 /// A loaded roster.
@@ -58,20 +58,28 @@ impl Roster {
     /// Parses roster TOML.
     pub fn parse(text: &str) -> Result<Self, String> {
         let file: RosterFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        // The same rule the centre applies to a punch's student id: an id it would refuse must
+        // not reach a punch (it would be refused at the centre, long after the tap was "accepted").
         let check = |student: &str, key: &str| {
-            if student.is_empty() || student.len() > MAX_ID_LEN {
-                Err(format!(
-                    "{key}: student id must be 1..={MAX_ID_LEN} characters"
-                ))
-            } else {
+            if valid_subject(student) {
                 Ok(())
+            } else {
+                Err(format!(
+                    "{key}: student id {student:?} must be 1..={MAX_ID_LEN} bytes of printable \
+                     text (no control characters such as NUL, newlines or escape sequences, no \
+                     leading or trailing space): correct the roster file"
+                ))
             }
         };
         let mut cards = HashMap::new();
         for (uid, student) in file.cards {
             let key = format!("cards.{uid:?}");
-            let bytes = hex::decode(uid.replace([':', ' '], ""))
-                .map_err(|_| format!("{key}: not a hex card UID (e.g. \"04A1B2C3\")"))?;
+            // Hex digits, optionally in pairs separated by ':' or one space (as readers print them).
+            let digits = uid.replace([':', ' '], "");
+            let bytes = (digits.bytes().all(|b| b.is_ascii_hexdigit()))
+                .then(|| hex::decode(&digits).ok())
+                .flatten()
+                .ok_or_else(|| format!("{key}: not a hex card UID (e.g. \"04A1B2C3\")"))?;
             if bytes.is_empty() || bytes.len() > 16 {
                 return Err(format!("{key}: a card UID has 1 to 16 bytes"));
             }
@@ -81,9 +89,11 @@ impl Roster {
         let mut fingers = HashMap::new();
         for (slot, student) in file.fingerprints {
             let key = format!("fingerprints.{slot:?}");
-            let n: u16 = slot
-                .parse()
-                .map_err(|_| format!("{key}: a slot is a number 0..=65535"))?;
+            // Digits only: u16's parser would also take a leading '+'.
+            let n: u16 = (slot.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| slot.parse().ok())
+                .flatten()
+                .ok_or_else(|| format!("{key}: a slot is a number 0..=65535"))?;
             check(&student, &key)?;
             fingers.insert(n, student);
         }
@@ -167,5 +177,56 @@ mod tests {
         assert!(e.contains("cards.\"zz\"") && e.contains("hex"), "{e}");
         let e = Roster::parse("[fingerprints]\n\"x\" = \"S1\"\n").expect_err("bad slot");
         assert!(e.contains("fingerprints.\"x\""), "{e}");
+    }
+
+    #[test]
+    fn student_ids_that_are_unsafe_to_store_or_show_are_refused_naming_the_key() {
+        let long = "S".repeat(65);
+        for (student, why) in [
+            ("S\\u0000X", "NUL"),
+            ("S1\\nS2", "newline"),
+            ("S\\u001b[31mX", "escape sequence"),
+            ("S\\u007f", "DEL"),
+            (" S1", "leading space"),
+            ("S1 ", "trailing space"),
+            ("", "empty"),
+            (long.as_str(), "65 bytes"),
+        ] {
+            let e = Roster::parse(&format!("[cards]\n\"04A1\" = \"{student}\"\n")).expect_err(why);
+            assert!(
+                e.starts_with("cards.\"04A1\": student id") && e.contains("correct the roster"),
+                "{why}: {e}"
+            );
+            let e =
+                Roster::parse(&format!("[fingerprints]\n\"7\" = \"{student}\"\n")).expect_err(why);
+            assert!(
+                e.starts_with("fingerprints.\"7\": student id"),
+                "{why}: {e}"
+            );
+        }
+        let ok = "S".repeat(64);
+        Roster::parse(&format!("[cards]\n\"04A1\" = \"{ok}\"\n")).expect("64 bytes is fine");
+        Roster::parse("[cards]\n\"04A1\" = \"2024 CS 001\"\n").expect("inner spaces are fine");
+    }
+
+    #[test]
+    fn card_uids_must_be_hex_and_slots_plain_numbers() {
+        for uid in ["+04A1", "0x04A1", "04A", "04-A1", "04A1\\u0000"] {
+            let e = Roster::parse(&format!("[cards]\n\"{uid}\" = \"S1\"\n")).expect_err(uid);
+            assert!(
+                e.starts_with("cards.") && e.contains("hex card UID"),
+                "{uid}: {e}"
+            );
+        }
+        let e = Roster::parse("[cards]\n\"\" = \"S1\"\n").expect_err("empty uid");
+        assert!(e.contains("1 to 16 bytes"), "{e}");
+        for slot in ["+1", "-1", "65536", "1.0", " 1", ""] {
+            let e =
+                Roster::parse(&format!("[fingerprints]\n\"{slot}\" = \"S1\"\n")).expect_err(slot);
+            assert!(e.contains("a slot is a number"), "{slot:?}: {e}");
+        }
+        let r = Roster::parse("[cards]\n\"04 A1\" = \"S1\"\n[fingerprints]\n\"007\" = \"S2\"\n")
+            .expect("spaced hex and leading zeros are fine");
+        assert_eq!(r.len(), (1, 1));
     }
 }
