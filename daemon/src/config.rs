@@ -203,6 +203,18 @@ fn default_metrics_listen() -> String {
     "127.0.0.1:9464".into()
 }
 
+/// The ack timeout doubles on each consecutive expiry up to this many times its configured value.
+pub const ACK_TIMEOUT_BACKOFF: u32 = 12;
+/// Longest `mqtt.ack_timeout`: with [`ACK_TIMEOUT_BACKOFF`] a re-send still happens within 12 h,
+/// and every deadline computed from it stays far inside what a clock instant can hold.
+pub const MAX_ACK_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Longest `mqtt.keep_alive`: MQTT carries it as 16 bits of seconds.
+pub const MAX_KEEP_ALIVE: Duration = Duration::from_secs(u16::MAX as u64);
+/// Longest `mqtt.status_interval`: the centre judges a gateway's health by its heartbeats.
+pub const MAX_STATUS_INTERVAL: Duration = Duration::from_secs(3600);
+/// Longest `capture.duplicate_window`: a longer one would swallow the next day's punches.
+pub const MAX_DUPLICATE_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
 /// Everything wrong with a configuration, one problem per line.
 #[derive(Debug, thiserror::Error)]
 #[error("{}", .0.join("\n"))]
@@ -329,14 +341,46 @@ impl Config {
                 m.window
             ));
         }
-        if m.ack_timeout < Duration::from_millis(100) {
-            errs.push("mqtt.ack_timeout: must be at least 100ms (e.g. \"10s\")".into());
-        }
-        if m.keep_alive < Duration::from_secs(1) {
-            errs.push("mqtt.keep_alive: must be at least 1s".into());
-        }
-        if m.status_interval < Duration::from_secs(1) {
-            errs.push("mqtt.status_interval: must be at least 1s".into());
+        // Every duration is later added to a clock instant (and the ack timeout multiplied), so an
+        // absurd value must stop here, not panic in `run`.
+        for (key, value, min, max, example) in [
+            (
+                "mqtt.ack_timeout",
+                m.ack_timeout,
+                Duration::from_millis(100),
+                MAX_ACK_TIMEOUT,
+                "10s",
+            ),
+            (
+                "mqtt.keep_alive",
+                m.keep_alive,
+                Duration::from_secs(1),
+                MAX_KEEP_ALIVE,
+                "15s",
+            ),
+            (
+                "mqtt.status_interval",
+                m.status_interval,
+                Duration::from_secs(1),
+                MAX_STATUS_INTERVAL,
+                "30s",
+            ),
+            (
+                "capture.duplicate_window",
+                self.capture.duplicate_window,
+                Duration::ZERO,
+                MAX_DUPLICATE_WINDOW,
+                "60s",
+            ),
+        ] {
+            if !(min..=max).contains(&value) {
+                errs.push(format!(
+                    "{key}: {} is out of range: use {} to {} (e.g. \"{example}\")",
+                    humantime::format_duration(value),
+                    humantime::format_duration(min),
+                    humantime::format_duration(max),
+                ));
+            }
         }
         if let Some(path) = &self.roster.path
             && !path.is_absolute()
@@ -509,6 +553,40 @@ mod tests {
             .expect_err("bad duration")
             .to_string();
         assert!(err.contains("duplicate_window"), "{err}");
+    }
+
+    #[test]
+    fn durations_that_would_overflow_at_run_time_are_refused_naming_the_key() {
+        let with = |table: &str, key: &str, value: &str| {
+            let text = if table == "mqtt" {
+                GOOD.replace("[mqtt]", &format!("[mqtt]\n{key} = \"{value}\""))
+            } else {
+                format!("{GOOD}\n[{table}]\n{key} = \"{value}\"\n")
+            };
+            Config::parse(&text)
+        };
+        for (table, key) in [
+            ("mqtt", "ack_timeout"),
+            ("mqtt", "keep_alive"),
+            ("mqtt", "status_interval"),
+            ("capture", "duplicate_window"),
+        ] {
+            let errs = with(table, key, "500000000000y").expect_err(key).0;
+            assert!(
+                errs.iter()
+                    .any(|e| e.starts_with(&format!("{table}.{key}: "))
+                        && e.contains("out of range: use")),
+                "{errs:?}"
+            );
+        }
+        // The largest accepted values, and the arithmetic `run` does with them, do not overflow.
+        let c = with("mqtt", "ack_timeout", "1h").expect("1h is accepted");
+        let deadline = std::time::Instant::now() + c.mqtt.ack_timeout * ACK_TIMEOUT_BACKOFF;
+        assert!(deadline > std::time::Instant::now());
+        with("mqtt", "keep_alive", "65535s").expect("the MQTT maximum is accepted");
+        with("mqtt", "keep_alive", "65536s").expect_err("beyond 16 bits of seconds");
+        with("mqtt", "status_interval", "1h").expect("accepted");
+        with("capture", "duplicate_window", "0s").expect("0s turns the window off");
     }
 
     #[test]

@@ -46,7 +46,7 @@ enum Command {
         #[arg(long, default_value_t = 1883)]
         broker_port: u16,
         /// Present a random credential to each simulated reader this often (e.g. 500ms).
-        #[arg(long, value_parser = humantime::parse_duration)]
+        #[arg(long, value_parser = parse_demo_every)]
         demo_every: Option<Duration>,
         /// Notify systemd (READY, WATCHDOG); set by the unit file.
         #[arg(long)]
@@ -135,6 +135,17 @@ fn main() -> anyhow::Result<()> {
         }
     }
     .context("rollcalld")
+}
+
+/// `--demo-every`: a period a timer can run (1 ms to 1 day).
+fn parse_demo_every(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if d < Duration::from_millis(1) || d > Duration::from_secs(24 * 3600) {
+        return Err(format!(
+            "{text:?} is out of range: use 1ms to 1day (e.g. 500ms)"
+        ));
+    }
+    Ok(d)
 }
 
 async fn wait_for_signal() {

@@ -63,7 +63,7 @@ impl UplinkShell {
                 batch_max: cfg.mqtt.batch_max,
                 window: cfg.mqtt.window,
                 ack_timeout: cfg.mqtt.ack_timeout,
-                ack_timeout_max: cfg.mqtt.ack_timeout * 12,
+                ack_timeout_max: cfg.mqtt.ack_timeout * crate::config::ACK_TIMEOUT_BACKOFF,
             },
             epoch,
             acked,

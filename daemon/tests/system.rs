@@ -447,6 +447,82 @@ fn validate_names_every_bad_key() {
     );
 }
 
+/// Every value `validate` accepts must run: durations that overflow a clock instant at run time
+/// (the ack timeout is also multiplied by the backoff factor) are refused up front.
+#[test]
+fn validate_refuses_durations_that_cannot_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = GatewayOptions::new(1883).write(dir.path()).expect("write");
+    let text = std::fs::read_to_string(&good).expect("read");
+    let validate = |text: &str| {
+        let path = dir.path().join("candidate.toml");
+        std::fs::write(&path, text).expect("write");
+        std::process::Command::new(BIN)
+            .args(["validate", "--config"])
+            .arg(&path)
+            .output()
+            .expect("run")
+    };
+    for (line, key) in [
+        ("ack_timeout = \"2s\"", "mqtt.ack_timeout:"),
+        ("keep_alive = \"5s\"", "mqtt.keep_alive:"),
+        ("status_interval = \"2s\"", "mqtt.status_interval:"),
+        ("duplicate_window = \"0s\"", "capture.duplicate_window:"),
+    ] {
+        assert!(text.contains(line), "{line} not in the test config");
+        let name = line.split(' ').next().expect("key");
+        let out = validate(&text.replace(line, &format!("{name} = \"500000000000y\"")));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{key} accepted: {err}");
+        assert!(err.contains(key) && err.contains("out of range"), "{err}");
+    }
+    let out = std::process::Command::new(BIN)
+        .args(["run", "--simulate", "--demo-every", "0s", "--state-dir"])
+        .arg(dir.path().join("demo"))
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a zero demo period is a usage error"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("out of range"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The largest durations `validate` accepts run: the gateway starts and takes punches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_largest_accepted_durations_run() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Mosquitto::start()?;
+    let mut opts = GatewayOptions::new(broker.port());
+    opts.ack_timeout = "1h".into();
+    let config = opts.write(dir.path())?;
+    let text = std::fs::read_to_string(&config)?
+        .replace("keep_alive = \"5s\"", "keep_alive = \"65535s\"")
+        .replace("status_interval = \"2s\"", "status_interval = \"1h\"")
+        .replace("duplicate_window = \"0s\"", "duplicate_window = \"24h\"");
+    std::fs::write(&config, text)?;
+    let validated = std::process::Command::new(BIN)
+        .args(["validate", "--config"])
+        .arg(&config)
+        .output()?;
+    assert!(validated.status.success(), "{validated:?}");
+    let gw = Rollcalld::start(bin(), &config).await?;
+    assert_eq!(tap(&gw, 1).await?.outcome, "unknown");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        gw.journal().await?.0,
+        1,
+        "still running; log:\n{}",
+        gw.log()
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tells_systemd_it_is_ready_and_feeds_the_watchdog() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
