@@ -28,13 +28,51 @@ use crate::journal::actor::JournalHandle;
 /// How long a presentation may take to become a decision.
 const DECISION_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Binds the control socket (replacing a stale one).
+/// Binds the control socket. Only a stale socket (one nobody answers on) is replaced: a live one
+/// means another rollcalld, and anything else at the path (a file, a directory) belongs to
+/// someone and is never deleted.
 pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
-    if path.exists() {
-        std::fs::remove_file(path)?;
+    use std::os::unix::fs::FileTypeExt;
+    let label = path.display();
+    let elsewhere = "stop it, or set control.socket to another path";
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => anyhow::bail!("control socket {label}: {e}: check the directory's permissions"),
+        Ok(meta) if meta.file_type().is_socket() => {
+            match std::os::unix::net::UnixStream::connect(path) {
+                Ok(_) => anyhow::bail!(
+                    "control socket {label}: another rollcalld is running and answers on it: {elsewhere}"
+                ),
+                // Nobody listens: a socket left behind by a rollcalld that was killed.
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    std::fs::remove_file(path).map_err(|e| {
+                        anyhow::anyhow!("control socket {label}: removing the stale socket: {e}")
+                    })?;
+                }
+                Err(e) => anyhow::bail!(
+                    "control socket {label}: a socket is there and cannot be checked ({e}); \
+                     remove it if no rollcalld is running, or set control.socket to another path"
+                ),
+            }
+        }
+        Ok(meta) => {
+            let what = if meta.is_dir() {
+                "a directory"
+            } else if meta.file_type().is_symlink() {
+                "a symbolic link"
+            } else if meta.is_file() {
+                "a regular file"
+            } else {
+                "something that is not a socket"
+            };
+            anyhow::bail!(
+                "control socket {label}: {what} is in the way; rollcalld replaces only a stale \
+                 socket and leaves it as it is: move it away, or set control.socket to another path"
+            );
+        }
     }
-    let listener = UnixListener::bind(path)
-        .map_err(|e| anyhow::anyhow!("control socket {}: {e}", path.display()))?;
+    let listener =
+        UnixListener::bind(path).map_err(|e| anyhow::anyhow!("control socket {label}: {e}"))?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(listener)
@@ -179,4 +217,69 @@ pub async fn send(socket: &Path, command: &str) -> anyhow::Result<String> {
     write.write_all(format!("{command}\n").as_bytes()).await?;
     let mut lines = BufReader::new(read).lines();
     Ok(lines.next_line().await?.unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_file_or_directory_at_the_socket_path_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("control.sock");
+        std::fs::write(&file, b"someone's data").expect("write");
+        let e = bind(&file).expect_err("a regular file").to_string();
+        assert!(
+            e.contains("a regular file is in the way") && e.contains("control.socket"),
+            "{e}"
+        );
+        assert_eq!(
+            std::fs::read(&file).expect("still there"),
+            b"someone's data"
+        );
+
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).expect("mkdir");
+        let e = bind(&sub).expect_err("a directory").to_string();
+        assert!(e.contains("a directory is in the way"), "{e}");
+        assert!(sub.is_dir());
+
+        let link = dir.path().join("link.sock");
+        std::os::unix::fs::symlink(&file, &link).expect("symlink");
+        let e = bind(&link).expect_err("a symlink").to_string();
+        assert!(e.contains("a symbolic link is in the way"), "{e}");
+        assert_eq!(
+            std::fs::read(&file).expect("target intact"),
+            b"someone's data"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_live_socket_means_another_rollcalld() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("control.sock");
+        let first = bind(&path).expect("first");
+        let e = bind(&path).expect_err("second").to_string();
+        assert!(e.contains("another rollcalld is running"), "{e}");
+        // The first one still serves.
+        drop(std::os::unix::net::UnixStream::connect(&path).expect("first still listening"));
+        drop(first);
+    }
+
+    #[tokio::test]
+    async fn a_stale_socket_is_replaced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("control.sock");
+        // A socket whose listener is gone, as after kill -9.
+        drop(std::os::unix::net::UnixListener::bind(&path).expect("bind"));
+        assert!(path.exists());
+        let listener = bind(&path).expect("stale socket replaced");
+        let client = tokio::net::UnixStream::connect(&path);
+        let (accepted, connected) = tokio::join!(listener.accept(), client);
+        accepted.expect("accept");
+        connected.expect("connect");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
 }

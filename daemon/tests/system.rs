@@ -373,6 +373,28 @@ async fn corrupt_journal_stops_start_with_the_file_and_the_fix() -> anyhow::Resu
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_at_the_control_socket_path_stops_start_and_is_kept() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let config = GatewayOptions::new(rollcall_tests::mosquitto::free_port()?).write(dir.path())?;
+    let precious = dir.path().join("notes.txt");
+    std::fs::write(&precious, "not a socket")?;
+    let mut text = std::fs::read_to_string(&config)?;
+    text.push_str(&format!("[control]\nsocket = \"{}\"\n", precious.display()));
+    std::fs::write(&config, text)?;
+    let err = Rollcalld::start(bin(), &config)
+        .await
+        .expect_err("must refuse to start")
+        .to_string();
+    assert!(
+        err.contains(&precious.display().to_string())
+            && err.contains("a regular file is in the way"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&precious)?, "not a socket");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_keeps_unacked_punches_for_the_next_start() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let broker = Mosquitto::start()?;
