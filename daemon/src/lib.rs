@@ -14,6 +14,7 @@ pub mod config;
 pub mod control;
 pub mod journal;
 pub mod metrics;
+pub mod panic;
 pub mod roster;
 pub mod run;
 pub mod sys;

@@ -70,6 +70,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    rollcall_daemon::panic::install();
     let cli = Cli::parse();
     init_logs(cli.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()

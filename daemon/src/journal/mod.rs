@@ -356,12 +356,13 @@ fn builder() -> redb::Builder {
 }
 
 /// redb checks some invariants with debug assertions; a damaged file must give an error, not a
-/// panic, so opening runs under catch_unwind.
+/// panic, so opening runs under [`crate::panic::catch`] (which rollcalld's exit-on-panic hook
+/// lets unwind).
 fn guarded(
     label: &str,
     open: impl FnOnce() -> Result<Database, redb::DatabaseError>,
 ) -> Result<Database, JournalError> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(open)) {
+    match crate::panic::catch(open) {
         Ok(Ok(db)) => Ok(db),
         Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => {
             Err(JournalError::Locked(label.to_owned()))
