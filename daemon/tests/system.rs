@@ -369,6 +369,22 @@ async fn corrupt_journal_stops_start_with_the_file_and_the_fix() -> anyhow::Resu
         vec![0xA5u8; 8192],
         "the damaged file is kept as it was"
     );
+
+    // A well-formed redb file that is not a journal: opening it for writing would rewrite its
+    // header, so it is checked read-only first.
+    std::fs::remove_file(&journal)?;
+    drop(redb::Database::create(&journal)?);
+    let before = blake3::hash(&std::fs::read(&journal)?);
+    let err = Rollcalld::start(bin(), &config)
+        .await
+        .expect_err("must refuse to start")
+        .to_string();
+    assert!(err.contains("no Rollcall journal metadata"), "{err}");
+    assert_eq!(
+        blake3::hash(&std::fs::read(&journal)?),
+        before,
+        "the refused file is byte for byte as it was"
+    );
     Ok(())
 }
 

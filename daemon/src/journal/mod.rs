@@ -15,7 +15,9 @@
 //! * When `capacity` unacked punches are held, further punches are refused (the caller shows
 //!   "storage full"); nothing unacked is ever overwritten.
 //! * A file that is corrupt, truncated, or not a Rollcall journal is never silently replaced:
-//!   opening it fails with [`JournalError::Corrupt`], naming the file and what to do.
+//!   opening it fails with [`JournalError::Corrupt`], naming the file and what to do, and leaves
+//!   it byte for byte as it was (it is checked through a read-only view before redb opens it
+//!   for writing; only a file that needs crash recovery is repaired before it can be checked).
 //!
 //! # Layout (redb, format 1)
 //!
@@ -127,6 +129,20 @@ impl Journal {
         if !path.exists() {
             create_file(path)?;
         }
+        // Opening for writing updates the file's header even when its contents are then refused,
+        // so the file is first checked through a read-only view, which never writes. A file that
+        // needs crash recovery (rollcalld was killed, the power was cut) cannot be read without
+        // redb's repair; that is the normal case after a crash, so such a file goes straight to
+        // the writable open, which repairs it.
+        match guarded_read_only(&label, || builder().open_read_only(path)) {
+            Ok(Some(view)) => {
+                read_meta(&view, &label)?;
+            }
+            Ok(None) => {
+                tracing::warn!(journal = %label, "journal was not closed cleanly; recovering")
+            }
+            Err(e) => return Err(e),
+        }
         let db = guarded(&label, || builder().open(path))?;
         Self::load(db, label, capacity, false)
     }
@@ -146,43 +162,7 @@ impl Journal {
         if fresh {
             initialise(&db, &label)?;
         }
-        let (format, epoch, next_seq, acked) = {
-            let err = |e: redb::Error| storage(&label, e);
-            let tx = db.begin_read().map_err(|e| err(e.into()))?;
-            let meta = match tx.open_table(META) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => {
-                    return Err(corrupt(&label, "it holds no Rollcall journal metadata"));
-                }
-                Err(e) => return Err(err(e.into())),
-            };
-            let get = |k: &str| -> Result<Option<u64>, JournalError> {
-                Ok(meta.get(k).map_err(|e| err(e.into()))?.map(|v| v.value()))
-            };
-            (
-                get("format")?,
-                get("epoch")?,
-                get("next_seq")?,
-                get("acked")?,
-            )
-        };
-        let (Some(format), Some(epoch), Some(next_seq), Some(acked)) =
-            (format, epoch, next_seq, acked)
-        else {
-            return Err(corrupt(&label, "its metadata is incomplete"));
-        };
-        if format != FORMAT {
-            return Err(corrupt(
-                &label,
-                &format!("format {format}; this rollcalld reads format {FORMAT}"),
-            ));
-        }
-        if acked >= next_seq {
-            return Err(corrupt(
-                &label,
-                &format!("acked seq {acked} is not below next seq {next_seq}"),
-            ));
-        }
+        let (epoch, next_seq, acked) = read_meta(&db, &label)?;
         Ok(Self {
             db,
             label,
@@ -349,6 +329,47 @@ impl Journal {
     }
 }
 
+/// Reads and checks the journal's metadata: (epoch, next_seq, acked).
+fn read_meta(db: &impl ReadableDatabase, label: &str) -> Result<(u64, u64, u64), JournalError> {
+    let (format, epoch, next_seq, acked) = {
+        let err = |e: redb::Error| storage(label, e);
+        let tx = db.begin_read().map_err(|e| err(e.into()))?;
+        let meta = match tx.open_table(META) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => {
+                return Err(corrupt(label, "it holds no Rollcall journal metadata"));
+            }
+            Err(e) => return Err(err(e.into())),
+        };
+        let get = |k: &str| -> Result<Option<u64>, JournalError> {
+            Ok(meta.get(k).map_err(|e| err(e.into()))?.map(|v| v.value()))
+        };
+        (
+            get("format")?,
+            get("epoch")?,
+            get("next_seq")?,
+            get("acked")?,
+        )
+    };
+    let (Some(format), Some(epoch), Some(next_seq), Some(acked)) = (format, epoch, next_seq, acked)
+    else {
+        return Err(corrupt(label, "its metadata is incomplete"));
+    };
+    if format != FORMAT {
+        return Err(corrupt(
+            label,
+            &format!("format {format}; this rollcalld reads format {FORMAT}"),
+        ));
+    }
+    if acked >= next_seq {
+        return Err(corrupt(
+            label,
+            &format!("acked seq {acked} is not below next seq {next_seq}"),
+        ));
+    }
+    Ok((epoch, next_seq, acked))
+}
+
 fn builder() -> redb::Builder {
     let mut b = Database::builder();
     b.set_cache_size(CACHE_BYTES);
@@ -382,6 +403,19 @@ fn guarded(
             _ => Err(corrupt(label, &e.to_string())),
         },
         Ok(Err(e)) => Err(corrupt(label, &e.to_string())),
+        Err(_) => Err(corrupt(label, "the storage engine found inconsistent data")),
+    }
+}
+
+/// [`guarded`] for a read-only view: `Ok(None)` when the file needs crash recovery first.
+fn guarded_read_only(
+    label: &str,
+    open: impl FnOnce() -> Result<redb::ReadOnlyDatabase, redb::DatabaseError>,
+) -> Result<Option<redb::ReadOnlyDatabase>, JournalError> {
+    match crate::panic::catch(open) {
+        Ok(Ok(db)) => Ok(Some(db)),
+        Ok(Err(redb::DatabaseError::RepairAborted)) => Ok(None),
+        Ok(Err(e)) => guarded(label, || Err(e)).map(|_| None),
         Err(_) => Err(corrupt(label, "the storage engine found inconsistent data")),
     }
 }

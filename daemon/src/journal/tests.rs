@@ -166,6 +166,103 @@ fn empty_or_truncated_journal_is_refused_not_replaced() {
     }
 }
 
+/// Every file the journal refuses is left exactly as it was: not a byte of its header rewritten.
+#[test]
+fn a_refused_file_is_left_byte_for_byte_untouched() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j.redb");
+    {
+        let mut j = Journal::open(&path, 100).expect("create");
+        j.append(&mut punches(0..50)).expect("append");
+    }
+    let journal = fs::read(&path).expect("read");
+    let mut cases: Vec<(String, Vec<u8>)> = vec![
+        ("garbage".into(), vec![0x5A; 64 * 1024]),
+        ("empty".into(), Vec::new()),
+    ];
+    for len in [100, journal.len() / 3, journal.len() / 2, journal.len() - 1] {
+        cases.push((format!("truncated to {len}"), journal[..len].to_vec()));
+    }
+    // Well-formed redb files whose contents are not a journal this rollcalld reads.
+    let other = dir.path().join("other.redb");
+    let redb_with = |meta: &[(&str, u64)], with_meta: bool| {
+        let _ = fs::remove_file(&other);
+        let db = Database::create(&other).expect("plain redb");
+        let tx = db.begin_write().expect("tx");
+        if with_meta {
+            let mut t = tx.open_table(META).expect("meta");
+            for (k, v) in meta {
+                t.insert(*k, *v).expect("insert");
+            }
+        }
+        tx.commit().expect("commit");
+        drop(db);
+        fs::read(&other).expect("read")
+    };
+    cases.push(("foreign redb".into(), redb_with(&[], false)));
+    cases.push((
+        "incomplete metadata".into(),
+        redb_with(&[("format", FORMAT), ("epoch", 9)], true),
+    ));
+    cases.push((
+        "a newer format".into(),
+        redb_with(
+            &[
+                ("format", FORMAT + 1),
+                ("epoch", 9),
+                ("next_seq", 1),
+                ("acked", 0),
+            ],
+            true,
+        ),
+    ));
+    cases.push((
+        "acked beyond next seq".into(),
+        redb_with(
+            &[
+                ("format", FORMAT),
+                ("epoch", 9),
+                ("next_seq", 3),
+                ("acked", 7),
+            ],
+            true,
+        ),
+    ));
+    for (name, bytes) in cases {
+        fs::write(&path, &bytes).expect("write");
+        let before = blake3::hash(&bytes);
+        match Journal::open(&path, 100) {
+            Err(JournalError::Corrupt { .. }) => {}
+            Err(e) => panic!("{name}: unexpected error kind: {e}"),
+            Ok(_) => panic!("{name}: opened"),
+        }
+        assert_eq!(
+            blake3::hash(&fs::read(&path).expect("still there")),
+            before,
+            "{name}: the refused file was modified"
+        );
+    }
+}
+
+/// A journal left open by a killed rollcalld needs redb's repair, which the read-only check
+/// cannot do: it must still open, with every committed punch.
+#[test]
+fn a_journal_not_closed_cleanly_is_recovered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j.redb");
+    let crashed = dir.path().join("crashed.redb");
+    let mut j = Journal::open(&path, 100).expect("create");
+    j.append(&mut punches(0..20)).expect("append");
+    // The bytes on disk while it is still open: what kill -9 leaves behind.
+    fs::copy(&path, &crashed).expect("copy");
+    assert!(matches!(
+        builder().open_read_only(&crashed),
+        Err(redb::DatabaseError::RepairAborted)
+    ));
+    let r = Journal::open(&crashed, 100).expect("recovered");
+    assert_eq!((r.last_seq(), r.depth(), r.epoch()), (20, 20, j.epoch()));
+}
+
 #[test]
 fn a_redb_file_that_is_not_a_journal_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
