@@ -4,13 +4,14 @@
 //! node_name = "ingest-a"              # stable per replica: MQTT client id, job-run attribution
 //!
 //! [database]
-//! url = "postgres://rollcall@db.campus/campshub"
+//! url = "postgres://rollcall@db.campus/campshub?sslmode=require"
+//! ca_file = "/etc/rollcall/db-ca.pem"  # the CA that signed the server's certificate
 //! pool_size = 8
 //! schema_mode = "existing"             # or "standalone": also create the CampsHub360 tables
 //! migrate_on_start = true
 //!
 //! [mqtt]
-//! url = "mqtts://broker.campus:8883"   # mqtt:// or mqtts://
+//! url = "mqtts://broker.campus:8883"   # mqtts://, or mqtt:// (credentials only to loopback)
 //! ca_file = "/etc/rollcall/ca.pem"     # TLS trust; client_cert/client_key for mutual TLS
 //! client_cert = "/etc/rollcall/ingest.pem"
 //! client_key = "/etc/rollcall/ingest.key"
@@ -28,6 +29,7 @@
 //!
 //! [attendance]
 //! late_counts_as_attended = true
+//! demo_devices = ["demo-1"]            # their SIMULATED punches count as attendance
 //!
 //! [jobs]
 //! generate_days_ahead = 7
@@ -35,6 +37,20 @@
 //! [metrics]
 //! listen = "0.0.0.0:9464"
 //! ```
+//!
+//! Rules `validate` enforces beyond types:
+//!
+//! * **TLS to PostgreSQL** follows the URL's `sslmode`: `disable` never uses TLS; `require` always
+//!   does; `prefer` (the default when the URL says nothing) uses TLS when `ca_file` is set and
+//!   the server offers it, and plain TCP otherwise, as before TLS support. Whenever TLS is used
+//!   the server's certificate and host name are checked (libpq's `verify-full`), against
+//!   `database.ca_file` or, without it, the system's trust store. libpq's `verify-ca` and
+//!   `verify-full` are refused with a hint: write `require` and set `ca_file`.
+//! * **No password in clear across the network**: `mqtt.username` (with its password) over
+//!   plain `mqtt://` is allowed only to a loopback broker (`localhost`, 127.0.0.0/8, `::1`);
+//!   anything else must use `mqtts://`.
+//! * **Demo devices**: punches flagged SIMULATED are kept out of attendance unless their device
+//!   is listed in `attendance.demo_devices` (each a valid device id).
 
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -103,6 +119,64 @@ pub struct DatabaseConfig {
     /// Run migrations at start (otherwise `rollcall-ingest migrate`).
     #[serde(default = "d_true")]
     pub migrate_on_start: bool,
+    /// PEM file with the CA that signed the server's certificate; without it, TLS (when the
+    /// URL's `sslmode` asks for it) trusts the system's store. See the module docs.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// TLS to PostgreSQL, decided by [`DatabaseConfig::tls`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DbTls {
+    /// Plain TCP: `sslmode=disable`, or `prefer` without `ca_file`.
+    Plain,
+    /// TLS with the server's certificate and host name verified.
+    Verified {
+        /// The CA to trust; `None`: the system's trust store.
+        ca_file: Option<PathBuf>,
+        /// `sslmode=require`: refuse a server without TLS (`prefer` falls back to plain TCP
+        /// when the server offers no TLS, never when its certificate fails).
+        required: bool,
+    },
+}
+
+impl DatabaseConfig {
+    /// The URL parsed, and how TLS is to be used (see the module docs).
+    pub fn tls(&self) -> Result<(tokio_postgres::Config, DbTls), ConfigError> {
+        use tokio_postgres::config::SslMode;
+        if let Some(i) = self.url.find("sslmode=verify-") {
+            let mode: String = self.url[i + "sslmode=".len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .collect();
+            return Err(ConfigError::Invalid(format!(
+                "database.url: sslmode={mode} is libpq's; write sslmode=require and set \
+                 database.ca_file: ingest always checks the certificate and the host name"
+            )));
+        }
+        let pg: tokio_postgres::Config = self.url.parse().map_err(|e| {
+            ConfigError::Invalid(format!("database.url is not a PostgreSQL URL: {e}"))
+        })?;
+        let tls = match (pg.get_ssl_mode(), &self.ca_file) {
+            (SslMode::Disable, Some(ca)) => {
+                return Err(ConfigError::Invalid(format!(
+                    "database.ca_file {} is set but database.url says sslmode=disable: \
+                     remove one of them",
+                    ca.display()
+                )));
+            }
+            (SslMode::Disable, None) | (SslMode::Prefer, None) => DbTls::Plain,
+            (SslMode::Prefer, Some(ca)) => DbTls::Verified {
+                ca_file: Some(ca.clone()),
+                required: false,
+            },
+            // `require`, and any stricter mode a later tokio-postgres may parse.
+            (_, ca) => DbTls::Verified {
+                ca_file: ca.clone(),
+                required: true,
+            },
+        };
+        Ok((pg, tls))
+    }
 }
 
 /// `[mqtt]`.
@@ -182,6 +256,10 @@ pub struct AttendanceConfig {
     /// Fallback retention when `DATA_RETENTION_YEARS` is not configured.
     #[serde(default = "d_retention")]
     pub default_retention_years: i64,
+    /// Devices whose punches flagged SIMULATED count as attendance (demonstration rooms);
+    /// every other device's simulated punches are kept out of attendance.
+    #[serde(default)]
+    pub demo_devices: Vec<String>,
 }
 
 /// `[jobs]`: intervals in seconds; 0 disables a job.
@@ -383,15 +461,42 @@ impl Config {
         if self.mqtt.client_cert.is_some() != self.mqtt.client_key.is_some() {
             return bad("mqtt.client_cert and mqtt.client_key go together".into());
         }
+        if self.mqtt.password_file.is_some() && self.mqtt.username.is_none() {
+            return bad("mqtt.password_file is set without mqtt.username: set both".into());
+        }
+        let (host, _, tls) = self.broker()?;
+        if self.mqtt.username.is_some() && !tls && !is_loopback(&host) {
+            return bad(format!(
+                "mqtt.url {:?} is plain MQTT to {host}, which would send mqtt.username's password \
+                 across the network in clear: use mqtts:// (with mqtt.ca_file)",
+                self.mqtt.url
+            ));
+        }
+        if let Some(bad_id) = self
+            .attendance
+            .demo_devices
+            .iter()
+            .find(|d| !rollcall_protocol::v1::valid_id(d))
+        {
+            return bad(format!(
+                "attendance.demo_devices: {bad_id:?} is not a device id (1-64 of [A-Za-z0-9._-])"
+            ));
+        }
         if self.ingest.max_batch_messages == 0 || self.ingest.max_batch_punches == 0 {
             return bad(
                 "ingest.max_batch_messages and max_batch_punches must be at least 1".into(),
             );
         }
+        self.database.tls()?;
         if self.database.pool_size < 2 {
             return bad("database.pool_size must be at least 2 (writer + jobs)".into());
         }
         Ok(())
+    }
+
+    /// Whether `device`'s SIMULATED punches count as attendance.
+    pub fn is_demo_device(&self, device: &str) -> bool {
+        self.attendance.demo_devices.iter().any(|d| d == device)
     }
 
     /// The campus time zone.
@@ -429,6 +534,16 @@ impl Config {
     }
 }
 
+/// `localhost`, 127.0.0.0/8 or `::1` (a URL's `[::1]` included): traffic that never leaves the
+/// machine.
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.to_canonical().is_loopback())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -458,5 +573,167 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("Mars/Base"), "{e}");
+    }
+
+    fn refused(extra: &str) -> String {
+        Config::from_toml(&format!("{MIN}{extra}"))
+            .unwrap_err()
+            .to_string()
+    }
+
+    fn with_mqtt(url: &str, extra: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(&format!(
+            "node_name = \"a\"\n[database]\nurl = \"postgres://x/y\"\n[mqtt]\nurl = \"{url}\"\n{extra}"
+        ))
+    }
+
+    #[test]
+    fn password_over_plain_mqtt_to_a_remote_broker_is_refused() {
+        let user = "username = \"ingest\"\npassword_file = \"/etc/rollcall/mqtt-password\"\n";
+        for url in [
+            "mqtt://broker.campus:1883",
+            "mqtt://10.0.0.5:1883",
+            "mqtt://[2001:db8::1]:1883",
+        ] {
+            let e = with_mqtt(url, user).unwrap_err().to_string();
+            assert!(e.contains("use mqtts://"), "{url}: {e}");
+            assert!(e.contains("in clear"), "{url}: {e}");
+        }
+        // A user name alone is still an identity the broker trusts: same rule.
+        let e = with_mqtt("mqtt://broker.campus", "username = \"ingest\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("use mqtts://"), "{e}");
+    }
+
+    #[test]
+    fn password_over_plain_mqtt_to_loopback_or_over_mqtts_is_allowed() {
+        let user = "username = \"ingest\"\npassword_file = \"/etc/rollcall/mqtt-password\"\n";
+        for url in [
+            "mqtt://127.0.0.1:1883",
+            "mqtt://127.1.2.3:1883",
+            "mqtt://localhost:1883",
+            "mqtt://LOCALHOST",
+            "mqtt://[::1]:1883",
+            "mqtt://[::ffff:127.0.0.1]:1883",
+            "mqtts://broker.campus:8883",
+        ] {
+            with_mqtt(url, user).unwrap_or_else(|e| panic!("{url}: {e}"));
+        }
+        // Without credentials plain MQTT anywhere stays allowed (the broker decides).
+        with_mqtt("mqtt://broker.campus:1883", "").unwrap();
+    }
+
+    #[test]
+    fn password_file_without_username_is_refused() {
+        let e = with_mqtt("mqtts://b:8883", "password_file = \"/p\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("mqtt.username"), "{e}");
+    }
+
+    #[test]
+    fn demo_devices_default_to_none_and_must_be_device_ids() {
+        let c = Config::from_toml(MIN).unwrap();
+        assert!(c.attendance.demo_devices.is_empty());
+        assert!(!c.is_demo_device("demo-1"));
+        let c = Config::from_toml(&format!(
+            "{MIN}[attendance]\ndemo_devices = [\"demo-1\", \"lab.2\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(c.attendance.demo_devices, ["demo-1", "lab.2"]);
+        assert!(c.is_demo_device("lab.2"));
+        assert!(!c.is_demo_device("dev-101"));
+        for bad in ["", "has space", "a/b", "+", "#"] {
+            let e = refused(&format!("[attendance]\ndemo_devices = [\"ok\", {bad:?}]\n"));
+            assert!(e.contains("attendance.demo_devices"), "{bad:?}: {e}");
+            assert!(e.contains(&format!("{bad:?}")), "{bad:?}: {e}");
+        }
+        let e = refused(&format!(
+            "[attendance]\ndemo_devices = [\"{}\"]\n",
+            "x".repeat(65)
+        ));
+        assert!(e.contains("attendance.demo_devices"), "{e}");
+    }
+
+    fn db(url: &str, ca: Option<&str>) -> Result<DbTls, ConfigError> {
+        DatabaseConfig {
+            url: url.into(),
+            pool_size: 2,
+            schema_mode: SchemaMode::Existing,
+            migrate_on_start: false,
+            ca_file: ca.map(PathBuf::from),
+        }
+        .tls()
+        .map(|(_, t)| t)
+    }
+
+    #[test]
+    fn sslmode_and_ca_file_decide_database_tls() {
+        let ca = Some(PathBuf::from("/ca.pem"));
+        // Nothing said: plain, as before TLS support.
+        assert_eq!(db("postgres://h/d", None).unwrap(), DbTls::Plain);
+        assert_eq!(
+            db("postgres://h/d?sslmode=disable", None).unwrap(),
+            DbTls::Plain
+        );
+        assert_eq!(
+            db("postgres://h/d?sslmode=prefer", None).unwrap(),
+            DbTls::Plain
+        );
+        assert_eq!(
+            db("postgres://h/d", Some("/ca.pem")).unwrap(),
+            DbTls::Verified {
+                ca_file: ca.clone(),
+                required: false
+            }
+        );
+        assert_eq!(
+            db("postgres://h/d?sslmode=require", Some("/ca.pem")).unwrap(),
+            DbTls::Verified {
+                ca_file: ca,
+                required: true
+            }
+        );
+        assert_eq!(
+            db("host=h dbname=d sslmode=require", None).unwrap(),
+            DbTls::Verified {
+                ca_file: None,
+                required: true
+            }
+        );
+    }
+
+    #[test]
+    fn contradictory_or_libpq_only_sslmodes_are_refused_with_what_to_write() {
+        let e = db("postgres://h/d?sslmode=disable", Some("/ca.pem"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("sslmode=disable") && e.contains("database.ca_file"),
+            "{e}"
+        );
+        for mode in ["verify-full", "verify-ca"] {
+            let e = db(&format!("postgres://h/d?sslmode={mode}&x=1"), None)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("sslmode={mode} is libpq's")), "{e}");
+            assert!(
+                e.contains("sslmode=require and set database.ca_file"),
+                "{e}"
+            );
+        }
+        let e = db("postgres://h/d?sslmode=sometimes", None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("database.url"), "{e}");
+        // validate runs the same decision, so `rollcall-ingest validate` catches it.
+        let e = Config::from_toml(
+            "node_name = \"a\"\n[database]\nurl = \"postgres://h/d?sslmode=verify-full\"\n\
+             [mqtt]\nurl = \"mqtt://127.0.0.1\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("sslmode=verify-full is libpq's"), "{e}");
     }
 }
