@@ -1,4 +1,10 @@
 //! Prometheus metrics and a minimal `/metrics` HTTP endpoint.
+//!
+//! The endpoint must never cost the service its recording: at most [`MAX_SCRAPES`] connections
+//! are served at once (more wait in the kernel's backlog and take no descriptor), each has
+//! [`SCRAPE_TIMEOUT`] to finish, and an `accept` failure (EMFILE "too many open files" when the
+//! process is out of descriptors, ECONNABORTED, ...) is logged at most once per
+//! [`ACCEPT_ERROR_LOG_EVERY`] and retried after [`ACCEPT_BACKOFF`], never the end of the endpoint.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -8,8 +14,11 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 /// One label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -18,7 +27,9 @@ pub struct Label {
     pub kind: String,
 }
 
-/// Device label.
+/// Device label. Only ever created for a device registered in the database: a label per id
+/// seen on the wire would let anyone who can publish grow `/metrics` (and ingest's memory)
+/// without bound.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DeviceLabel {
     /// Device id.
@@ -52,9 +63,11 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     /// Seconds from COMMIT to the broker and device acks being queued.
     pub ack_after_commit_seconds: Histogram,
-    /// Seconds from receiving a message to publishing its device ack.
+    /// Seconds from receiving a message to publishing its device ack. Set only for registered
+    /// devices (see [`DeviceLabel`]).
     pub ack_lag_seconds: Family<DeviceLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
-    /// Seqs seen but not yet ackable (a gap) per device.
+    /// Seqs seen but not yet ackable (a gap) per device. Set only for registered devices (see
+    /// [`DeviceLabel`]).
     pub unacked_seqs: Family<DeviceLabel, Gauge>,
     /// Failed transactions retried.
     pub db_retries: Counter,
@@ -62,6 +75,8 @@ pub struct Metrics {
     pub job_runs: Family<JobLabel, Counter>,
     /// Devices currently silent.
     pub silent_devices: Gauge,
+    /// MQTT connections established (CONNACKs received).
+    pub broker_connects: Counter,
 }
 
 impl Default for Metrics {
@@ -87,6 +102,7 @@ impl Metrics {
             db_retries: Counter::default(),
             job_runs: Family::default(),
             silent_devices: Gauge::default(),
+            broker_connects: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -145,6 +161,11 @@ impl Metrics {
             "Devices silent past the threshold",
             m.silent_devices.clone(),
         );
+        registry.register(
+            "broker_connects",
+            "MQTT connections established (CONNACKs); a climbing value means a reconnect loop",
+            m.broker_connects.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -166,30 +187,173 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` until cancelled.
+/// Most scrapes served at once.
+pub const MAX_SCRAPES: usize = 16;
+/// Time a scrape has to send its request and take the answer.
+pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause after a failed `accept` (the error usually lasts: no descriptor is free).
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// At most one log line per this long about failing `accept`s.
+pub const ACCEPT_ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Rate limit for a log line about a repeating error: the first occurrence is logged, then at
+/// most one per `every`, saying how many were not logged in between. Time comes in as an
+/// argument.
+#[derive(Debug)]
+pub struct LogLimiter {
+    every: Duration,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl LogLimiter {
+    /// Logs at most once per `every`.
+    pub fn new(every: Duration) -> Self {
+        LogLimiter {
+            every,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// An occurrence at `now`: `Some(n)` to log it, with `n` occurrences left unlogged since
+    /// the last line; `None` to stay quiet.
+    pub fn occurred(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(t) if now.saturating_duration_since(t) < self.every => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
+/// Serves `GET /metrics` until cancelled. Fails only when `addr` cannot be bound.
 pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
+    let slots = Arc::new(Semaphore::new(MAX_SCRAPES));
+    let mut accept_errors = LogLimiter::new(ACCEPT_ERROR_LOG_EVERY);
     loop {
-        let (mut sock, _) = tokio::select! {
+        let slot = tokio::select! {
             _ = stop.cancelled() => return Ok(()),
-            r = listener.accept() => r?,
+            s = slots.clone().acquire_owned() => s.expect("the semaphore is never closed"),
+        };
+        let mut sock = tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            r = listener.accept() => match r {
+                Ok((sock, _)) => sock,
+                Err(e) => {
+                    if let Some(unlogged) = accept_errors.occurred(Instant::now()) {
+                        warn!(%addr, error = %e, unlogged, "metrics endpoint cannot accept; retrying");
+                    }
+                    tokio::select! {
+                        _ = stop.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(ACCEPT_BACKOFF) => {}
+                    }
+                    continue;
+                }
+            },
         };
         let m = metrics.clone();
         tokio::spawn(async move {
-            let mut buf = [0u8; 2048];
-            let _ =
-                tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf)).await;
-            let body = m.encode();
-            let head = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = sock.write_all(head.as_bytes()).await;
-            let _ = sock.write_all(body.as_bytes()).await;
+            let _slot = slot;
+            let _ = tokio::time::timeout(SCRAPE_TIMEOUT, async {
+                let mut buf = [0u8; 2048];
+                // The request is not parsed: every path answers the metrics.
+                let _ = sock.read(&mut buf).await;
+                let body = m.encode();
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                sock.write_all(head.as_bytes()).await?;
+                sock.write_all(body.as_bytes()).await
+            })
+            .await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_limiter_logs_the_first_then_once_per_period_with_the_count_skipped() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut l = LogLimiter::new(10 * s);
+        assert_eq!(l.occurred(t0), Some(0));
+        assert_eq!(l.occurred(t0 + s), None);
+        assert_eq!(l.occurred(t0 + 9 * s), None);
+        assert_eq!(l.occurred(t0 + 10 * s), Some(2));
+        assert_eq!(l.occurred(t0 + 11 * s), None);
+        assert_eq!(l.occurred(t0 + 30 * s), Some(1));
+    }
+
+    #[test]
+    fn broker_connects_is_exposed_with_its_help() {
+        let m = Metrics::new();
+        m.broker_connects.inc();
+        m.broker_connects.inc();
+        let text = m.encode();
+        assert!(
+            text.contains("# HELP rollcall_ingest_broker_connects MQTT connections established (CONNACKs); a climbing value means a reconnect loop"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rollcall_ingest_broker_connects_total 2"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn busy_scrapes_wait_their_turn_instead_of_taking_descriptors() {
+        let m = Arc::new(Metrics::new());
+        let stop = CancellationToken::new();
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = probe.local_addr().unwrap();
+        drop(probe);
+        let server = tokio::spawn(serve(addr, m, stop.clone()));
+        // Idle connections fill every slot; one more scrape must still be answered once they go.
+        let mut idle = Vec::new();
+        for _ in 0..MAX_SCRAPES {
+            idle.push(connect_retrying(addr).await);
+        }
+        let mut late = connect_retrying(addr).await;
+        late.write_all(b"GET /metrics HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap();
+        let mut first = [0u8; 1];
+        let early =
+            tokio::time::timeout(Duration::from_millis(300), late.read_exact(&mut first)).await;
+        assert!(early.is_err(), "answered while every slot was busy");
+        drop(idle);
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(5), late.read_to_string(&mut answer))
+            .await
+            .expect("answered once the slots freed")
+            .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+        stop.cancel();
+        server.await.unwrap().unwrap();
+    }
+
+    async fn connect_retrying(addr: SocketAddr) -> tokio::net::TcpStream {
+        for _ in 0..100 {
+            if let Ok(s) = tokio::net::TcpStream::connect(addr).await {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("metrics endpoint never listened on {addr}");
     }
 }
