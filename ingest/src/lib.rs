@@ -7,6 +7,7 @@
 //! * [`punch`]: decode and check a message (pure); refusals become dead letters.
 //! * [`decide`]: a punch's outcome from what the database knows (pure).
 //! * [`db`]: pool, migrations and schema check, the batch writer.
+//! * [`pg_tls`]: TLS to PostgreSQL (rustls) and the pool built with it.
 //! * [`consumer`]: the MQTT loop, batching, acks.
 //! * [`jobs`]: scheduled jobs, exactly once per occurrence across replicas.
 //! * [`metrics`], [`config`].
@@ -20,6 +21,7 @@ pub mod db;
 pub mod decide;
 pub mod jobs;
 pub mod metrics;
+pub mod pg_tls;
 pub mod punch;
 
 use config::Config;
@@ -41,6 +43,18 @@ pub enum IngestError {
     Setup(String),
 }
 
+/// Makes a panic on any thread end the process with status 101, after the usual message
+/// (location, payload, backtrace when asked for). Without it tokio catches a task's panic: the
+/// task's work stops silently and the process may even exit 0, so systemd's
+/// `Restart=on-failure` would not restart it. Call it first in `main`, before the runtime.
+pub fn exit_on_panic() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        std::process::exit(101);
+    }));
+}
+
 /// Connects, migrates (when configured), then consumes and runs jobs until `shutdown`.
 /// Returns once the batch in flight is committed and acked, or abandoned unacked.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), IngestError> {
@@ -53,28 +67,43 @@ pub async fn run_with_metrics(
     metrics: Arc<metrics::Metrics>,
     shutdown: CancellationToken,
 ) -> Result<(), IngestError> {
-    let pool = db::pool(&cfg.database.url, cfg.database.pool_size)?;
-    if cfg.database.migrate_on_start {
-        let mut backoff = std::time::Duration::from_millis(200);
-        loop {
-            let attempt = async {
-                let mut c = pool.get().await?;
-                db::schema::migrate(&mut c, cfg.database.schema_mode).await
-            };
-            match attempt.await {
-                Ok(r) => {
-                    info!(created_tables = ?r.created_tables, applied = ?r.applied, "database ready");
-                    break;
+    let pool = pg_tls::pool(&cfg.database, cfg.database.pool_size)?;
+    // One connection before anything else (and migrations when configured): a database that is
+    // down is waited for, a TLS or certificate problem ends the start with what to fix.
+    let mut backoff = std::time::Duration::from_millis(200);
+    loop {
+        let attempt = async {
+            let mut c = pool.get().await?;
+            if cfg.database.migrate_on_start {
+                db::schema::migrate(&mut c, cfg.database.schema_mode)
+                    .await
+                    .map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        match attempt.await {
+            Ok(Some(r)) => {
+                info!(created_tables = ?r.created_tables, applied = ?r.applied, "database ready");
+                break;
+            }
+            Ok(None) => {
+                info!("database reachable");
+                break;
+            }
+            Err(e) => {
+                if let Some(what_to_do) = pg_tls::explain(&e, &cfg.database) {
+                    return Err(IngestError::Setup(what_to_do));
                 }
-                Err(e) if e.is_transient() => {
-                    warn!(error = %e, "database not reachable; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+                if !e.is_transient() {
+                    return Err(e.into());
                 }
-                Err(e) => return Err(e.into()),
+                warn!(error = %e, "database not reachable; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
             }
         }
     }

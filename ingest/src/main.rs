@@ -31,9 +31,12 @@ enum Cmd {
     Check,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> anyhow::Result<()> {
+    rollcall_ingest::exit_on_panic();
+    tokio::runtime::Runtime::new()?.block_on(run(Cli::parse()))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     if cli.log_format == "json" {
@@ -48,8 +51,12 @@ async fn main() -> anyhow::Result<()> {
     match cli.cmd.unwrap_or(Cmd::Run) {
         Cmd::Validate => println!("{}: ok", cli.config.display()),
         Cmd::Migrate => {
-            let pool = rollcall_ingest::db::pool(&cfg.database.url, 2)?;
-            let mut c = pool.get().await.context("connecting to the database")?;
+            let pool = rollcall_ingest::pg_tls::pool(&cfg.database, 2)?;
+            let mut c = pool
+                .get()
+                .await
+                .map_err(|e| rollcall_ingest::pg_tls::pool_error(e, &cfg.database))
+                .context("connecting to the database")?;
             let r = rollcall_ingest::db::schema::migrate(&mut c, cfg.database.schema_mode).await?;
             println!(
                 "created tables: {:?}; applied migrations: {:?}",
@@ -57,8 +64,12 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         Cmd::Check => {
-            let pool = rollcall_ingest::db::pool(&cfg.database.url, 2)?;
-            let c = pool.get().await.context("connecting to the database")?;
+            let pool = rollcall_ingest::pg_tls::pool(&cfg.database, 2)?;
+            let c = pool
+                .get()
+                .await
+                .map_err(|e| rollcall_ingest::pg_tls::pool_error(e, &cfg.database))
+                .context("connecting to the database")?;
             let missing = rollcall_ingest::db::schema::check(&c).await?;
             if missing.is_empty() {
                 println!("ok: the database has everything rollcall-ingest needs");
