@@ -156,7 +156,15 @@ impl UplinkShell {
             while let Some(action) = sm.poll(Instant::now()) {
                 match action {
                     Action::Publish { first, last } => {
-                        let punches = self.journal.read(first, last).await?;
+                        // A journal error is not the end of the uplink: what was not published
+                        // is re-sent after the ack timeout, what was not deleted with the next ack.
+                        let punches = match self.journal.read(first, last).await {
+                            Ok(p) => p,
+                            Err(e) => {
+                                tracing::error!(first, last, error = %e, "journal read failed; the batch will be re-sent");
+                                continue;
+                            }
+                        };
                         let n = punches.len() as u64;
                         let payload = encode_batch_raw(&device, epoch, &punches);
                         client
@@ -167,7 +175,13 @@ impl UplinkShell {
                         tracing::info!(first, last, "batch published");
                     }
                     Action::Delete { up_to } => {
-                        let deleted = self.journal.ack(up_to).await?;
+                        let deleted = match self.journal.ack(up_to).await {
+                            Ok(n) => n,
+                            Err(e) => {
+                                tracing::error!(up_to, error = %e, "deleting acked punches failed; the next ack deletes them");
+                                continue;
+                            }
+                        };
                         self.metrics.punches_acked.inc_by(deleted);
                         tracing::info!(
                             up_to,

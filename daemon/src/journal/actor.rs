@@ -175,12 +175,15 @@ fn serve(
                 append_group(&mut journal, group, &stats);
             }
             Request::Read(first, last, reply) => {
+                // After a failed write whose reopen failed too, reads need the database back.
+                let _ = journal.recover();
                 let _ = reply.send(journal.read(first, last).map_err(|e| (&e).into()));
             }
             Request::Ack(up_to, reply) => {
                 let _ = reply.send(journal.ack(up_to).map_err(|e| (&e).into()));
             }
             Request::Oldest(reply) => {
+                let _ = journal.recover();
                 let _ = reply.send(journal.oldest_captured_at_ms().map_err(|e| (&e).into()));
             }
         }

@@ -42,6 +42,7 @@ pub mod powercut;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, ReadableDatabase, StorageBackend, TableDefinition};
 use rollcall_protocol::v1::Punch;
@@ -110,7 +111,11 @@ pub enum JournalError {
 /// The journal. Blocking; [`actor::JournalHandle`] runs it on its own thread for async callers.
 #[derive(Debug)]
 pub struct Journal {
-    db: Database,
+    /// `None` only after a failed write whose reopen failed too (see [`Journal::recover`]).
+    db: Option<Database>,
+    reopen: Reopen,
+    /// A write failed: the database must be closed and opened again before the next write.
+    broken: Option<Broken>,
     label: String,
     epoch: u64,
     last_seq: u64,
@@ -121,6 +126,26 @@ pub struct Journal {
 
 /// One ack transaction in this many is committed durably (see [`Journal::ack`]).
 const ACKS_PER_SYNC: u32 = 8;
+
+/// After a failed write, writes are refused at once (with the same kind of error) for this long
+/// before the journal is reopened: reopening repairs the file, which takes a while on a large
+/// journal, and a full disk stays full for longer than a student's tap.
+pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
+
+/// Opens the same database again (a file path, or a test's storage backend).
+struct Reopen(Box<dyn Fn() -> Result<Database, redb::DatabaseError> + Send>);
+
+impl std::fmt::Debug for Reopen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("reopen")
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Broken {
+    disk_full: bool,
+    retry_at: Instant,
+}
 
 impl Journal {
     /// Opens the journal at `path`, creating it (atomically) if there is no file.
@@ -144,27 +169,41 @@ impl Journal {
             Err(e) => return Err(e),
         }
         let db = guarded(&label, || builder().open(path))?;
-        Self::load(db, label, capacity, false)
+        let path = path.to_owned();
+        let reopen = Reopen(Box::new(move || builder().open(&path)));
+        Self::load(db, reopen, label, capacity, false)
     }
 
-    /// Opens (or, if the backend is empty, creates) a journal on any redb storage backend.
+    /// Opens (or, if the backend is empty, creates) a journal on any redb storage backend. The
+    /// backend is cloned to reopen it after a failed write.
     pub fn open_backend(
-        backend: impl StorageBackend,
+        backend: impl StorageBackend + Clone + 'static,
         label: &str,
         capacity: u64,
     ) -> Result<Self, JournalError> {
         let fresh = backend.len().map(|l| l == 0).unwrap_or(false);
-        let db = guarded(label, || builder().create_with_backend(backend))?;
-        Self::load(db, label.to_owned(), capacity, fresh)
+        let db = guarded(label, || builder().create_with_backend(backend.clone()))?;
+        let reopen = Reopen(Box::new(move || {
+            builder().create_with_backend(backend.clone())
+        }));
+        Self::load(db, reopen, label.to_owned(), capacity, fresh)
     }
 
-    fn load(db: Database, label: String, capacity: u64, fresh: bool) -> Result<Self, JournalError> {
+    fn load(
+        db: Database,
+        reopen: Reopen,
+        label: String,
+        capacity: u64,
+        fresh: bool,
+    ) -> Result<Self, JournalError> {
         if fresh {
             initialise(&db, &label)?;
         }
         let (epoch, next_seq, acked) = read_meta(&db, &label)?;
         Ok(Self {
-            db,
+            db: Some(db),
+            reopen,
+            broken: None,
             label,
             epoch,
             last_seq: next_seq - 1,
@@ -178,6 +217,13 @@ impl Journal {
     /// first, in one transaction with one fsync. Returns how many were accepted: the first
     /// `n` of `punches`; the rest were refused because the journal is at capacity.
     pub fn append(&mut self, punches: &mut [Punch]) -> Result<usize, JournalError> {
+        self.recover()?;
+        let result = self.append_inner(punches);
+        self.note(&result);
+        result
+    }
+
+    fn append_inner(&mut self, punches: &mut [Punch]) -> Result<usize, JournalError> {
         let room = self.capacity.saturating_sub(self.depth());
         let n = punches
             .len()
@@ -186,7 +232,7 @@ impl Journal {
             return Ok(0);
         }
         let err = |e: redb::Error| storage(&self.label, e);
-        let mut tx = self.db.begin_write().map_err(|e| err(e.into()))?;
+        let mut tx = self.db()?.begin_write().map_err(|e| err(e.into()))?;
         tx.set_durability(Durability::Immediate)
             .map_err(|e| err(e.into()))?;
         let mut seq = self.last_seq;
@@ -219,7 +265,7 @@ impl Journal {
             return Ok(Vec::new());
         }
         let err = |e: redb::Error| storage(&self.label, e);
-        let tx = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let tx = self.db()?.begin_read().map_err(|e| err(e.into()))?;
         let table = tx.open_table(PUNCHES).map_err(|e| err(e.into()))?;
         // The journal holds a contiguous run of seqs; a hole means the file is damaged.
         let missing = |seq: u64| JournalError::Damaged {
@@ -264,8 +310,15 @@ impl Journal {
         if up_to <= self.acked {
             return Ok(0);
         }
+        self.recover()?;
+        let result = self.ack_inner(up_to);
+        self.note(&result);
+        result
+    }
+
+    fn ack_inner(&mut self, up_to: u64) -> Result<u64, JournalError> {
         let err = |e: redb::Error| storage(&self.label, e);
-        let mut tx = self.db.begin_write().map_err(|e| err(e.into()))?;
+        let mut tx = self.db()?.begin_write().map_err(|e| err(e.into()))?;
         // Losing a deletion in a power cut only means re-sending acked punches, which the
         // centre ignores; so most deletions skip their own fsync (the next append's persists
         // them). Every few acks one is durable anyway, so that a long drain with no appends
@@ -290,6 +343,79 @@ impl Journal {
         let deleted = up_to - self.acked;
         self.acked = up_to;
         Ok(deleted)
+    }
+
+    fn db(&self) -> Result<&Database, JournalError> {
+        self.db
+            .as_ref()
+            .ok_or_else(|| storage(&self.label, redb::Error::PreviousIo))
+    }
+
+    /// Remembers a failed write: redb refuses every later write (`PreviousIo`) until the
+    /// database is closed and opened again, which [`Journal::recover`] does.
+    fn note<T>(&mut self, result: &Result<T, JournalError>) {
+        if let Err(e) = result {
+            self.broke(matches!(e, JournalError::DiskFull(_)));
+        }
+    }
+
+    fn broke(&mut self, disk_full: bool) {
+        self.broken = Some(Broken {
+            disk_full,
+            retry_at: Instant::now() + RETRY_AFTER_FAILURE,
+        });
+    }
+
+    /// After a failed write (a full disk, an I/O error), closes and reopens the database so that
+    /// writing works again once the cause is gone (space freed), without restarting rollcalld.
+    /// Within [`RETRY_AFTER_FAILURE`] of the failure it answers at once with the same kind of
+    /// error. Everything committed before the failure is kept: the reopened file is the truth.
+    pub fn recover(&mut self) -> Result<(), JournalError> {
+        let Some(broken) = self.broken else {
+            return Ok(());
+        };
+        if Instant::now() < broken.retry_at {
+            return Err(if broken.disk_full {
+                JournalError::DiskFull(self.label.clone())
+            } else {
+                storage(&self.label, redb::Error::PreviousIo)
+            });
+        }
+        // Close first: the file is locked while open.
+        self.db = None;
+        let reopened = guarded(&self.label, || (self.reopen.0)())
+            .and_then(|db| read_meta(&db, &self.label).map(|meta| (db, meta)));
+        let (db, (epoch, next_seq, acked)) = match reopened {
+            Ok(v) => v,
+            Err(e) => {
+                self.broke(matches!(e, JournalError::DiskFull(_)));
+                return Err(e);
+            }
+        };
+        if epoch != self.epoch || next_seq - 1 < self.last_seq {
+            // Committed punches are missing: never write over that.
+            let e = corrupt(
+                &self.label,
+                &format!(
+                    "after reopening, epoch {epoch} and next seq {next_seq} do not match the \
+                     journal's epoch {} and last seq {}",
+                    self.epoch, self.last_seq
+                ),
+            );
+            self.broke(false);
+            return Err(e);
+        }
+        let wanted_acked = self.acked;
+        self.db = Some(db);
+        self.broken = None;
+        self.last_seq = next_seq - 1;
+        self.acked = acked;
+        tracing::warn!(journal = %self.label, last_seq = self.last_seq, "journal reopened after a storage error; writing again");
+        // Deletions committed without their own fsync may have been rolled back; redo them.
+        if wanted_acked > acked {
+            self.ack(wanted_acked)?;
+        }
+        Ok(())
     }
 
     /// Capture time of the oldest unacked punch.

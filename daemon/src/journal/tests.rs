@@ -298,6 +298,103 @@ fn disk_full_is_a_distinct_error_and_loses_nothing() {
     assert_eq!(j.read_punches(1, 10).expect("first ten survive").len(), 10);
 }
 
+/// Appends batches of 50 until the disk is full; returns the error.
+fn fill(j: &mut Journal, from: u64) -> JournalError {
+    for i in 0..200 {
+        if let Err(e) = j.append(&mut punches(from + i * 50..from + (i + 1) * 50)) {
+            return e;
+        }
+    }
+    panic!("the disk never filled")
+}
+
+#[test]
+fn after_disk_full_appends_work_again_once_space_is_freed() {
+    let (backend, switch) = PowerCutBackend::new();
+    let mut j = Journal::open_backend(backend.clone(), "mem", 1_000_000).expect("create");
+    j.append(&mut punches(0..10)).expect("append");
+    switch.set_max_len(Some(backend_len(&backend)));
+    assert!(matches!(fill(&mut j, 10), JournalError::DiskFull(_)));
+    let committed = j.last_seq();
+
+    // Still full: the answer stays "disk full" (a distinct outcome for the person at the
+    // door), never a generic failure, both at once and after a reopen attempt.
+    assert!(matches!(
+        j.append(&mut punches(5000..5001)),
+        Err(JournalError::DiskFull(_))
+    ));
+    std::thread::sleep(RETRY_AFTER_FAILURE);
+    let still = j.append(&mut punches(5000..5001)).expect_err("still full");
+    assert!(matches!(still, JournalError::DiskFull(_)), "{still}");
+
+    // Space freed: writing works again without a restart, and nothing was lost or reused.
+    switch.set_max_len(None);
+    std::thread::sleep(RETRY_AFTER_FAILURE);
+    let mut next = punches(6000..6003);
+    assert_eq!(j.append(&mut next).expect("appends again"), 3);
+    assert_eq!(next[0].seq, committed + 1, "seqs go on where they stopped");
+    assert_eq!(j.ack(5).expect("acks again"), 5);
+    assert_eq!(
+        j.read_punches(6, committed + 3).expect("read").len() as u64,
+        committed - 2
+    );
+    drop(j);
+
+    let image = switch.cut(0, false);
+    let (backend, _) = PowerCutBackend::from_image(image);
+    let j = Journal::open_backend(backend, "mem", 1_000_000).expect("reopen");
+    assert_eq!(
+        j.last_seq(),
+        committed + 3,
+        "the appends after recovery are durable"
+    );
+}
+
+/// The reopen of a journal file (not a test backend) after a failed write: the file lock is
+/// released and taken again.
+#[test]
+fn a_journal_file_is_reopened_after_a_failed_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut j = Journal::open(&dir.path().join("j.redb"), 100).expect("create");
+    j.append(&mut punches(0..3)).expect("append");
+    j.broke(false);
+    std::thread::sleep(RETRY_AFTER_FAILURE);
+    let mut more = punches(3..5);
+    assert_eq!(j.append(&mut more).expect("append after reopen"), 2);
+    assert_eq!(more[1].seq, 5);
+    assert_eq!(j.read_punches(1, 5).expect("read").len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_journal_thread_answers_disk_full_then_stores_again_once_freed() {
+    use super::actor::{JournalHandle, StoreError};
+    let (backend, switch) = PowerCutBackend::new();
+    let mut j = Journal::open_backend(backend.clone(), "mem", 1_000_000).expect("create");
+    j.append(&mut punches(0..10)).expect("append");
+    switch.set_max_len(Some(backend_len(&backend)));
+    let handle = JournalHandle::spawn(j);
+    let mut full = None;
+    for i in 0..200 {
+        if let Err(e) = handle.append(punches(10 + i * 50..10 + (i + 1) * 50)).await {
+            full = Some(e);
+            break;
+        }
+    }
+    assert!(matches!(full, Some(StoreError::DiskFull(_))), "{full:?}");
+    assert!(matches!(
+        handle.append(vec![punch(9000)]).await,
+        Err(StoreError::DiskFull(_))
+    ));
+    switch.set_max_len(None);
+    tokio::time::sleep(RETRY_AFTER_FAILURE).await;
+    let seqs = handle
+        .append(vec![punch(9001)])
+        .await
+        .expect("stored again");
+    assert!(seqs[0].is_some());
+    assert_eq!(handle.stats().borrow().last_seq, seqs[0].expect("seq"));
+}
+
 fn backend_len(b: &PowerCutBackend) -> u64 {
     StorageBackend::len(b).expect("len")
 }
