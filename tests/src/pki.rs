@@ -1,5 +1,6 @@
 //! A throwaway certificate authority for TLS tests, made with the `openssl` command line tool:
-//! a CA, a server certificate for 127.0.0.1, and client certificates whose CN is a device id.
+//! a CA, a server certificate for 127.0.0.1 (or any name), and client certificates whose CN is a
+//! device id.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -138,6 +139,25 @@ impl Pki {
                 &pem,
             ],
         )
+    }
+
+    /// Issues a server certificate named `name` whose subjectAltName is `san` (e.g.
+    /// `"DNS:db.campus"`); returns (cert, key) paths.
+    pub fn server_cert(&self, name: &str, san: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
+        self.issue(
+            name,
+            name,
+            &format!("subjectAltName={san}\nextendedKeyUsage=serverAuth\n"),
+        )?;
+        Ok((
+            self.dir.join(format!("{name}.pem")),
+            self.dir.join(format!("{name}.key")),
+        ))
+    }
+
+    /// The server certificate and key for 127.0.0.1 and localhost made by [`create`](Self::create).
+    pub fn server(&self) -> (PathBuf, PathBuf) {
+        (self.dir.join("server.pem"), self.dir.join("server.key"))
     }
 
     /// The CA certificate.

@@ -1,6 +1,7 @@
 //! A throwaway PostgreSQL server for tests: `initdb` into a temporary directory, `postgres` as a
 //! child process on a free loopback port (unix socket in the same directory), fsync on unless
-//! asked otherwise, with kill -9, clean stop and restart.
+//! asked otherwise, with kill -9, clean stop and restart; [`Postgres::start_tls`] serves TLS with a
+//! given certificate (`ssl = on`).
 //!
 //! Binaries come from `pg_config --bindir`, else the newest `/usr/lib/postgresql/*/bin`.
 //! `initdb` and `postgres` refuse to run as root; when the tests run as root (CI here does),
@@ -117,8 +118,18 @@ impl Postgres {
         Self::start_with(PgOptions::default())
     }
 
+    /// initdb and start with `ssl = on`, serving `cert` and `key` (PEM, e.g. from
+    /// [`Pki`](crate::pki::Pki)); clients may still connect without TLS.
+    pub fn start_tls(cert: &Path, key: &Path) -> Result<Self> {
+        Self::start_inner(PgOptions::default(), Some((cert, key)))
+    }
+
     /// initdb and start.
     pub fn start_with(opts: PgOptions) -> Result<Self> {
+        Self::start_inner(opts, None)
+    }
+
+    fn start_inner(mut opts: PgOptions, tls: Option<(&Path, &Path)>) -> Result<Self> {
         let bindir = bindir()?;
         let dir = tempfile::Builder::new().prefix("rollcall-pg-").tempdir()?;
         let run_as = if is_root() {
@@ -128,6 +139,25 @@ impl Postgres {
         };
         if let Some((uid, gid)) = run_as {
             std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))?;
+        }
+        if let Some((cert, key)) = tls {
+            // The server reads them as its own user and refuses a key others can read.
+            let (c, k) = (dir.path().join("server.crt"), dir.path().join("server.key"));
+            std::fs::copy(cert, &c).with_context(|| format!("copying {}", cert.display()))?;
+            std::fs::copy(key, &k).with_context(|| format!("copying {}", key.display()))?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o600))?;
+            if let Some((uid, gid)) = run_as {
+                std::os::unix::fs::chown(&c, Some(uid), Some(gid))?;
+                std::os::unix::fs::chown(&k, Some(uid), Some(gid))?;
+            }
+            for (name, value) in [
+                ("ssl", "on".to_string()),
+                ("ssl_cert_file", c.to_string_lossy().into_owned()),
+                ("ssl_key_file", k.to_string_lossy().into_owned()),
+            ] {
+                opts.settings.push((name.into(), value));
+            }
         }
         let mut pg = Postgres {
             dir,

@@ -77,6 +77,7 @@ async fn punch_travels_from_device_to_record_and_the_ack_comes_back(db: Db) {
             monotonic_ms: 0,
         },
         free_disk_bytes: None,
+        last_refusal: None,
     };
     dev.publish_raw(topic::Kind::Status, status.encode()).await;
     dev.acked = 0;

@@ -365,6 +365,7 @@ async fn heartbeat_updates_the_device_row(mut db: Db) {
             monotonic_ms: 1,
         },
         free_disk_bytes: Some(1 << 30),
+        last_refusal: None,
     };
     let t = rollcall_protocol::topic::build(SITE, DEVICE, rollcall_protocol::topic::Kind::Status);
     let r = write(
