@@ -554,6 +554,7 @@ async fn naive(broker: &Mosquitto, url: &str, n: usize) -> anyhow::Result<f64> {
         default_grace_minutes: 5,
         early_arrival_minutes: 15,
         max_future_skew_s: 300,
+        demo_devices: Default::default(),
     };
     let mut o = MqttOptions::new("bench-naive", "127.0.0.1", broker.port());
     o.set_max_packet_size(1 << 20, 1 << 20);

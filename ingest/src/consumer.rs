@@ -14,7 +14,7 @@
 use crate::IngestError;
 use crate::config::Config;
 use crate::db::DbError;
-use crate::db::writer::{self, BatchReport, WriterSettings};
+use crate::db::writer::{self, AckOut, BatchReport, WriterSettings};
 use crate::metrics::{DeviceLabel, Metrics};
 use crate::punch::{DeadLetter, DeadReason, Envelope, Message};
 use deadpool_postgres::Pool;
@@ -25,6 +25,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
+
+/// The largest packet MQTT can express (a 4-byte remaining length: 256 MiB - 1).
+const MQTT_MAX_PACKET: usize = 268_435_455;
 
 struct Incoming {
     publish: Publish,
@@ -38,7 +41,11 @@ pub fn mqtt_options(cfg: &Config) -> Result<MqttOptions, IngestError> {
     o.set_clean_session(false)
         .set_manual_acks(true)
         .set_keep_alive(Duration::from_secs(cfg.mqtt.keep_alive_s.max(5)))
-        .set_max_packet_size(v1::MAX_MESSAGE_BYTES + 16 * 1024, 64 * 1024)
+        // Read any packet MQTT allows: one larger than our limit is then consumed and
+        // dead-lettered as `oversized`. A smaller client limit would drop the connection on
+        // it, and the broker would redeliver it on every reconnect, stopping all recording.
+        // The broker's `message_size_limit` is the first line of defence for memory.
+        .set_max_packet_size(MQTT_MAX_PACKET, 64 * 1024)
         .set_inflight(1000);
     if let Some(user) = &cfg.mqtt.username {
         let pass = match &cfg.mqtt.password_file {
@@ -78,6 +85,7 @@ async fn event_loop(
     client: AsyncClient,
     group: String,
     txs: Vec<mpsc::UnboundedSender<Incoming>>,
+    metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(200);
@@ -101,6 +109,7 @@ async fn event_loop(
             }
             Ok(Event::Incoming(Packet::ConnAck(c))) => {
                 backoff = Duration::from_millis(200);
+                metrics.broker_connects.inc();
                 info!(session_present = c.session_present, "connected to broker");
                 // Re-subscribing on a resumed session is harmless; on a new one it is needed.
                 for f in [topic::ALL_PUNCHES, topic::ALL_STATUS] {
@@ -152,6 +161,7 @@ pub async fn run(
         client.clone(),
         cfg.mqtt.share_group.clone(),
         txs,
+        metrics.clone(),
         loop_stop.clone(),
     ));
     let settings = Arc::new(WriterSettings {
@@ -161,6 +171,7 @@ pub async fn run(
         default_grace_minutes: cfg.attendance.default_grace_minutes,
         early_arrival_minutes: cfg.ingest.early_arrival_minutes,
         max_future_skew_s: cfg.ingest.max_future_skew_s,
+        demo_devices: cfg.attendance.demo_devices.iter().cloned().collect(),
     });
     let mut tasks = tokio::task::JoinSet::new();
     for rx in rxs {
@@ -237,12 +248,11 @@ impl Writer {
                 }
             }
             for a in &report.acks {
-                let ack = v1::Ack {
-                    device_id: a.device_id.clone(),
-                    epoch: a.epoch,
-                    up_to_seq: a.up_to_seq,
-                    refusals: None,
-                };
+                let ack = ack_message(a);
+                for r in &a.refusals {
+                    warn!(device = %a.device_id, reason = r.reason.as_str(), first_seq = r.first_seq,
+                          last_seq = r.last_seq, count = r.count, "punches stored as refused; the device is told why");
+                }
                 let t = topic::build(&a.site, &a.device_id, topic::Kind::Ack);
                 if let Err(e) = self
                     .client
@@ -257,6 +267,28 @@ impl Writer {
                 .observe(committed.elapsed().as_secs_f64());
             record(&self.metrics, &batch, &envs, &report);
         }
+    }
+}
+
+/// The device's ack, with the refusals it covers.
+fn ack_message(a: &AckOut) -> v1::Ack {
+    let refusals: Vec<v1::Refusal> = a
+        .refusals
+        .iter()
+        .take(v1::MAX_REFUSALS)
+        .map(|r| v1::Refusal {
+            reason: r.reason.as_str().into(),
+            first_seq: r.first_seq,
+            last_seq: r.last_seq,
+            count: r.count,
+            detail: r.reason.remedy().into(),
+        })
+        .collect();
+    v1::Ack {
+        device_id: a.device_id.clone(),
+        epoch: a.epoch,
+        up_to_seq: a.up_to_seq,
+        refusals: (!refusals.is_empty()).then_some(refusals),
     }
 }
 
@@ -297,8 +329,14 @@ fn record(m: &Metrics, batch: &[Incoming], envs: &[Envelope], r: &BatchReport) {
             })
             .set(*p as i64);
     }
+    // Per-device families only for registered devices (the ones with a pending count), so no
+    // one can grow /metrics by publishing under new ids.
+    let registered: std::collections::HashSet<&str> =
+        r.pending.iter().map(|(d, _)| d.as_str()).collect();
     for (i, e) in batch.iter().zip(envs) {
-        if let Message::Punches(b) = &e.msg {
+        if let Message::Punches(b) = &e.msg
+            && registered.contains(b.device_id.as_str())
+        {
             m.ack_lag_seconds
                 .get_or_create(&DeviceLabel {
                     device: b.device_id.clone(),
@@ -371,6 +409,26 @@ async fn commit_with_retry(
                 backoff = Duration::from_secs(5);
             }
             Err(e) => {
+                if let Message::Punches(b) = &envs[0].msg
+                    && b.database_refused.is_none()
+                {
+                    // Store its punches as refused, text escaped, so the device's ack moves on;
+                    // a dead letter would leave the cursor stuck and be written on every re-send.
+                    error!(error = %e, topic = %envs[0].topic, "punches refused by PostgreSQL; stored as database_rejected");
+                    let refused = Envelope {
+                        topic: envs[0].topic.clone(),
+                        payload: envs[0].payload.clone(),
+                        msg: Message::Punches(b.database_refused(e.to_string())),
+                    };
+                    return Box::pin(commit_with_retry(
+                        pool,
+                        std::slice::from_ref(&refused),
+                        s,
+                        m,
+                        stop,
+                    ))
+                    .await;
+                }
                 error!(error = %e, topic = %envs[0].topic, "message refused by PostgreSQL; dead-lettered");
                 let dead = Envelope {
                     topic: envs[0].topic.clone(),
@@ -410,5 +468,9 @@ fn merge(total: &mut BatchReport, r: BatchReport) {
     total.replayed += r.replayed;
     total.dead.extend(r.dead);
     total.heartbeats += r.heartbeats;
+    total.unregistered += r.unregistered;
+    for (k, v) in r.reasons {
+        *total.reasons.entry(k).or_default() += v;
+    }
     total.pending.extend(r.pending);
 }

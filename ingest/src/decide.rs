@@ -2,7 +2,8 @@
 //! students, sessions and enrolments, decide the punch's outcome. No I/O, no clock reads (`now`
 //! is an argument), so every rule is tested with plain values.
 //!
-//! Rules (see `../shared/reference/campshub360.md`):
+//! Whether a punch may count at all (device, clock, values) is [`admit`](crate::admit)'s; the
+//! attendance rules (see `../shared/reference/campshub360.md`):
 //! * the device's `room` selects the candidate sessions (`status` scheduled, open or closed);
 //! * a punch belongs to a session when, on the session clock, it falls in
 //!   `[start - max(early arrival, grace), end + grace]`; of several, an enrolled one, then the
@@ -12,6 +13,8 @@
 //! * `present` when at or before `start + grace`, else `late`;
 //! * the student must be ENROLLED in the session's course section.
 
+use crate::admit::{Clock, admit};
+pub use crate::admit::{DeviceFacts, Reason};
 use crate::config::SessionClock;
 use crate::punch::{PunchIn, SubjectIn};
 use chrono::{DateTime, Duration, TimeZone, Utc};
@@ -31,19 +34,22 @@ pub enum Outcome {
     NoSession,
     /// A session was found but the student is not ENROLLED in its course section.
     NotEnrolled,
-    /// Refused; the ledger's `detail` says why.
+    /// Refused; the ledger's `reason` and `detail` say why.
     Rejected,
+    /// The device clock could not be trusted nor corrected: kept out of attendance for review.
+    Held,
 }
 
 impl Outcome {
     /// All outcomes, for metrics.
-    pub const ALL: [Outcome; 6] = [
+    pub const ALL: [Outcome; 7] = [
         Outcome::Recorded,
         Outcome::Duplicate,
         Outcome::UnknownCredential,
         Outcome::NoSession,
         Outcome::NotEnrolled,
         Outcome::Rejected,
+        Outcome::Held,
     ];
 
     /// Stable spelling.
@@ -55,6 +61,7 @@ impl Outcome {
             Outcome::NoSession => "no_session",
             Outcome::NotEnrolled => "not_enrolled",
             Outcome::Rejected => "rejected",
+            Outcome::Held => "held",
         }
     }
 }
@@ -89,8 +96,10 @@ pub struct DeviceInfo {
     pub room: String,
     /// `device_type`.
     pub device_type: String,
-    /// `is_enabled`.
+    /// `is_enabled` now (see [`DeviceFacts::enabled_at`] for the state at a given time).
     pub enabled: bool,
+    /// Listed in `[attendance] demo_devices`: its simulated punches count.
+    pub demo: bool,
 }
 
 /// A candidate session (times as stored).
@@ -119,6 +128,8 @@ pub struct Lookup {
     pub sessions: HashMap<String, Vec<SessionInfo>>,
     /// ENROLLED (student, course_section).
     pub enrolled: HashSet<(Uuid, i64)>,
+    /// Enablement history and clock anchors of the batch's devices.
+    pub facts: DeviceFacts,
 }
 
 /// Settings that apply to a batch.
@@ -163,6 +174,10 @@ impl Rules {
 pub struct Decision {
     /// Outcome (Recorded is provisional until the upsert says whether it changed anything).
     pub outcome: Outcome,
+    /// Why it was refused or held.
+    pub reason: Option<Reason>,
+    /// The instant it counts at (corrected when the clock was), when one could be told.
+    pub at: Option<DateTime<Utc>>,
     /// Why, for humans.
     pub detail: String,
     /// Resolved student.
@@ -174,9 +189,11 @@ pub struct Decision {
 }
 
 impl Decision {
-    fn no(outcome: Outcome, detail: impl Into<String>) -> Self {
+    fn no(outcome: Outcome, at: DateTime<Utc>, detail: impl Into<String>) -> Self {
         Decision {
             outcome,
+            reason: None,
+            at: Some(at),
             detail: detail.into(),
             student: None,
             session: None,
@@ -185,44 +202,79 @@ impl Decision {
     }
 }
 
-/// Decides one punch.
-pub fn decide(p: &PunchIn, device: &DeviceInfo, lookup: &Lookup, rules: &Rules) -> Decision {
-    let Some(t) = DateTime::<Utc>::from_timestamp_millis(p.effective_ms()) else {
-        return Decision::no(Outcome::Rejected, "capture time out of range");
+/// Decides one punch: first whether it may count at all ([`admit`]), then the attendance
+/// rules. `database_refused` is set when PostgreSQL refused the punch's message once.
+pub fn decide(
+    p: &PunchIn,
+    database_refused: Option<&str>,
+    device: Option<&DeviceInfo>,
+    lookup: &Lookup,
+    rules: &Rules,
+) -> Decision {
+    let clock = Clock {
+        now: rules.now,
+        max_future: rules.max_future,
     };
-    if t > rules.now + rules.max_future {
-        let ahead = (t - rules.now).num_seconds();
-        return Decision::no(
-            Outcome::Rejected,
-            format!("capture time {ahead} s in the future: device clock wrong"),
-        );
+    let admitted = match admit(p, database_refused, device, &lookup.facts, clock) {
+        Ok(a) => a,
+        Err(r) => {
+            return Decision {
+                outcome: if r.held {
+                    Outcome::Held
+                } else {
+                    Outcome::Rejected
+                },
+                reason: Some(r.reason),
+                at: r.at,
+                detail: r.detail,
+                student: None,
+                session: None,
+                mark: None,
+            };
+        }
+    };
+    let mut d = attendance(p, admitted.device, admitted.at, lookup, rules);
+    if let Some(note) = admitted.note {
+        d.detail = if d.detail.is_empty() {
+            note
+        } else {
+            format!("{}; {note}", d.detail)
+        };
     }
-    if !p.ntp_synced && p.offset_ms.is_none() && t.timestamp() < 1_577_836_800 {
-        return Decision::no(
-            Outcome::Rejected,
-            "device clock not set (before 2020) and no offset known",
-        );
-    }
+    d
+}
+
+/// The attendance rules of the module header, for a punch that may count, at instant `t`.
+fn attendance(
+    p: &PunchIn,
+    device: &DeviceInfo,
+    t: DateTime<Utc>,
+    lookup: &Lookup,
+    rules: &Rules,
+) -> Decision {
     let key = match &p.subject {
         SubjectIn::Student(s) => s,
         SubjectIn::UnknownCard(_) => {
-            return Decision::no(Outcome::UnknownCredential, "card not on the roster");
+            return Decision::no(Outcome::UnknownCredential, t, "card not on the roster");
         }
         SubjectIn::UnknownFinger => {
-            return Decision::no(Outcome::UnknownCredential, "finger not on the roster");
+            return Decision::no(Outcome::UnknownCredential, t, "finger not on the roster");
         }
     };
     let Some(&student) = lookup.students.get(key) else {
         return Decision::no(
             Outcome::UnknownCredential,
+            t,
             format!("student {key:?} not in students_student"),
         );
     };
     if device.room.is_empty() {
         let mut d = Decision::no(
             Outcome::Rejected,
+            t,
             "device has no room in attendance_biometric_device",
         );
+        d.reason = Some(Reason::DeviceNoRoom);
         d.student = Some(student);
         return d;
     }
@@ -240,6 +292,7 @@ pub fn decide(p: &PunchIn, device: &DeviceInfo, lookup: &Lookup, rules: &Rules) 
     if candidates.is_empty() {
         let mut d = Decision::no(
             Outcome::NoSession,
+            t,
             format!(
                 "no session in room {:?} at {ts} (session clock)",
                 device.room
@@ -255,6 +308,8 @@ pub fn decide(p: &PunchIn, device: &DeviceInfo, lookup: &Lookup, rules: &Rules) 
     match enrolled {
         None => Decision {
             outcome: Outcome::NotEnrolled,
+            reason: None,
+            at: Some(t),
             detail: format!(
                 "not ENROLLED in course section {}",
                 candidates[0].course_section_id
@@ -265,6 +320,8 @@ pub fn decide(p: &PunchIn, device: &DeviceInfo, lookup: &Lookup, rules: &Rules) 
         },
         Some(s) => Decision {
             outcome: Outcome::Recorded,
+            reason: None,
+            at: Some(t),
             detail: String::new(),
             student: Some(student),
             mark: Some(if ts <= s.start + rules.grace {
@@ -312,6 +369,7 @@ mod tests {
             subject: who,
             score: None,
             flags: 0,
+            problem: None,
         }
     }
 
@@ -323,6 +381,7 @@ mod tests {
             room: "R101".into(),
             device_type: "fingerprint".into(),
             enabled: true,
+            demo: false,
         };
         let mut l = Lookup::default();
         l.students.insert("S1".into(), stu);
@@ -358,7 +417,8 @@ mod tests {
         // 09:03 IST is 03:33Z.
         let d = decide(
             &punch("2025-01-06T03:33:00Z", SubjectIn::Student("S1".into())),
-            &dev,
+            None,
+            Some(&dev),
             &l,
             &rules(SessionClock::WallclockAsUtc),
         );
@@ -369,7 +429,8 @@ mod tests {
         // The same instant read as true UTC falls in no session.
         let d = decide(
             &punch("2025-01-06T03:33:00Z", SubjectIn::Student("S1".into())),
-            &dev,
+            None,
+            Some(&dev),
             &l,
             &rules(SessionClock::Utc),
         );
@@ -382,14 +443,16 @@ mod tests {
         let r = rules(SessionClock::Utc);
         let d = decide(
             &punch("2025-01-06T09:05:00Z", SubjectIn::Student("S1".into())),
-            &dev,
+            None,
+            Some(&dev),
             &l,
             &r,
         );
         assert_eq!(d.mark, Some(Mark::Present));
         let d = decide(
             &punch("2025-01-06T09:05:01Z", SubjectIn::Student("S1".into())),
-            &dev,
+            None,
+            Some(&dev),
             &l,
             &r,
         );
@@ -402,7 +465,8 @@ mod tests {
         // 09:58 is in session 10 and in session 11's early window; student enrolled only in 10.
         let d = decide(
             &punch("2025-01-06T09:58:00Z", SubjectIn::Student("S1".into())),
-            &dev,
+            None,
+            Some(&dev),
             &l,
             &rules(SessionClock::Utc),
         );
@@ -410,7 +474,8 @@ mod tests {
         // 10:20 is only in session 11, where the student is not enrolled.
         let d = decide(
             &punch("2025-01-06T10:20:00Z", SubjectIn::Student("S1".into())),
-            &dev,
+            None,
+            Some(&dev),
             &l,
             &rules(SessionClock::Utc),
         );
@@ -424,7 +489,7 @@ mod tests {
     fn unknown_subjects_and_bad_clocks_are_classified() {
         let (dev, l, _) = world();
         let r = rules(SessionClock::Utc);
-        let o = |p: PunchIn| decide(&p, &dev, &l, &r).outcome;
+        let o = |p: PunchIn| decide(&p, None, Some(&dev), &l, &r).outcome;
         assert_eq!(
             o(punch(
                 "2025-01-06T09:01:00Z",
@@ -448,11 +513,11 @@ mod tests {
                 "2025-01-06T13:00:00Z",
                 SubjectIn::Student("S1".into())
             )),
-            Outcome::Rejected
+            Outcome::Held
         );
         let mut unset = punch("1970-01-01T00:10:00Z", SubjectIn::Student("S1".into()));
         unset.ntp_synced = false;
-        assert_eq!(o(unset), Outcome::Rejected);
+        assert_eq!(o(unset), Outcome::Held);
         assert_eq!(
             o(punch(
                 "2025-01-06T07:00:00Z",
@@ -468,7 +533,8 @@ mod tests {
         dev.room.clear();
         let d = decide(
             &punch("2025-01-06T09:01:00Z", SubjectIn::Student("S1".into())),
-            &dev,
+            None,
+            Some(&dev),
             &l,
             &rules(SessionClock::Utc),
         );

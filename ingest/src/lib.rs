@@ -4,7 +4,8 @@
 //! the broker and each device only after COMMIT, and runs the attendance jobs that CampsHub360
 //! declares but never runs.
 //!
-//! * [`punch`]: decode and check a message (pure); refusals become dead letters.
+//! * [`punch`]: decode and check a message (pure); what cannot be read becomes a dead letter.
+//! * [`admit`]: whether a punch may count at all, and at what instant (pure).
 //! * [`decide`]: a punch's outcome from what the database knows (pure).
 //! * [`db`]: pool, migrations and schema check, the batch writer.
 //! * [`pg_tls`]: TLS to PostgreSQL (rustls) and the pool built with it.
@@ -15,6 +16,7 @@
 //! Entry point: [`run`].
 #![deny(missing_docs)]
 
+pub mod admit;
 pub mod config;
 pub mod consumer;
 pub mod db;

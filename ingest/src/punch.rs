@@ -56,7 +56,7 @@ pub struct PunchIn {
     pub ntp_synced: bool,
     /// Device clock offset from true time, when known (device - true).
     pub offset_ms: Option<i64>,
-    /// Boot id and monotonic ms, kept for forensics.
+    /// Boot id: monotonic times compare only within one boot (clock correction).
     pub boot_id: Uuid,
     /// CLOCK_BOOTTIME ms.
     pub monotonic_ms: u64,
@@ -72,6 +72,9 @@ pub struct PunchIn {
     pub score: Option<u16>,
     /// Flag bits.
     pub flags: u32,
+    /// Which rule of the contract a value breaks (`v1::Punch::check`); its text fields are then
+    /// stored escaped.
+    pub problem: Option<String>,
 }
 
 impl PunchIn {
@@ -105,6 +108,9 @@ pub struct BatchIn {
     pub epoch: u64,
     /// Punches, strictly increasing seq.
     pub punches: Vec<PunchIn>,
+    /// Set when PostgreSQL refused this message's rows once: its punches are then stored as
+    /// `database_rejected`, text escaped, so the message still reaches a final state.
+    pub database_refused: Option<String>,
 }
 
 impl BatchIn {
@@ -127,6 +133,10 @@ pub struct StatusIn {
     pub json: serde_json::Value,
     /// Whether any reader reports unhealthy.
     pub readers_unhealthy: bool,
+    /// The device's boot id when it sent this (clock anchor).
+    pub boot_id: Uuid,
+    /// Its CLOCK_BOOTTIME in ms when it sent this (clock anchor).
+    pub monotonic_ms: u64,
 }
 
 /// What a message turned into.
@@ -173,10 +183,6 @@ pub enum DeadReason {
     Undecodable,
     /// Topic device and payload device differ.
     DeviceMismatch,
-    /// Device not in `attendance_biometric_device`.
-    UnknownDevice,
-    /// Device registered but `is_enabled` is false.
-    DisabledDevice,
     /// PostgreSQL refused the message's rows (not a transient failure).
     DatabaseRejected,
 }
@@ -189,8 +195,6 @@ impl DeadReason {
             DeadReason::Oversized => "oversized",
             DeadReason::Undecodable => "undecodable",
             DeadReason::DeviceMismatch => "device_mismatch",
-            DeadReason::UnknownDevice => "unknown_device",
-            DeadReason::DisabledDevice => "disabled_device",
             DeadReason::DatabaseRejected => "database_rejected",
         }
     }
@@ -272,6 +276,7 @@ pub fn classify(topic_name: &str, payload: &[u8]) -> Message {
                 device_id: b.device_id,
                 epoch: b.epoch,
                 punches: b.punches.into_iter().map(punch_in).collect(),
+                database_refused: None,
             }),
         },
         Kind::Status => match v1::Status::decode(payload) {
@@ -294,7 +299,17 @@ fn unreachable_ack(topic_name: &str, payload: &[u8]) -> Message {
 }
 
 fn punch_in(p: v1::Punch) -> PunchIn {
+    let problem = p.check().err();
+    let mut p = p;
+    if problem.is_some() {
+        p.reader_id = escaped(&p.reader_id);
+        p.reader_kind = escaped(&p.reader_kind);
+        if let v1::Subject::Student(s) = &p.subject {
+            p.subject = v1::Subject::Student(escaped(s));
+        }
+    }
     PunchIn {
+        problem,
         seq: p.seq,
         event_id: p.event_id,
         captured_at_ms: p.captured_at_ms,
@@ -318,6 +333,29 @@ fn punch_in(p: v1::Punch) -> PunchIn {
     }
 }
 
+/// Text that is safe in any column and terminal: control characters escaped (`\0`,
+/// `\u{1b}`), at most 200 characters.
+pub fn escaped(s: &str) -> String {
+    s.chars().flat_map(char::escape_debug).take(200).collect()
+}
+
+impl BatchIn {
+    /// This batch as stored after PostgreSQL refused it once: every text field escaped, every
+    /// punch to be stored as `database_rejected` with `why`.
+    pub fn database_refused(&self, why: String) -> BatchIn {
+        let mut b = self.clone();
+        for p in &mut b.punches {
+            p.reader_id = escaped(&p.reader_id);
+            p.reader_kind = escaped(&p.reader_kind);
+            if let SubjectIn::Student(s) = &p.subject {
+                p.subject = SubjectIn::Student(escaped(s));
+            }
+        }
+        b.database_refused = Some(escaped(&why));
+        b
+    }
+}
+
 fn status_in(s: v1::Status) -> StatusIn {
     let readers: Vec<serde_json::Value> = s
         .readers
@@ -333,6 +371,8 @@ fn status_in(s: v1::Status) -> StatusIn {
     });
     StatusIn {
         readers_unhealthy: s.readers.iter().any(|r| !r.healthy),
+        boot_id: s.clock.boot_id,
+        monotonic_ms: s.clock.monotonic_ms,
         device_id: s.device_id,
         version: s.version,
         online: s.online,

@@ -16,7 +16,7 @@ both_schemas!(
     replayed_batch_is_a_no_op_and_is_acked_again,
     reordered_batches_ack_only_the_contiguous_prefix_and_gaps_are_visible,
     earliest_punch_sets_marked_at_and_marks_never_downgrade,
-    refused_messages_are_dead_lettered_and_not_acked,
+    unreadable_messages_are_dead_lettered_and_refused_devices_acked_with_reasons,
     heartbeat_updates_the_device_row,
     two_writers_racing_on_the_same_punches_write_once,
     true_utc_sessions_match_with_the_utc_session_clock,
@@ -35,7 +35,7 @@ async fn every_outcome_lands_in_the_ledger_and_records_are_complete(mut db: Db) 
             punch(5, ist("09:03:00"), v1::Subject::Student("nobody".into())),
             punch(6, ist("09:03:00"), student(c.students[2])), // not enrolled
             punch(7, ist("07:00:00"), student(c.students[0])), // no session
-            punch(8, ist("12:30:00"), student(c.students[0])), // 30 min in the future
+            punch(8, ist("12:30:00"), student(c.students[0])), // 30 min ahead, no heartbeat: held
         ],
     );
     let r = write(&mut db.client, &[e], WALL).await;
@@ -48,6 +48,12 @@ async fn every_outcome_lands_in_the_ledger_and_records_are_complete(mut db: Db) 
         ),
         (DEVICE, 42, 8)
     );
+    let refusals: Vec<(&str, u64, u64, u64)> = r.acks[0]
+        .refusals
+        .iter()
+        .map(|x| (x.reason.as_str(), x.first_seq, x.last_seq, x.count))
+        .collect();
+    assert_eq!(refusals, [("clock_ahead", 8, 8, 1)]);
     let want = [
         "recorded",
         "recorded",
@@ -56,7 +62,7 @@ async fn every_outcome_lands_in_the_ledger_and_records_are_complete(mut db: Db) 
         "unknown_credential",
         "not_enrolled",
         "no_session",
-        "rejected",
+        "held",
     ];
     for (i, w) in want.iter().enumerate() {
         assert_eq!(
@@ -279,7 +285,7 @@ async fn earliest_punch_sets_marked_at_and_marks_never_downgrade(mut db: Db) {
     assert_eq!((mark.as_str(), at), ("present", ist("09:20:00")));
 }
 
-async fn refused_messages_are_dead_lettered_and_not_acked(mut db: Db) {
+async fn unreadable_messages_are_dead_lettered_and_refused_devices_acked_with_reasons(mut db: Db) {
     let c = campus(&db.client, WALL).await;
     let p = vec![punch(1, ist("09:01:00"), student(c.students[0]))];
     let mismatch = {
@@ -299,11 +305,24 @@ async fn refused_messages_are_dead_lettered_and_not_acked(mut db: Db) {
         env(DEVICE, 1, p),
     ];
     let r = write(&mut db.client, &envs, WALL).await;
+    // Unreadable messages are dead letters; punches of an unknown or disabled device are
+    // ledger rows refused with the reason, and acked so the device stops re-sending them.
+    let mut acks: Vec<(String, u64, Vec<&str>)> = r
+        .acks
+        .iter()
+        .map(|a| {
+            let reasons = a.refusals.iter().map(|x| x.reason.as_str()).collect();
+            (a.device_id.clone(), a.up_to_seq, reasons)
+        })
+        .collect();
+    acks.sort();
     assert_eq!(
-        r.acks.len(),
-        1,
-        "only the good message is acked: {:?}",
-        r.acks
+        acks,
+        [
+            (DEVICE.to_string(), 1, vec![]),
+            (DISABLED.to_string(), 1, vec!["disabled_device"]),
+            ("dev-unknown".to_string(), 1, vec!["unknown_device"]),
+        ]
     );
     let reasons: Vec<String> = db
         .client
@@ -316,27 +335,56 @@ async fn refused_messages_are_dead_lettered_and_not_acked(mut db: Db) {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(
-        reasons,
-        [
-            "bad_topic",
-            "device_mismatch",
-            "disabled_device",
-            "undecodable",
-            "unknown_device"
-        ]
-    );
+    assert_eq!(reasons, ["bad_topic", "device_mismatch", "undecodable"]);
     assert_eq!(
         count(
             &db.client,
             "SELECT count(*) FROM rollcall.dead_letter WHERE payload_size > 0 AND detail <> ''"
         )
         .await,
-        5
+        3
     );
+    let ledger: Vec<(String, String, Option<String>)> = db
+        .client
+        .query(
+            "SELECT device_id::text, outcome, reason FROM rollcall.ledger ORDER BY device_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        ledger,
+        [
+            (DEVICE.to_string(), "recorded".to_string(), None),
+            (
+                DISABLED.to_string(),
+                "rejected".to_string(),
+                Some("disabled_device".to_string())
+            ),
+            (
+                "dev-unknown".to_string(),
+                "rejected".to_string(),
+                Some("unknown_device".to_string())
+            ),
+        ]
+    );
+    // Sending them all again adds nothing anywhere.
+    let again = write(&mut db.client, &envs, WALL).await;
+    assert_eq!(again.replayed, 3);
     assert_eq!(
         count(&db.client, "SELECT count(*) FROM rollcall.ledger").await,
-        1
+        3
+    );
+    assert_eq!(
+        count(
+            &db.client,
+            "SELECT messages FROM rollcall.refused_device WHERE device_id = 'dev-unknown'"
+        )
+        .await,
+        2
     );
 }
 

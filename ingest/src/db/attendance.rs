@@ -3,8 +3,7 @@
 //! its transaction.
 
 use super::DbError;
-use super::writer::{AckOut, Item, ms};
-use crate::decide::DeviceInfo;
+use super::batch::{AckOut, Item, ms};
 use crate::decide::{Decision, Outcome};
 use crate::punch::BatchIn;
 use chrono::{DateTime, Utc};
@@ -22,8 +21,14 @@ pub(crate) async fn insert_ledger(
     let epochs: Vec<i64> = items.iter().map(|i| i.batch.epoch as i64).collect();
     let seqs: Vec<i64> = items.iter().map(|i| i.punch.seq as i64).collect();
     let events: Vec<Uuid> = items.iter().map(|i| i.punch.event_id).collect();
-    let captured: Vec<DateTime<Utc>> = items.iter().map(|i| ms(i.punch.captured_at_ms)).collect();
-    let effective: Vec<DateTime<Utc>> = items.iter().map(|i| ms(i.punch.effective_ms())).collect();
+    let captured: Vec<Option<DateTime<Utc>>> = items
+        .iter()
+        .map(|i| match i.batch.database_refused {
+            Some(_) => None,
+            None => ms(i.punch.captured_at_ms),
+        })
+        .collect();
+    let effective: Vec<Option<DateTime<Utc>>> = ds.iter().map(|d| d.at).collect();
     let creds: Vec<&str> = items.iter().map(|i| i.punch.credential.as_str()).collect();
     let subjects: Vec<String> = items.iter().map(|i| i.punch.subject_text()).collect();
     let readers: Vec<&str> = items.iter().map(|i| i.punch.reader_id.as_str()).collect();
@@ -38,6 +43,7 @@ pub(crate) async fn insert_ledger(
         .map(|i| i.punch.monotonic_ms.min(i64::MAX as u64) as i64)
         .collect();
     let outcomes: Vec<&str> = ds.iter().map(|d| d.outcome.as_str()).collect();
+    let reasons: Vec<Option<&str>> = ds.iter().map(|d| d.reason.map(|r| r.as_str())).collect();
     let details: Vec<&str> = ds.iter().map(|d| d.detail.as_str()).collect();
     let sessions: Vec<Option<i64>> = ds
         .iter()
@@ -51,13 +57,13 @@ pub(crate) async fn insert_ledger(
             "WITH ins AS (
                INSERT INTO rollcall.ledger (device_id, epoch, seq, event_id, captured_at, effective_at, received_at,
                    credential, subject, reader_id, reader_kind, score, flags, ntp_synced, clock_offset_ms, boot_id,
-                   monotonic_ms, outcome, detail, session_id, student_id, mark, node)
-               SELECT d, e, s, ev, ca, ea, $22, cr, su, rd, rk, sc, fl, ns, co, bo, mo, oc, dt, se, st, mk, $23
+                   monotonic_ms, outcome, detail, session_id, student_id, mark, node, reason)
+               SELECT d, e, s, ev, ca, ea, $22, cr, su, rd, rk, sc, fl, ns, co, bo, mo, oc, dt, se, st, mk, $23, re
                FROM unnest($1::text[], $2::int8[], $3::int8[], $4::uuid[], $5::timestamptz[], $6::timestamptz[],
                            $7::text[], $8::text[], $9::text[], $10::text[], $11::int4[], $12::int8[], $13::bool[],
                            $14::int8[], $15::uuid[], $16::int8[], $17::text[], $18::text[], $19::int8[], $20::uuid[],
-                           $21::text[])
-                    AS u(d, e, s, ev, ca, ea, cr, su, rd, rk, sc, fl, ns, co, bo, mo, oc, dt, se, st, mk)
+                           $21::text[], $25::text[])
+                    AS u(d, e, s, ev, ca, ea, cr, su, rd, rk, sc, fl, ns, co, bo, mo, oc, dt, se, st, mk, re)
                ON CONFLICT (device_id, epoch, seq) DO NOTHING
                RETURNING device_id, epoch, seq)
              SELECT u.i FROM unnest($1::text[], $2::int8[], $3::int8[], $24::int4[]) AS u(d, e, s, i)
@@ -65,7 +71,7 @@ pub(crate) async fn insert_ledger(
             &[
                 &devs, &epochs, &seqs, &events, &captured, &effective, &creds, &subjects, &readers, &kinds, &scores,
                 &flags, &synced, &offsets, &boots, &monos, &outcomes, &details, &sessions, &students, &marks, &now,
-                &node, &idx,
+                &node, &idx, &reasons,
             ],
         )
         .await?;
@@ -98,7 +104,7 @@ pub(crate) async fn upsert_attendance(
         };
         let key = (sess.id, stu);
         match best.get(&key) {
-            Some(&j) if items[j].punch.effective_ms() <= items[i].punch.effective_ms() => {
+            Some(&j) if ds[j].at <= ds[i].at => {
                 dups.insert(i);
             }
             Some(&j) => {
@@ -124,10 +130,7 @@ pub(crate) async fn upsert_attendance(
         .iter()
         .map(|&i| ds[i].mark.map(|m| m.as_str()).unwrap_or("present"))
         .collect();
-    let at: Vec<DateTime<Utc>> = chosen
-        .iter()
-        .map(|&i| ms(items[i].punch.effective_ms()))
-        .collect();
+    let at: Vec<Option<DateTime<Utc>>> = chosen.iter().map(|&i| ds[i].at).collect();
     let sources: Vec<&str> = chosen
         .iter()
         .map(|&i| items[i].punch.credential.record_source())
@@ -138,7 +141,7 @@ pub(crate) async fn upsert_attendance(
         .collect();
     let dtypes: Vec<&str> = chosen
         .iter()
-        .map(|&i| items[i].device.device_type.as_str())
+        .map(|&i| items[i].device.map_or("", |d| d.device_type.as_str()))
         .collect();
     let events: Vec<String> = chosen
         .iter()
@@ -234,11 +237,11 @@ pub(crate) type Cursors = (Vec<AckOut>, Vec<(String, u64)>);
 
 pub(crate) async fn advance_cursors(
     tx: &tokio_postgres::Transaction<'_>,
-    batches: &[(&BatchIn, &DeviceInfo)],
+    batches: &[&BatchIn],
     now: DateTime<Utc>,
 ) -> Result<Cursors, DbError> {
     let mut keys: BTreeMap<(String, i64), (String, i64, i64)> = BTreeMap::new();
-    for (b, _) in batches {
+    for b in batches {
         let e = keys
             .entry((b.device_id.clone(), b.epoch as i64))
             .or_insert((b.site.clone(), 0, 0));
@@ -293,6 +296,7 @@ pub(crate) async fn advance_cursors(
                 device_id: d,
                 epoch: e as u64,
                 up_to_seq: c as u64,
+                refusals: Vec::new(),
             });
         }
     }

@@ -2,6 +2,8 @@
 //! ([`schema`]), the batch writer ([`writer`]) and the device heartbeat writes.
 
 mod attendance;
+pub mod batch;
+mod devices;
 pub mod schema;
 pub mod writer;
 

@@ -13,11 +13,18 @@ use crate::config::SchemaMode;
 use tokio_postgres::Client;
 
 const SUBSET: &str = include_str!("campshub_subset.sql");
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "ledger, cursors, dead letters, job runs, device status",
-    include_str!("rollcall_v1.sql"),
-)];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "ledger, cursors, dead letters, job runs, device status",
+        include_str!("rollcall_v1.sql"),
+    ),
+    (
+        2,
+        "refusals as ledger rows, held punches, device enablement, clock anchors, refused devices",
+        include_str!("rollcall_v2.sql"),
+    ),
+];
 const MIGRATION_LOCK: i64 = 0x726f_6c6c_6361_6c6c; // "rollcall"
 
 /// The CampsHub360 tables ingest uses, with their DDL chunk.

@@ -1,77 +1,33 @@
-//! One transaction per batch of MQTT messages: dead letters, heartbeats, the ledger, the
-//! attendance upserts with their audit rows, and the per-device cursors whose contiguous seq
-//! becomes each device's ack. The caller acks nothing until this returns `Ok` (after COMMIT).
+//! One transaction per batch of MQTT messages. The caller acks nothing until this returns `Ok`
+//! (after COMMIT), and every message it was given then has its final state: a dead letter, a
+//! heartbeat applied, or a ledger row per punch (refusals included, see [`crate::admit`]).
 //!
-//! Order inside the transaction: look devices up; drop punches the ledger already has
-//! (replays cost one indexed query); resolve students, sessions and enrolments in three set
-//! queries; [`decide`](crate::decide::decide) each punch; insert the ledger rows (ON CONFLICT DO
-//! NOTHING: a replica that inserted the same key first wins, we skip); upsert the earliest punch
-//! per (session, student) into `attendance_record` with its audit row; mark the rest
-//! `duplicate`; advance the cursors.
+//! The phases, in order:
+//! 1. look the devices up, record any change of their enablement;
+//! 2. [`partition`](super::batch::partition) the messages (pure); write dead letters, the
+//!    heartbeats (with their clock anchors) and the counts of devices that are not registered;
+//!    then load the devices' facts (enablement history, anchors);
+//! 3. drop punches the ledger already has (replays cost one indexed query);
+//! 4. resolve students, sessions and enrolments in three set queries;
+//!    [`decide`](crate::decide::decide) each punch (pure);
+//! 5. insert the ledger rows (ON CONFLICT DO NOTHING: a replica that inserted the same key
+//!    first wins, we skip); upsert the earliest punch per (session, student) into
+//!    `attendance_record` with its audit row; mark the rest `duplicate`;
+//! 6. advance the cursors, whose contiguous seq becomes each device's ack, and attach the
+//!    refusals each ack covers (pure).
 
 use super::DbError;
 use super::attendance::{advance_cursors, insert_ledger, mark_duplicates, upsert_attendance};
-use crate::config::SessionClock;
+pub use super::batch::{AckOut, BatchReport, RefusalOut, WriterSettings};
+use super::batch::{Item, attach_refusals, items as unique_items, partition};
+use super::devices;
+use crate::admit::{Clock, DeviceFacts, admit};
 use crate::decide::{self, Decision, DeviceInfo, Lookup, Outcome, Rules, SessionInfo};
-use crate::punch::{BatchIn, DeadLetter, DeadReason, Envelope, Message, PunchIn, StatusIn};
+use crate::punch::{Envelope, Message};
 use chrono::{DateTime, Duration, Utc};
 use std::collections::{HashMap, HashSet};
 use tokio_postgres::Client;
 use uuid::Uuid;
-
-/// Settings that do not change per batch.
-#[derive(Debug, Clone)]
-pub struct WriterSettings {
-    /// Replica name, stored in the ledger.
-    pub node: String,
-    /// Campus time zone.
-    pub tz: chrono_tz::Tz,
-    /// Session clock.
-    pub clock: SessionClock,
-    /// Grace when not configured in `attendance_configuration`.
-    pub default_grace_minutes: i64,
-    /// Early arrival window.
-    pub early_arrival_minutes: i64,
-    /// Future-skew limit.
-    pub max_future_skew_s: i64,
-}
-
-/// An application ack to publish after COMMIT.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AckOut {
-    /// Site (topic level).
-    pub site: String,
-    /// Device.
-    pub device_id: String,
-    /// Epoch.
-    pub epoch: u64,
-    /// Highest contiguous seq committed.
-    pub up_to_seq: u64,
-}
-
-/// What a committed batch did.
-#[derive(Debug, Clone, Default)]
-pub struct BatchReport {
-    /// Acks to send, one per (device, epoch).
-    pub acks: Vec<AckOut>,
-    /// New ledger rows by outcome.
-    pub outcomes: HashMap<&'static str, u64>,
-    /// Punches already in the ledger (replays).
-    pub replayed: u64,
-    /// Dead letters written.
-    pub dead: Vec<DeadReason>,
-    /// Heartbeats applied.
-    pub heartbeats: u64,
-    /// Per (device, epoch): max seq seen minus contiguous seq (seqs not yet ackable).
-    pub pending: Vec<(String, u64)>,
-}
-
-/// One punch with its message and device.
-pub(crate) struct Item<'a> {
-    pub(crate) batch: &'a BatchIn,
-    pub(crate) punch: &'a PunchIn,
-    pub(crate) device: &'a DeviceInfo,
-}
 
 /// Phase timings for the debug log.
 struct Lap {
@@ -102,10 +58,6 @@ impl std::fmt::Display for Lap {
     }
 }
 
-pub(crate) fn ms(t: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(t).unwrap_or(DateTime::<Utc>::MIN_UTC)
-}
-
 /// Writes one batch in one transaction and returns what to ack.
 pub async fn write_batch(
     client: &mut Client,
@@ -127,90 +79,28 @@ pub async fn write_batch(
         .collect();
     ids.sort_unstable();
     ids.dedup();
-    let devices: HashMap<String, DeviceInfo> = tx
-        .query(
-            "SELECT id, device_id, room, device_type, is_enabled FROM attendance_biometric_device WHERE device_id = ANY($1)",
-            &[&ids],
-        )
-        .await?
-        .iter()
-        .map(|r| {
-            let d = DeviceInfo { id: r.get(0), device_id: r.get(1), room: r.get(2), device_type: r.get(3), enabled: r.get(4) };
-            (d.device_id.clone(), d)
-        })
-        .collect();
-
-    let mut dead: Vec<DeadLetter> = Vec::new();
-    let mut batches: Vec<(&BatchIn, &DeviceInfo)> = Vec::new();
-    let mut statuses: Vec<&StatusIn> = Vec::new();
-    for env in msgs {
-        let m = &env.msg;
-        let device_id = match m {
-            Message::Dead(d) => {
-                dead.push(d.clone());
-                continue;
-            }
-            Message::Punches(b) => &b.device_id,
-            Message::Status(st) => &st.device_id,
-        };
-        let refuse = match devices.get(device_id) {
-            None => Some((
-                DeadReason::UnknownDevice,
-                "not registered in attendance_biometric_device",
-            )),
-            Some(d) if !d.enabled => Some((
-                DeadReason::DisabledDevice,
-                "attendance_biometric_device.is_enabled is false",
-            )),
-            Some(d) => {
-                match m {
-                    Message::Punches(b) => batches.push((b, d)),
-                    Message::Status(st) => statuses.push(st),
-                    Message::Dead(_) => {}
-                }
-                None
-            }
-        };
-        if let Some((reason, detail)) = refuse {
-            dead.push(DeadLetter {
-                topic: env.topic.clone(),
-                device_id: Some(device_id.clone()),
-                reason,
-                detail: detail.into(),
-                payload: env.payload.iter().take(64 * 1024).copied().collect(),
-                size: env.payload.len(),
-            });
-        }
+    let devices: HashMap<String, DeviceInfo> = devices::rows(&tx, &ids, &s.demo_devices).await?;
+    let known: Vec<&str> = devices.keys().map(String::as_str).collect();
+    if !known.is_empty() {
+        devices::observe_enablement(&tx, Some(&known), now).await?;
     }
 
-    write_dead_letters(&tx, &dead, &s.node, now).await?;
-    report.dead = dead.iter().map(|d| d.reason).collect();
-    write_heartbeats(&tx, &statuses, now).await?;
-    report.heartbeats = statuses.len() as u64;
+    let parts = partition(msgs, |d| devices.contains_key(d));
+    devices::write_dead_letters(&tx, &parts.dead, &s.node, now).await?;
+    report.dead = parts.dead.iter().map(|d| d.reason).collect();
+    devices::write_heartbeats(&tx, &parts.statuses, now).await?;
+    report.heartbeats = parts.statuses.len() as u64;
+    devices::note_unregistered(&tx, &parts.unregistered, now).await?;
+    report.unregistered = parts.unregistered.len() as u64;
+    // After the heartbeats, so a punch can be corrected by a heartbeat of the same commit.
+    let facts = if known.is_empty() {
+        DeviceFacts::default()
+    } else {
+        devices::facts(&tx, &known).await?
+    };
 
-    // Unique (device, epoch, seq) across the batch, then drop what the ledger already has.
-    let mut seen = HashSet::new();
-    let mut items: Vec<Item> = Vec::new();
-    for (b, d) in &batches {
-        for p in &b.punches {
-            if seen.insert((b.device_id.as_str(), b.epoch, p.seq)) {
-                items.push(Item {
-                    batch: b,
-                    punch: p,
-                    device: d,
-                });
-            } else {
-                report.replayed += 1;
-            }
-        }
-    }
-    items.sort_by(|a, b| {
-        (&a.batch.device_id, a.batch.epoch, a.punch.seq).cmp(&(
-            &b.batch.device_id,
-            b.batch.epoch,
-            b.punch.seq,
-        ))
-    });
+    let (mut items, repeated) = unique_items(&parts.batches, &devices);
+    report.replayed += repeated;
     if !items.is_empty() {
         lap.mark("prelude");
         let existing = existing_keys(&tx, &items).await?;
@@ -226,6 +116,8 @@ pub async fn write_batch(
         report.replayed += (before - items.len()) as u64;
     }
 
+    let mut decisions: Vec<Decision> = Vec::new();
+    let mut inserted: Vec<bool> = Vec::new();
     if !items.is_empty() {
         let grace = config_minutes(&tx, "GRACE_PERIOD_MINUTES", s.default_grace_minutes).await?;
         let rules = Rules {
@@ -236,14 +128,22 @@ pub async fn write_batch(
             max_future: Duration::seconds(s.max_future_skew_s),
             now,
         };
-        let lookup = lookup(&tx, &items, &rules).await?;
+        let lookup = lookup(&tx, &items, &rules, facts).await?;
         lap.mark("lookup");
-        let decisions: Vec<Decision> = items
+        decisions = items
             .iter()
-            .map(|i| decide::decide(i.punch, i.device, &lookup, &rules))
+            .map(|i| {
+                decide::decide(
+                    i.punch,
+                    i.batch.database_refused.as_deref(),
+                    i.device,
+                    &lookup,
+                    &rules,
+                )
+            })
             .collect();
         lap.mark("decide");
-        let inserted = insert_ledger(&tx, &items, &decisions, &s.node, now).await?;
+        inserted = insert_ledger(&tx, &items, &decisions, &s.node, now).await?;
         lap.mark("ledger");
         report.replayed += (items.len() - inserted.iter().filter(|x| **x).count()) as u64;
         let duplicates = upsert_attendance(&tx, &items, &decisions, &inserted).await?;
@@ -257,80 +157,26 @@ pub async fn write_batch(
                     d.outcome
                 };
                 *report.outcomes.entry(o.as_str()).or_default() += 1;
+                if let Some(r) = d.reason {
+                    *report.reasons.entry(r.as_str()).or_default() += 1;
+                }
             }
         }
     }
 
-    let (acks, pending) = advance_cursors(&tx, &batches, now).await?;
+    let (mut acks, pending) = advance_cursors(&tx, &parts.batches, now).await?;
+    attach_refusals(&mut acks, &items, &decisions, &inserted);
     report.acks = acks;
-    report.pending = pending;
+    // Only registered devices: a metric label per unregistered id would let anyone grow it.
+    report.pending = pending
+        .into_iter()
+        .filter(|(d, _)| devices.contains_key(d))
+        .collect();
     lap.mark("cursors");
     tx.commit().await?;
     lap.mark("commit");
     tracing::debug!(punches = items.len(), phases = %lap, "batch timings");
     Ok(report)
-}
-
-async fn write_dead_letters(
-    tx: &tokio_postgres::Transaction<'_>,
-    dead: &[DeadLetter],
-    node: &str,
-    now: DateTime<Utc>,
-) -> Result<(), DbError> {
-    if dead.is_empty() {
-        return Ok(());
-    }
-    let topics: Vec<&str> = dead.iter().map(|d| d.topic.as_str()).collect();
-    let devs: Vec<Option<&str>> = dead.iter().map(|d| d.device_id.as_deref()).collect();
-    let reasons: Vec<&str> = dead.iter().map(|d| d.reason.as_str()).collect();
-    let details: Vec<&str> = dead.iter().map(|d| d.detail.as_str()).collect();
-    let payloads: Vec<&[u8]> = dead.iter().map(|d| d.payload.as_slice()).collect();
-    let sizes: Vec<i32> = dead
-        .iter()
-        .map(|d| i32::try_from(d.size).unwrap_or(i32::MAX))
-        .collect();
-    tx.execute(
-        "INSERT INTO rollcall.dead_letter (received_at, topic, device_id, reason, detail, payload, payload_size, node)
-         SELECT $1, t, d, r, x, p, n, $8 FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::int4[]) AS u(t, d, r, x, p, n)",
-        &[&now, &topics, &devs, &reasons, &details, &payloads, &sizes, &node],
-    )
-    .await?;
-    Ok(())
-}
-
-async fn write_heartbeats(
-    tx: &tokio_postgres::Transaction<'_>,
-    statuses: &[&StatusIn],
-    now: DateTime<Utc>,
-) -> Result<(), DbError> {
-    for st in statuses {
-        let health = if !st.online {
-            "offline"
-        } else if st.readers_unhealthy {
-            "readers_unhealthy"
-        } else {
-            "ok"
-        };
-        // 'maintenance' is set by people and left alone; otherwise the heartbeat decides.
-        tx.execute(
-            "UPDATE attendance_biometric_device SET last_seen = $2, firmware_version = left($3, 50), updated_at = $2,
-                 status = CASE WHEN status = 'maintenance' THEN status WHEN $4 = 'ok' THEN 'active'
-                               WHEN $4 = 'offline' THEN 'inactive' ELSE 'error' END
-             WHERE device_id = $1",
-            &[&st.device_id, &now, &st.version, &health],
-        )
-        .await?;
-        tx.execute(
-            "INSERT INTO rollcall.device_status (device_id, last_status_at, version, online, status, health, health_since)
-             VALUES ($1, $2, $3, $4, $5, $6, $2)
-             ON CONFLICT (device_id) DO UPDATE SET last_status_at = $2, version = $3, online = $4, status = $5,
-                 health_since = CASE WHEN rollcall.device_status.health = $6 THEN rollcall.device_status.health_since ELSE $2 END,
-                 health = $6",
-            &[&st.device_id, &now, &st.version, &st.online, &st.json, &health],
-        )
-        .await?;
-    }
-    Ok(())
 }
 
 async fn existing_keys(
@@ -371,12 +217,37 @@ pub async fn config_minutes(
         .unwrap_or(default))
 }
 
+/// What the database says about the batch's students, sessions and enrolments. Sessions are
+/// searched around each punch's admitted instant (corrected when its clock was), so `facts`
+/// come first.
 async fn lookup(
     tx: &tokio_postgres::Transaction<'_>,
     items: &[Item<'_>],
     rules: &Rules,
+    facts: DeviceFacts,
 ) -> Result<Lookup, DbError> {
-    let mut l = Lookup::default();
+    let clock = Clock {
+        now: rules.now,
+        max_future: rules.max_future,
+    };
+    let admitted: Vec<(&DeviceInfo, DateTime<Utc>)> = items
+        .iter()
+        .filter_map(|i| {
+            admit(
+                i.punch,
+                i.batch.database_refused.as_deref(),
+                i.device,
+                &facts,
+                clock,
+            )
+            .ok()
+            .map(|a| (a.device, a.at))
+        })
+        .collect();
+    let mut l = Lookup {
+        facts,
+        ..Lookup::default()
+    };
     let mut keys: Vec<&str> = items
         .iter()
         .filter_map(|i| match &i.punch.subject {
@@ -402,14 +273,14 @@ async fn lookup(
         l.students.insert(id.hyphenated().to_string().to_uppercase(), id);
         l.students.insert(r.get(1), id);
     }
-    let mut rooms: Vec<&str> = items
+    let mut rooms: Vec<&str> = admitted
         .iter()
-        .map(|i| i.device.room.as_str())
+        .map(|(d, _)| d.room.as_str())
         .filter(|r| !r.is_empty())
         .collect();
     rooms.sort_unstable();
     rooms.dedup();
-    let times: Vec<DateTime<Utc>> = items.iter().map(|i| ms(i.punch.effective_ms())).collect();
+    let times: Vec<DateTime<Utc>> = admitted.iter().map(|(_, t)| *t).collect();
     let (Some(lo), Some(hi)) = (times.iter().min(), times.iter().max()) else {
         return Ok(l);
     };

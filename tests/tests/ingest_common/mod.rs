@@ -326,6 +326,7 @@ pub fn settings(clock: SessionClock) -> WriterSettings {
         default_grace_minutes: 5,
         early_arrival_minutes: 15,
         max_future_skew_s: 300,
+        demo_devices: Default::default(),
     }
 }
 
