@@ -94,6 +94,8 @@ schema_mode = "standalone"   # creates the CampsHub360 tables it needs
 url = "mqtt://127.0.0.1:$port"
 [campus]
 timezone = "UTC"             # the seed stores the class in UTC wall clock
+[attendance]
+demo_devices = ["demo-gateway"]   # its readers are simulated: count their punches anyway
 [jobs]
 enabled = false              # no timetable in the demo: the seed opens the class itself
 EOF

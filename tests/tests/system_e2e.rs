@@ -143,7 +143,7 @@ fn ingest_config(db_url: &str, broker_url: &str) -> String {
     format!(
         "node_name = \"e2e\"\n[database]\nurl = \"{db_url}\"\npool_size = 4\nschema_mode = \"existing\"\n\
          [mqtt]\nurl = \"{broker_url}\"\n[campus]\ntimezone = \"UTC\"\n[ingest]\nlinger_ms = 2\n\
-         [jobs]\nenabled = false\n"
+         [attendance]\ndemo_devices = [\"{DEVICE}\"]\n[jobs]\nenabled = false\n"
     )
 }
 
