@@ -37,8 +37,35 @@ pub struct OutcomeLabels {
 /// Label set of `rollcall_acks_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AckLabels {
-    /// advanced, stale, wrong_epoch, beyond, foreign_device, undecodable.
+    /// advanced, stale, wrong_epoch, beyond, foreign_device, undecodable, invalid, oversized.
     pub result: String,
+}
+
+/// Label set of `rollcall_refused_punches_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// One of [`REFUSAL_REASONS`], or `other`.
+    pub reason: &'static str,
+}
+
+/// The refusal reason codes counted under their own label; any other code a centre sends is
+/// counted as `other`, so a centre (or whoever can publish on the ack topic) cannot grow the
+/// metrics without bound.
+pub const REFUSAL_REASONS: [&str; 5] = [
+    "unknown_device",
+    "disabled_device",
+    "invalid_punch",
+    "database_rejected",
+    "simulated",
+];
+
+/// The metric label for a refusal reason code.
+pub fn refusal_label(code: &str) -> &'static str {
+    REFUSAL_REASONS
+        .iter()
+        .find(|known| **known == code)
+        .copied()
+        .unwrap_or("other")
 }
 
 /// Label set of `rollcall_reader_up`.
@@ -67,6 +94,8 @@ pub struct Metrics {
     pub acks: Family<AckLabels, Counter>,
     /// Punches deleted after an ack.
     pub punches_acked: Counter,
+    /// Punches the centre acked as refused, by reason.
+    pub refused: Family<RefusalLabels, Counter>,
     /// MQTT connections established after the first.
     pub reconnects: Counter,
     /// Re-sends caused by an ack timeout.
@@ -90,6 +119,15 @@ impl Metrics {
                 result: result.to_owned(),
             })
             .inc();
+    }
+
+    /// Counts `count` punches refused by the centre for `code`.
+    pub fn refused(&self, code: &str, count: u64) {
+        self.refused
+            .get_or_create(&RefusalLabels {
+                reason: refusal_label(code),
+            })
+            .inc_by(count);
     }
 
     fn registry(self: &Arc<Self>) -> Registry {
@@ -133,6 +171,11 @@ impl Metrics {
             "punches_acked",
             "Punches deleted after the centre's ack",
             self.punches_acked.clone(),
+        );
+        r.register(
+            "refused_punches",
+            "Punches the centre stored as refused (not counted as attendance), by reason",
+            self.refused.clone(),
         );
         r.register(
             "mqtt_reconnects",
@@ -203,5 +246,34 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, shutdown: Cance
             };
             let _ = sock.write_all(response.as_bytes()).await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusal_reasons_outside_the_known_set_share_one_label() {
+        let m = Arc::new(Metrics::default());
+        m.refused("disabled_device", 3);
+        m.refused("unknown_device", 1);
+        for i in 0..100 {
+            m.refused(&format!("made_up_{i}"), 1);
+        }
+        let text = m.render();
+        assert!(
+            text.contains("rollcall_refused_punches_total{reason=\"disabled_device\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rollcall_refused_punches_total{reason=\"other\"} 100"),
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("rollcall_refused_punches_total{").count(),
+            3,
+            "{text}"
+        );
     }
 }

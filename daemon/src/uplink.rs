@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use rollcall_drivers::ReaderHealth;
 use rollcall_protocol::topic::{self, Kind};
 use rollcall_protocol::uplink::{AckOutcome, Action, Uplink, UplinkConfig};
-use rollcall_protocol::v1::{Ack, ReaderStatus, Status, encode_batch_raw};
+use rollcall_protocol::v1::{Ack, DecodeError, ReaderStatus, Refusal, Status, encode_batch_raw};
 use rumqttc::{
     AsyncClient, ConnectionError, Event, LastWill, MqttOptions, Packet, QoS, TlsConfiguration,
     Transport,
@@ -39,6 +39,9 @@ pub struct UplinkShell {
     /// When rollcalld started.
     pub started: Instant,
 }
+
+/// MQTT's largest packet (the remaining-length field's maximum, 256 MiB - 1).
+pub const MQTT_MAX_PACKET_BYTES: usize = 268_435_455;
 
 /// rollcalld's version, reported in the status.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -73,13 +76,19 @@ impl UplinkShell {
         let mut opts = MqttOptions::new(cfg.client_id(), cfg.mqtt.host.clone(), cfg.mqtt.port);
         opts.set_keep_alive(cfg.mqtt.keep_alive);
         opts.set_clean_session(false);
+        // Incoming: MQTT's largest packet. rumqttc treats a larger packet as a protocol error
+        // and drops the connection, and the broker then redelivers the same message after every
+        // reconnect, so anyone able to publish one oversized message on the ack topic would
+        // keep the gateway reconnecting forever. Read whatever comes and let the ack decoder
+        // refuse it by size. The broker's message_size_limit is the first line of defence (it
+        // bounds the memory one message takes here); see the README's broker section.
         opts.set_max_packet_size(
-            rollcall_protocol::v1::MAX_MESSAGE_BYTES + 1024,
+            MQTT_MAX_PACKET_BYTES,
             rollcall_protocol::v1::MAX_MESSAGE_BYTES + 1024,
         );
         opts.set_last_will(LastWill::new(
             &status_topic,
-            self.status(false, &sm).await.encode(),
+            self.status(false, &sm, None).await.encode(),
             QoS::AtLeastOnce,
             true,
         ));
@@ -103,6 +112,8 @@ impl UplinkShell {
         let mut status_every = tokio::time::interval(cfg.mqtt.status_interval);
         let mut gauges_every = tokio::time::interval(Duration::from_secs(1));
         let mut connected_once = false;
+        // The latest refusal from the centre, reported in every status until rollcalld restarts.
+        let mut last_refusal: Option<Refusal> = None;
         let far = || tokio::time::Instant::now() + Duration::from_secs(3600);
 
         loop {
@@ -121,7 +132,7 @@ impl UplinkShell {
                         self.metrics.link_up.set(1);
                         tracing::info!(broker = %cfg.mqtt.host, port = cfg.mqtt.port, "MQTT link up");
                         client.subscribe(&ack_topic, QoS::AtLeastOnce).await?;
-                        client.publish(&status_topic, QoS::AtLeastOnce, true, self.status(true, &sm).await.encode()).await?;
+                        client.publish(&status_topic, QoS::AtLeastOnce, true, self.status(true, &sm, last_refusal.as_ref()).await.encode()).await?;
                         sm.link_up();
                         self.accept.signal(rollcall_drivers::Signal::Online);
                     }
@@ -133,7 +144,16 @@ impl UplinkShell {
                         self.metrics.link_up.set(0);
                         sm.link_down();
                     }
-                    Some(LinkEvent::Message(t, payload)) if t == ack_topic => self.on_ack(&mut sm, &payload),
+                    Some(LinkEvent::Message(t, payload)) if t == ack_topic => {
+                        if let Some(refusal) = self.on_ack(&mut sm, &payload) {
+                            last_refusal = Some(refusal);
+                            self.accept.signal(rollcall_drivers::Signal::Refused);
+                            // At once, not at the next heartbeat: whoever watches the device
+                            // should see the refusal while the person is still at the door.
+                            let status = self.status(true, &sm, last_refusal.as_ref()).await;
+                            client.publish(&status_topic, QoS::AtLeastOnce, true, status.encode()).await?;
+                        }
+                    }
                     Some(LinkEvent::Message(t, _)) => tracing::warn!(topic = %t, "unexpected message ignored"),
                     None => break,
                 },
@@ -147,7 +167,7 @@ impl UplinkShell {
                 _ = tokio::time::sleep_until(deadline) => sm.tick(Instant::now()),
                 _ = status_every.tick() => {
                     if sm.is_online() {
-                        let status = self.status(true, &sm).await;
+                        let status = self.status(true, &sm, last_refusal.as_ref()).await;
                         client.publish(&status_topic, QoS::AtLeastOnce, true, status.encode()).await?;
                     }
                 }
@@ -196,7 +216,7 @@ impl UplinkShell {
         }
 
         if sm.is_online() {
-            let bye = self.status(false, &sm).await;
+            let bye = self.status(false, &sm, last_refusal.as_ref()).await;
             let _ = client
                 .publish(&status_topic, QoS::AtLeastOnce, true, bye.encode())
                 .await;
@@ -215,19 +235,26 @@ impl UplinkShell {
         Ok(())
     }
 
-    fn on_ack(&self, sm: &mut Uplink, payload: &[u8]) {
+    /// Applies an ack; returns the last of its refusals when it moved the acked position (a
+    /// stale or repeated ack's refusals were reported when it first arrived).
+    fn on_ack(&self, sm: &mut Uplink, payload: &[u8]) -> Option<Refusal> {
         let ack = match Ack::decode(payload) {
             Ok(a) => a,
             Err(e) => {
-                self.metrics.ack("undecodable");
-                tracing::warn!(error = %e, "undecodable ack ignored");
-                return;
+                let result = match e {
+                    DecodeError::TooLarge { .. } => "oversized",
+                    DecodeError::Invalid(_) => "invalid",
+                    DecodeError::Cbor(_) | DecodeError::Trailing(_) => "undecodable",
+                };
+                self.metrics.ack(result);
+                tracing::warn!(result, bytes = payload.len(), error = %e, "bad message on the ack topic ignored");
+                return None;
             }
         };
         if ack.device_id != self.config.device.id {
             self.metrics.ack("foreign_device");
             tracing::warn!(device = %ack.device_id, "ack for another device ignored");
-            return;
+            return None;
         }
         let result = match sm.on_ack(ack.epoch, ack.up_to_seq) {
             AckOutcome::Advanced => "advanced",
@@ -243,7 +270,24 @@ impl UplinkShell {
                 up_to = ack.up_to_seq,
                 "ack ignored"
             );
+            return None;
         }
+        // Refused punches are acked like any other and deleted with them: re-sending would
+        // change nothing. What is left is to make the refusal impossible to miss.
+        let refusals = ack.refusals.unwrap_or_default();
+        for r in &refusals {
+            self.metrics.refused(&r.reason, r.count);
+            tracing::error!(
+                device = %self.config.device.id,
+                reason = %r.reason,
+                first_seq = r.first_seq,
+                last_seq = r.last_seq,
+                count = r.count,
+                detail = %r.detail,
+                "the centre refused punches: they are NOT counted as attendance"
+            );
+        }
+        refusals.into_iter().last()
     }
 
     async fn update_gauges(&self, sm: &Uplink) {
@@ -261,7 +305,7 @@ impl UplinkShell {
         Some(((now - oldest).max(0) / 1000) as u64)
     }
 
-    async fn status(&self, online: bool, sm: &Uplink) -> Status {
+    async fn status(&self, online: bool, sm: &Uplink, last_refusal: Option<&Refusal>) -> Status {
         let (now, clock) = crate::clock::now();
         let health = self.accept.reader_health_snapshot();
         let readers = self
@@ -294,6 +338,7 @@ impl UplinkShell {
             readers,
             clock,
             free_disk_bytes: crate::sys::free_bytes(&self.config.device.state_dir),
+            last_refusal: last_refusal.cloned(),
         }
     }
 }

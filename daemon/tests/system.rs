@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use rollcall_protocol::topic::{self, Kind};
-use rollcall_protocol::v1::{Ack, Subject};
+use rollcall_protocol::v1::{Ack, Refusal, Subject};
 use rollcall_tests::acker::Acker;
 use rollcall_tests::mosquitto::Mosquitto;
 use rollcall_tests::rollcalld::{GatewayOptions, Reply, Rollcalld, parse_reply};
@@ -293,6 +293,216 @@ async fn stale_duplicate_and_foreign_acks_are_ignored() -> anyhow::Result<()> {
     // A new punch makes the acker ack the highest contiguous seq it holds.
     tap(&gw, 10).await?;
     gw.wait_journal((11, 11, 0)).await?;
+    Ok(())
+}
+
+/// A client that may publish messages of any size (rumqttc's default limit is 10 KiB).
+async fn big_client(port: u16) -> anyhow::Result<AsyncClient> {
+    let mut opts = MqttOptions::new("test-big", "127.0.0.1", port);
+    opts.set_max_packet_size(8 << 20, 8 << 20);
+    let (client, mut events) = AsyncClient::new(opts, 100);
+    tokio::spawn(async move { while events.poll().await.is_ok() {} });
+    Ok(client)
+}
+
+fn metric(text: &str, series: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_punches_are_deleted_counted_logged_and_shown_in_the_status() -> anyhow::Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let broker = Mosquitto::start()?;
+    let acker = Acker::start(broker.port()).await?;
+    acker.set_acking(false);
+    let metrics_port = rollcall_tests::mosquitto::free_port()?;
+    let mut opts = GatewayOptions::new(broker.port());
+    opts.ack_timeout = "30s".into();
+    opts.metrics_port = Some(metrics_port);
+    let gw = Rollcalld::start(bin(), &opts.write(dir.path())?).await?;
+    for n in 0..5 {
+        tap(&gw, n).await?;
+    }
+    acker
+        .wait_for("5 punches", LONG, |s| s.deliveries >= 5)
+        .await?;
+    let epoch = device_epoch(&acker).await;
+
+    let (watcher, mut status_events) = AsyncClient::new(
+        MqttOptions::new("test-status", "127.0.0.1", broker.port()),
+        100,
+    );
+    watcher
+        .subscribe(
+            topic::build("test-site", DEVICE, Kind::Status),
+            QoS::AtLeastOnce,
+        )
+        .await?;
+
+    // The centre stored all five but refused them: seq 5 for a reason this gateway does not
+    // know, seqs 1..=4 because the device is disabled.
+    let detail = "device room-101 is disabled: enable it with `rollcall device enable room-101`";
+    let ack = Ack {
+        device_id: DEVICE.into(),
+        epoch,
+        up_to_seq: 5,
+        refusals: Some(vec![
+            Refusal {
+                reason: "a_code_from_the_future".into(),
+                first_seq: 5,
+                last_seq: 5,
+                count: 1,
+                detail: "x".into(),
+            },
+            Refusal {
+                reason: "disabled_device".into(),
+                first_seq: 1,
+                last_seq: 4,
+                count: 4,
+                detail: detail.into(),
+            },
+        ]),
+    };
+    let centre = raw_client(broker.port()).await?;
+    centre
+        .publish(
+            topic::build("test-site", DEVICE, Kind::Ack),
+            QoS::AtLeastOnce,
+            false,
+            ack.encode(),
+        )
+        .await?;
+    gw.wait_journal((5, 5, 0)).await?;
+
+    let metrics = http_get(metrics_port, "/metrics").await?;
+    assert_eq!(
+        metric(
+            &metrics,
+            "rollcall_refused_punches_total{reason=\"disabled_device\"}"
+        ),
+        Some(4),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "rollcall_refused_punches_total{reason=\"other\"}"),
+        Some(1),
+        "unknown codes share one label: {metrics}"
+    );
+
+    let status = loop {
+        let s = next_status(&mut status_events).await?;
+        if s.last_refusal.is_some() {
+            break s;
+        }
+    };
+    let refusal = status.last_refusal.expect("checked");
+    assert_eq!(
+        (
+            refusal.reason.as_str(),
+            refusal.first_seq,
+            refusal.last_seq,
+            refusal.count
+        ),
+        ("disabled_device", 1, 4, 4)
+    );
+    assert_eq!(refusal.detail, detail);
+    assert_eq!(status.journal_depth, 0);
+
+    // The same ack again (a broker redelivery) counts nothing twice.
+    centre
+        .publish(
+            topic::build("test-site", DEVICE, Kind::Ack),
+            QoS::AtLeastOnce,
+            false,
+            ack.encode(),
+        )
+        .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let metrics = http_get(metrics_port, "/metrics").await?;
+    assert_eq!(
+        metric(
+            &metrics,
+            "rollcall_refused_punches_total{reason=\"disabled_device\"}"
+        ),
+        Some(4),
+        "{metrics}"
+    );
+    let log = gw.log();
+    assert!(
+        log.contains("the centre refused punches") && log.contains("rollcall device enable"),
+        "{log}"
+    );
+    Ok(())
+}
+
+/// A message larger than any ack (2 MiB) or garbage on the ack topic is read and dropped by the
+/// gateway's own size check: the link stays up (no reconnect loop on redelivery) and real acks
+/// go on deleting punches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_or_garbage_ack_is_dropped_without_a_reconnect() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Mosquitto::start()?;
+    let _acker = Acker::start(broker.port()).await?;
+    let metrics_port = rollcall_tests::mosquitto::free_port()?;
+    let mut opts = GatewayOptions::new(broker.port());
+    opts.metrics_port = Some(metrics_port);
+    let gw = Rollcalld::start(bin(), &opts.write(dir.path())?).await?;
+    for n in 0..3 {
+        tap(&gw, n).await?;
+    }
+    gw.wait_journal((3, 3, 0)).await?;
+
+    let hostile = big_client(broker.port()).await?;
+    let ack_topic = topic::build("test-site", DEVICE, Kind::Ack);
+    hostile
+        .publish(&ack_topic, QoS::AtLeastOnce, false, vec![0xA5u8; 2 << 20])
+        .await?;
+    hostile
+        .publish(
+            &ack_topic,
+            QoS::AtLeastOnce,
+            false,
+            b"\xff garbage".to_vec(),
+        )
+        .await?;
+    let deadline = std::time::Instant::now() + LONG;
+    loop {
+        let m = http_get(metrics_port, "/metrics").await?;
+        if metric(&m, "rollcall_acks_total{result=\"oversized\"}") == Some(1) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "oversized ack never seen: {m}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for n in 3..6 {
+        tap(&gw, n).await?;
+    }
+    gw.wait_journal((6, 6, 0)).await?;
+    // Long enough for a dropped connection to come back (reconnect back-off starts at 200 ms).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let m = http_get(metrics_port, "/metrics").await?;
+    assert_eq!(metric(&m, "rollcall_mqtt_reconnects_total"), Some(0), "{m}");
+    assert_eq!(
+        metric(&m, "rollcall_acks_total{result=\"oversized\"}"),
+        Some(1),
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "rollcall_acks_total{result=\"undecodable\"}"),
+        Some(1),
+        "{m}"
+    );
+    assert_eq!(metric(&m, "rollcall_link_up"), Some(1), "{m}");
     Ok(())
 }
 

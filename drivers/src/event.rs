@@ -59,4 +59,7 @@ pub enum Signal {
     Offline,
     /// The link is back.
     Online,
+    /// The centre refused punches of this device (unregistered, disabled, ...): they are not
+    /// counted as attendance; staff must act.
+    Refused,
 }

@@ -18,7 +18,7 @@
 //! Refusal     {0: reason (text), 1: first_seq, 2: last_seq, 3: count, 4: detail (text)}
 //! Status      {0: device_id, 1: version, 2: online, 3: sent_at_ms, 4: uptime_s, 5: epoch,
 //!              6: journal_depth, 7?: oldest_unacked_age_s, 8?: last_acked_seq,
-//!              9: [ReaderStatus], 10: ClockState, 11?: free_disk_bytes}
+//!              9: [ReaderStatus], 10: ClockState, 11?: free_disk_bytes, 12?: last_refusal (Refusal)}
 //! ```
 //!
 //! Fixtures of exact bytes live in `protocol/tests/fixtures/` and are checked by the tests, so an
@@ -243,6 +243,10 @@ pub struct Status {
     /// Free bytes on the journal's file system.
     #[n(11)]
     pub free_disk_bytes: Option<u64>,
+    /// The latest refusal the centre sent this device (absent when none since it started), so
+    /// whoever looks at the device sees that its punches are being refused and why.
+    #[n(12)]
+    pub last_refusal: Option<Refusal>,
 }
 
 /// Health of one reader in a [`Status`].

@@ -130,6 +130,63 @@ fn ack_with_refusals_matches_the_hand_written_cbor() {
 }
 
 #[test]
+fn status_carries_the_last_refusal_under_key_12_and_old_readers_skip_it() {
+    let refusal = Refusal {
+        reason: "disabled_device".into(),
+        first_seq: 3,
+        last_seq: 9,
+        count: 7,
+        detail: "enable the device".into(),
+    };
+    let mut status = Status {
+        device_id: "dev-1".into(),
+        version: "0.1.0".into(),
+        online: true,
+        sent_at_ms: 1,
+        uptime_s: 2,
+        epoch: 3,
+        journal_depth: 0,
+        oldest_unacked_age_s: None,
+        last_acked_seq: Some(9),
+        readers: vec![],
+        clock: ClockState {
+            ntp_synced: true,
+            offset_ms: None,
+            boot_id: Uuid::nil(),
+            monotonic_ms: 4,
+        },
+        free_disk_bytes: None,
+        last_refusal: None,
+    };
+    let without = status.encode();
+    status.last_refusal = Some(refusal.clone());
+    let with = status.encode();
+    assert_eq!(Status::decode(&with).expect("decodes"), status);
+    // Key 12 follows everything else: the same map with one more entry, whose key is 12 and
+    // whose value is exactly the encoded refusal.
+    assert_eq!(
+        without[0], 0xAA,
+        "map(10): keys 0..=6, 8, 9, 10 (absent options are omitted)"
+    );
+    assert_eq!(with[0], 0xAB, "map(11)");
+    assert_eq!(with[1..without.len()], without[1..]);
+    let mut key_12 = vec![0x0C];
+    key_12.extend(minicbor::to_vec(&refusal).expect("encodes"));
+    assert_eq!(with[without.len()..], key_12[..]);
+    // A centre that predates key 12 reads the status as before.
+    #[derive(minicbor::Decode)]
+    #[cbor(map)]
+    struct OldStatus {
+        #[n(0)]
+        device_id: String,
+        #[n(6)]
+        journal_depth: u64,
+    }
+    let old: OldStatus = minicbor::decode(&with).expect("old reader decodes");
+    assert_eq!((old.device_id.as_str(), old.journal_depth), ("dev-1", 0));
+}
+
+#[test]
 fn refusals_that_do_not_fit_their_ack_are_invalid() {
     let base = Refusal {
         reason: "unknown_device".into(),

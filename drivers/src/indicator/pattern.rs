@@ -9,6 +9,7 @@
 //! | StorageFull   | red and buzzer alternate fast for 3 s (an alarm: staff) | purple flashes 10 times    |
 //! | Offline       | red blinks once, silent                                 | yellow breathes once       |
 //! | Online        | green blinks once, silent                               | cyan breathes once         |
+//! | Refused       | red with three long beeps (the centre refused punches)  | red breathes 3 times       |
 
 use std::time::Duration;
 
@@ -58,6 +59,9 @@ pub fn gpio_pattern(signal: Signal) -> Vec<Step> {
             .collect(),
         Signal::Offline => vec![step(false, true, false, 150)],
         Signal::Online => vec![step(true, false, false, 150)],
+        Signal::Refused => (0..3)
+            .flat_map(|_| [step(false, true, true, 300), step(false, false, false, 200)])
+            .collect(),
     };
     steps.push(off(0));
     steps
@@ -97,6 +101,7 @@ pub fn aura_pattern(signal: Signal) -> Vec<AuraStep> {
         Signal::StorageFull => aura(2, 0x10, 3, 10, 3000),
         Signal::Offline => aura(1, 0x80, 5, 1, 1500),
         Signal::Online => aura(1, 0x80, 6, 1, 1500),
+        Signal::Refused => aura(1, 0x40, 1, 3, 2400),
     };
     vec![first, aura(4, 0, first.colour, 0, 0)]
 }
@@ -107,13 +112,14 @@ mod tests {
 
     use super::*;
 
-    const ALL: [Signal; 6] = [
+    const ALL: [Signal; 7] = [
         Signal::Accepted,
         Signal::Duplicate,
         Signal::Unknown,
         Signal::StorageFull,
         Signal::Offline,
         Signal::Online,
+        Signal::Refused,
     ];
 
     #[test]
@@ -138,6 +144,7 @@ mod tests {
         assert!(green(Signal::Accepted) && !red(Signal::Accepted));
         assert!(red(Signal::Unknown) && !green(Signal::Unknown));
         assert!(red(Signal::StorageFull) && !green(Signal::StorageFull));
+        assert!(red(Signal::Refused) && !green(Signal::Refused));
     }
 
     #[test]
