@@ -567,6 +567,39 @@ async fn silent_devices_and_rooms_without_punches_are_flagged(db: Db) {
     );
     let st: String = db.client.query_one("SELECT status::text FROM attendance_biometric_device WHERE device_id = 'dev-nosession'", &[]).await.unwrap().get(0);
     assert_eq!(st, "error");
+    // The first run records every device's enablement as it was; the next one records only
+    // what changed since, at the run's time.
+    let devices = count(
+        &db.client,
+        "SELECT count(*) FROM attendance_biometric_device",
+    )
+    .await;
+    assert_eq!(r["enablement_changes"], serde_json::json!(devices), "{r}");
+    db.client
+        .execute(
+            "UPDATE attendance_biometric_device SET is_enabled = NOT is_enabled WHERE device_id = 'dev-nosession'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let r = run(
+        &db,
+        Job::DeviceHealth,
+        ist("12:05:00"),
+        &ctx(SessionClock::WallclockAsUtc),
+    )
+    .await;
+    assert_eq!(r["enablement_changes"], serde_json::json!(1), "{r}");
+    let changed_at: chrono::DateTime<chrono::Utc> = db
+        .client
+        .query_one(
+            "SELECT max(since) FROM rollcall.device_enablement WHERE device_id = 'dev-nosession'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(changed_at, ist("12:05:00"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,7 @@
 
 mod attendance;
 pub mod batch;
-mod devices;
+pub(crate) mod devices;
 pub mod schema;
 pub mod writer;
 

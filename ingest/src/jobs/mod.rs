@@ -37,7 +37,7 @@ pub enum Job {
     Statistics,
     /// Retention cleanup.
     Retention,
-    /// Silent devices, rooms without punches.
+    /// Silent devices, rooms without punches, changes of device enablement.
     DeviceHealth,
 }
 

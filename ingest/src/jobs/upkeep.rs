@@ -1,4 +1,4 @@
-//! Retention cleanup and device health.
+//! Retention cleanup and device health (which also records changes of device enablement).
 
 use super::{JobContext, setting_f64};
 use crate::db::DbError;
@@ -137,10 +137,14 @@ pub async fn device_health(
         &[&now],
     )
     .await?;
+    // A device disabled or re-enabled between its messages is noticed within one run, so its
+    // punches are judged by the state they were captured in.
+    let enablement_changes = crate::db::devices::observe_enablement(tx, None, now).await?;
     if !silent.is_empty() || !rooms.is_empty() {
         tracing::warn!(newly_silent = ?silent, rooms_without_punches = ?rooms, "device health");
     }
-    Ok(
-        serde_json::json!({"newly_silent": silent, "silent_total": still_silent, "rooms_without_punches": rooms}),
-    )
+    Ok(serde_json::json!({
+        "newly_silent": silent, "silent_total": still_silent, "rooms_without_punches": rooms,
+        "enablement_changes": enablement_changes,
+    }))
 }
