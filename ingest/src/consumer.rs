@@ -469,6 +469,7 @@ fn merge(total: &mut BatchReport, r: BatchReport) {
     total.dead.extend(r.dead);
     total.heartbeats += r.heartbeats;
     total.unregistered += r.unregistered;
+    total.released += r.released;
     for (k, v) in r.reasons {
         *total.reasons.entry(k).or_default() += v;
     }

@@ -17,6 +17,22 @@ pub enum SubjectIn {
     UnknownFinger,
 }
 
+impl SubjectIn {
+    /// The subject back from its ledger spelling ([`PunchIn::subject_text`]).
+    pub fn from_ledger(text: &str) -> SubjectIn {
+        if text == "finger:unknown" {
+            return SubjectIn::UnknownFinger;
+        }
+        if let Some(hash) = text.strip_prefix("card:") {
+            let mut h = [0u8; 32];
+            if hex::decode_to_slice(hash, &mut h).is_ok() {
+                return SubjectIn::UnknownCard(h);
+            }
+        }
+        SubjectIn::Student(text.to_string())
+    }
+}
+
 /// Card or fingerprint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Credential {
@@ -459,6 +475,19 @@ mod tests {
         );
         assert_eq!(reason("other/topic", b""), DeadReason::BadTopic);
         assert_eq!(reason("rollcall/v1/n/d/ack", b""), DeadReason::BadTopic);
+    }
+
+    #[test]
+    fn subjects_survive_their_ledger_spelling() {
+        let mut p = punch_in(batch("d").punches.remove(0));
+        for s in [
+            SubjectIn::Student("2024CS001".into()),
+            SubjectIn::UnknownCard([0xA5; 32]),
+            SubjectIn::UnknownFinger,
+        ] {
+            p.subject = s.clone();
+            assert_eq!(SubjectIn::from_ledger(&p.subject_text()), s);
+        }
     }
 
     #[test]

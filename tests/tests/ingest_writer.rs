@@ -20,6 +20,7 @@ both_schemas!(
     heartbeat_updates_the_device_row,
     two_writers_racing_on_the_same_punches_write_once,
     true_utc_sessions_match_with_the_utc_session_clock,
+    a_clock_ahead_is_held_then_counted_when_a_heartbeat_of_its_boot_arrives,
 );
 
 async fn every_outcome_lands_in_the_ledger_and_records_are_complete(mut db: Db) {
@@ -542,5 +543,90 @@ async fn true_utc_sessions_match_with_the_utc_session_clock(mut db: Db) {
             .unwrap()
             .0,
         "late"
+    );
+}
+
+async fn a_clock_ahead_is_held_then_counted_when_a_heartbeat_of_its_boot_arrives(mut db: Db) {
+    let c = campus(&db.client, WALL).await;
+    let boot = uuid::Uuid::from_u128(0xB007);
+    // The device's wall clock jumped 3.5 hours ahead: it stamps 12:32 a punch that really was
+    // at 09:02, when its monotonic clock read 1,000 s.
+    let mut p = punch(1, ist("12:32:00"), student(c.students[0]));
+    p.clock.boot_id = boot;
+    p.clock.monotonic_ms = 1_000_000;
+    let r = write(&mut db.client, &[env(DEVICE, 5, vec![p])], WALL).await;
+    assert_eq!(
+        r.acks[0].up_to_seq, 1,
+        "a held punch is acked: the centre keeps it"
+    );
+    assert_eq!(outcome(&db.client, DEVICE, 5, 1).await, "held");
+    assert!(record(&db.client, c.session, c.students[0]).await.is_none());
+    // A heartbeat of the same boot, received at 12:00 (the writer's now), 2 h 58 min of
+    // monotonic time after the punch: the punch was at 09:02.
+    let status = v1::Status {
+        device_id: DEVICE.into(),
+        version: "rollcalld 1.2.3".into(),
+        online: true,
+        sent_at_ms: ist("15:30:00").timestamp_millis(),
+        uptime_s: 10,
+        epoch: 5,
+        journal_depth: 0,
+        oldest_unacked_age_s: None,
+        last_acked_seq: Some(1),
+        readers: Vec::new(),
+        clock: v1::ClockState {
+            ntp_synced: false,
+            offset_ms: None,
+            boot_id: boot,
+            monotonic_ms: 1_000_000 + (2 * 3600 + 58 * 60) * 1000,
+        },
+        free_disk_bytes: None,
+        last_refusal: None,
+    };
+    let t = rollcall_protocol::topic::build(SITE, DEVICE, rollcall_protocol::topic::Kind::Status);
+    let r = write(
+        &mut db.client,
+        &[Envelope::new(&t, status.encode().into())],
+        WALL,
+    )
+    .await;
+    assert_eq!(r.released, 1);
+    assert_eq!(outcome(&db.client, DEVICE, 5, 1).await, "recorded");
+    let (mark, at, _) = record(&db.client, c.session, c.students[0]).await.unwrap();
+    assert_eq!((mark.as_str(), at), ("present", ist("09:02:00")));
+    let row = db
+        .client
+        .query_one(
+            "SELECT effective_at, captured_at, detail, reason FROM rollcall.ledger WHERE device_id = $1",
+            &[&DEVICE],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<_, chrono::DateTime<chrono::Utc>>(0),
+        ist("09:02:00")
+    );
+    assert_eq!(
+        row.get::<_, chrono::DateTime<chrono::Utc>>(1),
+        ist("12:32:00"),
+        "the device's stamp is kept"
+    );
+    assert!(
+        row.get::<_, String>(2).contains("corrected"),
+        "{}",
+        row.get::<_, String>(2)
+    );
+    assert_eq!(row.get::<_, Option<String>>(3), None);
+    // Another heartbeat changes nothing more.
+    let r = write(
+        &mut db.client,
+        &[Envelope::new(&t, status.encode().into())],
+        WALL,
+    )
+    .await;
+    assert_eq!(r.released, 0);
+    assert_eq!(
+        count(&db.client, "SELECT count(*) FROM rollcall.ledger").await,
+        1
     );
 }

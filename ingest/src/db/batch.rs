@@ -74,6 +74,8 @@ pub struct BatchReport {
     pub heartbeats: u64,
     /// Messages from devices that are not registered.
     pub unregistered: u64,
+    /// Held punches decided again after a heartbeat anchored their boot.
+    pub released: u64,
     /// Per registered (device, epoch): max seq seen minus contiguous seq (not yet ackable).
     pub pending: Vec<(String, u64)>,
 }

@@ -6,9 +6,9 @@
 use super::DbError;
 use crate::admit::{Anchor, DeviceFacts};
 use crate::decide::DeviceInfo;
-use crate::punch::{DeadLetter, StatusIn};
+use crate::punch::{BatchIn, Credential, DeadLetter, PunchIn, StatusIn, SubjectIn};
 use chrono::{DateTime, Utc};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use tokio_postgres::GenericClient;
 
 /// The rows of `ids` in `attendance_biometric_device`, by device id.
@@ -199,4 +199,69 @@ pub(crate) async fn write_dead_letters(
     )
     .await?;
     Ok(())
+}
+
+/// Held punches of the devices and boots that `statuses` just anchored, removed from the ledger
+/// so the writer decides them again with the new anchor, as batches per (device, epoch).
+pub(crate) async fn take_held(
+    tx: &impl GenericClient,
+    statuses: &[&StatusIn],
+) -> Result<Vec<BatchIn>, DbError> {
+    let online: Vec<&&StatusIn> = statuses.iter().filter(|s| s.online).collect();
+    if online.is_empty() {
+        return Ok(Vec::new());
+    }
+    let devs: Vec<&str> = online.iter().map(|s| s.device_id.as_str()).collect();
+    let boots: Vec<uuid::Uuid> = online.iter().map(|s| s.boot_id).collect();
+    let rows = tx
+        .query(
+            "DELETE FROM rollcall.ledger l USING unnest($1::text[], $2::uuid[]) AS u(d, b)
+             WHERE l.outcome = 'held' AND l.device_id = u.d AND l.boot_id = u.b
+             RETURNING l.device_id::text, l.epoch, l.seq, l.event_id, l.captured_at, l.credential, l.subject,
+                       l.reader_id, l.reader_kind, l.score, l.flags, l.ntp_synced, l.clock_offset_ms, l.boot_id,
+                       l.monotonic_ms",
+            &[&devs, &boots],
+        )
+        .await?;
+    let mut by_key: BTreeMap<(String, i64), Vec<PunchIn>> = BTreeMap::new();
+    for r in rows {
+        let captured: Option<DateTime<Utc>> = r.get(4);
+        let subject: String = r.get(6);
+        let p = PunchIn {
+            seq: r.get::<_, i64>(2) as u64,
+            event_id: r.get(3),
+            captured_at_ms: captured.map_or(0, |t| t.timestamp_millis()),
+            ntp_synced: r.get(11),
+            offset_ms: r.get(12),
+            boot_id: r.get(13),
+            monotonic_ms: r.get::<_, i64>(14).max(0) as u64,
+            reader_id: r.get(7),
+            reader_kind: r.get(8),
+            credential: if r.get::<_, &str>(5) == "card" {
+                Credential::Card
+            } else {
+                Credential::Fingerprint
+            },
+            subject: SubjectIn::from_ledger(&subject),
+            score: r
+                .get::<_, Option<i32>>(9)
+                .and_then(|s| u16::try_from(s).ok()),
+            flags: u32::try_from(r.get::<_, i64>(10)).unwrap_or(0),
+            problem: None,
+        };
+        by_key.entry((r.get(0), r.get(1))).or_default().push(p);
+    }
+    Ok(by_key
+        .into_iter()
+        .map(|((device_id, epoch), mut punches)| {
+            punches.sort_by_key(|p| p.seq);
+            BatchIn {
+                site: String::new(),
+                device_id,
+                epoch: epoch as u64,
+                punches,
+                database_refused: None,
+            }
+        })
+        .collect())
 }

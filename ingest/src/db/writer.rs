@@ -6,6 +6,7 @@
 //! 1. look the devices up, record any change of their enablement;
 //! 2. [`partition`](super::batch::partition) the messages (pure); write dead letters, the
 //!    heartbeats (with their clock anchors) and the counts of devices that are not registered;
+//!    take back the `held` punches of the boots those heartbeats anchor, to decide them again;
 //!    then load the devices' facts (enablement history, anchors);
 //! 3. drop punches the ledger already has (replays cost one indexed query);
 //! 4. resolve students, sessions and enrolments in three set queries;
@@ -23,7 +24,7 @@ use super::batch::{Item, attach_refusals, items as unique_items, partition};
 use super::devices;
 use crate::admit::{Clock, DeviceFacts, admit};
 use crate::decide::{self, Decision, DeviceInfo, Lookup, Outcome, Rules, SessionInfo};
-use crate::punch::{Envelope, Message};
+use crate::punch::{BatchIn, Envelope, Message};
 use chrono::{DateTime, Duration, Utc};
 use std::collections::{HashMap, HashSet};
 use tokio_postgres::Client;
@@ -92,6 +93,9 @@ pub async fn write_batch(
     report.heartbeats = parts.statuses.len() as u64;
     devices::note_unregistered(&tx, &parts.unregistered, now).await?;
     report.unregistered = parts.unregistered.len() as u64;
+    // Held punches of a boot these heartbeats anchor are decided again (and usually counted).
+    let released = devices::take_held(&tx, &parts.statuses).await?;
+    report.released = released.iter().map(|b| b.punches.len() as u64).sum();
     // After the heartbeats, so a punch can be corrected by a heartbeat of the same commit.
     let facts = if known.is_empty() {
         DeviceFacts::default()
@@ -99,7 +103,8 @@ pub async fn write_batch(
         devices::facts(&tx, &known).await?
     };
 
-    let (mut items, repeated) = unique_items(&parts.batches, &devices);
+    let to_decide: Vec<&BatchIn> = parts.batches.iter().copied().chain(&released).collect();
+    let (mut items, repeated) = unique_items(&to_decide, &devices);
     report.replayed += repeated;
     if !items.is_empty() {
         lap.mark("prelude");
