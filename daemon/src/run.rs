@@ -37,8 +37,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let state_dir = &config.device.state_dir;
-    std::fs::create_dir_all(state_dir)
-        .with_context(|| format!("creating state directory {}", state_dir.display()))?;
+    prepare_state_dir(state_dir)?;
 
     let path = config.journal_path();
     let capacity = config.journal.capacity;
@@ -184,6 +183,42 @@ pub async fn run(
         last_seq = s.last_seq,
         "stopped; every accepted punch is in the journal"
     );
+    Ok(())
+}
+
+/// Creates the state directory (mode 0700, whatever the umask) or checks the existing one: it
+/// must belong to the user rollcalld runs as (the journal, the card-hash key and the control
+/// socket live there), and nobody else may read it.
+pub fn prepare_state_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating state directory {}", dir.display()))?;
+    }
+    let meta =
+        std::fs::metadata(dir).with_context(|| format!("state directory {}", dir.display()))?;
+    let me = crate::sys::effective_uid();
+    if meta.uid() != me {
+        anyhow::bail!(
+            "state directory {dir} belongs to uid {owner}, not to uid {me} that rollcalld runs as: \
+             another user could read or replace the journal and the card-hash key. Give it to \
+             this user (chown -R {me} {dir}), or set device.state_dir to a directory of its own \
+             (the systemd unit's StateDirectory does this)",
+            dir = dir.display(),
+            owner = meta.uid(),
+        );
+    }
+    if !meta.is_dir() {
+        anyhow::bail!("state directory {} is not a directory", dir.display());
+    }
+    if meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making state directory {} private", dir.display()))?;
+        tracing::warn!(dir = %dir.display(), mode = format!("{:o}", meta.mode() & 0o777), "state directory was readable by others; now 0700");
+    }
     Ok(())
 }
 

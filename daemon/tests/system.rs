@@ -620,6 +620,93 @@ async fn a_file_at_the_control_socket_path_stops_start_and_is_kept() -> anyhow::
     Ok(())
 }
 
+/// rollcalld run through `sh` with umask 000, as a careless init script might.
+fn under_umask_000(dir: &Path) -> anyhow::Result<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let script = dir.join("rollcalld-umask0.sh");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\numask 000\nexec {BIN} \"$@\"\n"),
+    )?;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
+    Ok(script)
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .expect("exists")
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_is_private_whatever_the_umask() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Mosquitto::start()?;
+    let config = GatewayOptions::new(broker.port()).write(dir.path())?;
+    let state = dir.path().join("state");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777))?;
+    let gw = Rollcalld::start(&under_umask_000(dir.path())?, &config).await?;
+    assert_eq!(tap(&gw, 1).await?.outcome, "unknown");
+    assert_eq!(mode(&state), 0o700, "state directory");
+    assert_eq!(mode(&state.join("journal.redb")), 0o600, "journal");
+    assert_eq!(mode(&state.join("card-hash.key")), 0o600, "card-hash key");
+    assert_eq!(mode(&state.join("control.sock")), 0o600, "control socket");
+
+    // A fresh state directory is created private too.
+    drop(gw);
+    let fresh = dir.path().join("fresh").join("state");
+    let text = std::fs::read_to_string(&config)?.replace(
+        &format!("state_dir = \"{}\"", state.display()),
+        &format!("state_dir = \"{}\"", fresh.display()),
+    );
+    let other = dir.path().join("fresh.toml");
+    std::fs::write(&other, text)?;
+    let mut child = std::process::Command::new(under_umask_000(dir.path())?)
+        .args(["run", "--config"])
+        .arg(&other)
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let deadline = std::time::Instant::now() + LONG;
+    while !fresh.join("card-hash.key").exists() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    child.kill()?;
+    child.wait()?;
+    assert_eq!(mode(&fresh), 0o700, "new state directory");
+    assert_eq!(mode(&fresh.join("journal.redb")), 0o600, "new journal");
+    assert_eq!(mode(&fresh.join("card-hash.key")), 0o600, "new key");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_directory_of_another_user_is_refused() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let config = GatewayOptions::new(rollcall_tests::mosquitto::free_port()?).write(dir.path())?;
+    let state = dir.path().join("state");
+    // Tests run as root; 65534 is `nobody`.
+    std::os::unix::fs::chown(&state, Some(65534), Some(65534))?;
+    let err = Rollcalld::start(bin(), &config)
+        .await
+        .expect_err("must refuse to start")
+        .to_string();
+    assert!(
+        err.contains(&format!(
+            "state directory {} belongs to uid 65534",
+            state.display()
+        )) && err.contains("chown"),
+        "{err}"
+    );
+    assert!(
+        !state.join("journal.redb").exists(),
+        "nothing written into a directory of another user"
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_keeps_unacked_punches_for_the_next_start() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;

@@ -555,6 +555,16 @@ fn create_file(path: &Path) -> Result<(), JournalError> {
     let mut tmp = PathBuf::from(path);
     tmp.as_mut_os_string().push(".creating");
     let _ = fs::remove_file(&tmp);
+    // Private from the start, whatever the umask: redb would create the file 0666 & ~umask.
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io_err)?;
+    }
     {
         let db = guarded(&label, || builder().create(&tmp))?;
         initialise(&db, &label)?;
