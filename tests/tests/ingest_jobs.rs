@@ -23,7 +23,7 @@ fn ctx(clock: SessionClock) -> JobContext {
 }
 
 async fn run(db: &Db, job: Job, now: DateTime<Utc>, ctx: &JobContext) -> serde_json::Value {
-    let pool = rollcall_ingest::db::pool(&db.url, 2).unwrap();
+    let pool = pool(&db.url, 2);
     // A fresh slot per call (tests run the same job several times).
     let slot = DateTime::from_timestamp(now.timestamp() + rand_slot(), 0).unwrap();
     match run_slot(&pool, job, slot, now, ctx).await.unwrap() {
@@ -612,7 +612,7 @@ async fn each_job_occurrence_runs_on_exactly_one_replica() {
     for i in 0..4 {
         let url = db.url.clone();
         tasks.push(tokio::spawn(async move {
-            let pool = rollcall_ingest::db::pool(&url, 2).unwrap();
+            let pool = pool(&url, 2);
             let mut c = ctx(SessionClock::WallclockAsUtc);
             c.node = format!("replica-{i}");
             run_slot(&pool, Job::OpenClose, slot, now, &c)

@@ -1,4 +1,4 @@
-//! PostgreSQL: the connection pool, error classification, migrations and schema check
+//! PostgreSQL: error classification, migrations and schema check
 //! ([`schema`]), the batch writer ([`writer`]) and the device heartbeat writes.
 
 mod attendance;
@@ -7,10 +7,6 @@ pub(crate) mod devices;
 pub mod schema;
 pub mod writer;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use std::str::FromStr;
-use std::time::Duration;
-use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
 /// A database-layer failure.
@@ -74,27 +70,4 @@ impl DbError {
             }
         }
     }
-}
-
-/// Builds a pool (connections are opened lazily).
-pub fn pool(url: &str, size: usize) -> Result<Pool, DbError> {
-    let mut cfg = tokio_postgres::Config::from_str(url)
-        .map_err(|e| DbError::Schema(format!("database.url is not a PostgreSQL URL: {e}")))?;
-    cfg.connect_timeout(Duration::from_secs(5));
-    cfg.application_name("rollcall-ingest");
-    let mgr = Manager::from_config(
-        cfg,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    Pool::builder(mgr)
-        .max_size(size)
-        .runtime(Runtime::Tokio1)
-        .wait_timeout(Some(Duration::from_secs(10)))
-        .create_timeout(Some(Duration::from_secs(5)))
-        .recycle_timeout(Some(Duration::from_secs(5)))
-        .build()
-        .map_err(|e| DbError::Schema(format!("building the connection pool: {e}")))
 }

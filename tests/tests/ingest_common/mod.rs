@@ -318,6 +318,18 @@ pub fn env(device: &str, epoch: u64, punches: Vec<v1::Punch>) -> Envelope {
     Envelope::new(&topic(device), b.encode().into())
 }
 
+/// A pool on the test database, built as the service builds it.
+pub fn pool(url: &str, size: usize) -> deadpool_postgres::Pool {
+    let db = rollcall_ingest::config::DatabaseConfig {
+        url: url.to_string(),
+        pool_size: size,
+        schema_mode: rollcall_ingest::config::SchemaMode::Existing,
+        migrate_on_start: false,
+        ca_file: None,
+    };
+    rollcall_ingest::pg_tls::pool(&db, size).expect("pool")
+}
+
 pub fn settings(clock: SessionClock) -> WriterSettings {
     WriterSettings {
         node: "test".into(),
