@@ -33,6 +33,9 @@ impl IngestProcess {
             .arg("run")
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            // The test's RUST_BACKTRACE would bury a start error under frames in the log tail.
+            .env("RUST_BACKTRACE", "0")
+            .env("RUST_LIB_BACKTRACE", "0")
             .stdout(file.try_clone().unwrap())
             .stderr(file)
             .spawn()

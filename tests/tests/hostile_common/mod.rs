@@ -339,12 +339,11 @@ impl System {
             db = db.url,
             broker = broker.url(),
         );
-        let ingest = IngestProcess::start(
-            &ingest_common::ingest_binary(),
-            dir.path(),
-            &toml,
-            metrics_port,
-        );
+        let binary = match std::env::var_os("ROLLCALL_INGEST_BIN") {
+            Some(b) => b.into(),
+            None => ingest_common::ingest_binary(),
+        };
+        let ingest = IngestProcess::start(&binary, dir.path(), &toml, metrics_port);
         let sys = System {
             ingest,
             mqtt,
@@ -661,7 +660,12 @@ impl GoodStream {
 
 /// The rollcalld binary of this workspace, built (or found up to date) by cargo next to the test
 /// binary's profile directory, as `ingest_binary` does for rollcall-ingest.
+/// `ROLLCALL_ROLLCALLD_BIN` (and `ROLLCALL_INGEST_BIN` for ingest) run the suite against other
+/// builds instead, e.g. a release or the code before a fix.
 pub fn rollcalld_binary() -> std::path::PathBuf {
+    if let Some(b) = std::env::var_os("ROLLCALL_ROLLCALLD_BIN") {
+        return b.into();
+    }
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
