@@ -59,7 +59,7 @@ fn fill(path: &Path) -> anyhow::Result<u64> {
         match f.write(&chunk) {
             Ok(0) => break,
             Ok(n) => written += n as u64,
-            Err(e) if e.raw_os_error() == Some(libc_enospc()) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::StorageFull => break,
             Err(e) => return Err(e.into()),
         }
     }
@@ -73,10 +73,6 @@ fn fill(path: &Path) -> anyhow::Result<u64> {
     }
     let _ = f.sync_all();
     Ok(written)
-}
-
-fn libc_enospc() -> i32 {
-    28 // ENOSPC on Linux
 }
 
 async fn tap(gw: &Rollcalld, n: u64) -> anyhow::Result<String> {
