@@ -1,0 +1,195 @@
+//! 1:1 comparison: local similarities of all cylinder pairs, a one-to-one choice of the best
+//! pairs, then relaxation (LSS-R in the MCC papers): each pair's similarity is repeatedly
+//! reinforced by the pairs that are geometrically compatible with it (same distance, same
+//! relative directions), so pairs that agree only locally fade and a consistent global
+//! arrangement keeps its weight. The score is the mean relaxed similarity of the pairs that kept
+//! most of theirs.
+
+use crate::cylinder::{self, MAX_DIRECTION_DIFF, SqrtTable};
+use crate::geometry::angle_diff;
+use crate::template::Template;
+
+const RELAX_ROUNDS: usize = 5;
+const RELAX_WEIGHT: f32 = 0.5;
+/// Pairs averaged into the score: from `MIN_PAIRS` for small templates to `MAX_PAIRS`.
+const MIN_PAIRS: usize = 4;
+const MAX_PAIRS: usize = 12;
+const PAIRS_MU: f32 = 20.0;
+const PAIRS_TAU: f32 = 0.4;
+/// Distance tolerance in pixels (sigmoid midpoint and steepness).
+const DIST_MU: f32 = 5.0;
+const DIST_TAU: f32 = -1.6;
+/// Angle tolerances (direction difference, radial angle): midpoint pi/12, steepness -30.
+const ANGLE_MU: f32 = std::f32::consts::PI / 12.0;
+const ANGLE_TAU: f32 = -30.0;
+/// Distance table resolution: entries per pixel, and its reach.
+const DIST_STEPS_PER_PX: f32 = 16.0;
+const DIST_TABLE: usize = 256;
+
+fn sigmoid(v: f32, mu: f32, tau: f32) -> f32 {
+    1.0 / (1.0 + (-tau * (v - mu)).exp())
+}
+
+/// Reusable working memory and lookup tables for comparisons; one per thread.
+pub struct Comparer {
+    roots: SqrtTable,
+    dist_weight: [f32; DIST_TABLE],
+    angle_weight: [f32; 129],
+    candidates: Vec<(f32, u16, u16)>,
+    used_a: Vec<bool>,
+    used_b: Vec<bool>,
+    pairs: Vec<(usize, usize)>,
+    compat: Vec<f32>,
+    lambda: Vec<f32>,
+    next: Vec<f32>,
+    initial: Vec<f32>,
+    order: Vec<usize>,
+}
+
+impl std::fmt::Debug for Comparer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Comparer").finish_non_exhaustive()
+    }
+}
+
+impl Default for Comparer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Comparer {
+    /// Builds the lookup tables.
+    pub fn new() -> Self {
+        let mut dist_weight = [0.0; DIST_TABLE];
+        for (i, w) in dist_weight.iter_mut().enumerate() {
+            *w = sigmoid((i as f32 + 0.5) / DIST_STEPS_PER_PX, DIST_MU, DIST_TAU);
+        }
+        let mut angle_weight = [0.0; 129];
+        for (i, w) in angle_weight.iter_mut().enumerate() {
+            *w = sigmoid(
+                i as f32 * std::f32::consts::TAU / 256.0,
+                ANGLE_MU,
+                ANGLE_TAU,
+            );
+        }
+        Self {
+            roots: SqrtTable::new(),
+            dist_weight,
+            angle_weight,
+            candidates: Vec::new(),
+            used_a: Vec::new(),
+            used_b: Vec::new(),
+            pairs: Vec::new(),
+            compat: Vec::new(),
+            lambda: Vec::new(),
+            next: Vec::new(),
+            initial: Vec::new(),
+            order: Vec::new(),
+        }
+    }
+
+    /// Similarity of two prints in `[0, 1]`; compare it with [`crate::THRESHOLD`].
+    pub fn compare(&mut self, a: &Template, b: &Template) -> f32 {
+        let (na, nb) = (a.cylinders.len(), b.cylinders.len());
+        if na == 0 || nb == 0 {
+            return 0.0;
+        }
+        self.candidates.clear();
+        for (i, (ca, da)) in a.cylinders.iter().zip(&a.directions).enumerate() {
+            for (j, (cb, db)) in b.cylinders.iter().zip(&b.directions).enumerate() {
+                if angle_diff(*da, *db).abs() > MAX_DIRECTION_DIFF {
+                    continue;
+                }
+                let s = cylinder::similarity(ca, cb, &self.roots);
+                if s > 0.0 {
+                    self.candidates.push((s, i as u16, j as u16));
+                }
+            }
+        }
+        self.candidates.sort_unstable_by(|x, y| y.0.total_cmp(&x.0));
+        let wanted = na.min(nb);
+        self.used_a.clear();
+        self.used_a.resize(na, false);
+        self.used_b.clear();
+        self.used_b.resize(nb, false);
+        self.pairs.clear();
+        self.initial.clear();
+        for &(s, i, j) in &self.candidates {
+            let (i, j) = (i as usize, j as usize);
+            if self.used_a[i] || self.used_b[j] {
+                continue;
+            }
+            self.used_a[i] = true;
+            self.used_b[j] = true;
+            self.pairs.push((i, j));
+            self.initial.push(s);
+            if self.pairs.len() == wanted {
+                break;
+            }
+        }
+        let n = self.pairs.len();
+        if n == 0 {
+            return 0.0;
+        }
+        self.relax(a, b);
+        let keep = pair_count(wanted).min(n);
+        self.order.clear();
+        self.order.extend(0..n);
+        let (lambda, initial) = (&self.lambda, &self.initial);
+        let efficiency = |k: usize| lambda[k] / initial[k];
+        self.order
+            .sort_unstable_by(|&x, &y| efficiency(y).total_cmp(&efficiency(x)));
+        self.order[..keep]
+            .iter()
+            .map(|&k| self.lambda[k])
+            .sum::<f32>()
+            / pair_count(wanted) as f32
+    }
+
+    fn relax(&mut self, a: &Template, b: &Template) {
+        let n = self.pairs.len();
+        let (sa, sb) = (a.cylinders.len(), b.cylinders.len());
+        self.compat.clear();
+        self.compat.resize(n * n, 0.0);
+        for x in 0..n {
+            let (ai, bi) = self.pairs[x];
+            for y in (x + 1)..n {
+                let (ak, bk) = self.pairs[y];
+                let d1 = (a.distance[ai * sa + ak] - b.distance[bi * sb + bk]).abs();
+                let idx = ((d1 * DIST_STEPS_PER_PX) as usize).min(DIST_TABLE - 1);
+                let w1 = self.dist_weight[idx];
+                let d2 =
+                    a.direction_diff[ai * sa + ak].wrapping_sub(b.direction_diff[bi * sb + bk]);
+                let d3 = a.radial[ai * sa + ak].wrapping_sub(b.radial[bi * sb + bk]);
+                let w2 = self.angle_weight[(d2 as i8).unsigned_abs() as usize];
+                let w3 = self.angle_weight[(d3 as i8).unsigned_abs() as usize];
+                let rho = w1 * w2 * w3;
+                self.compat[x * n + y] = rho;
+                self.compat[y * n + x] = rho;
+            }
+        }
+        self.lambda.clear();
+        self.lambda.extend_from_slice(&self.initial);
+        self.next.resize(n, 0.0);
+        let spread = if n > 1 {
+            (1.0 - RELAX_WEIGHT) / (n - 1) as f32
+        } else {
+            0.0
+        };
+        for _ in 0..RELAX_ROUNDS {
+            for x in 0..n {
+                let row = &self.compat[x * n..(x + 1) * n];
+                let support: f32 = row.iter().zip(&self.lambda).map(|(r, l)| r * l).sum();
+                self.next[x] = RELAX_WEIGHT * self.lambda[x] + spread * support;
+            }
+            std::mem::swap(&mut self.lambda, &mut self.next);
+        }
+    }
+}
+
+/// Pairs averaged into the score for templates whose smaller one has `n` descriptors.
+fn pair_count(n: usize) -> usize {
+    let z = sigmoid(n as f32, PAIRS_MU, PAIRS_TAU);
+    MIN_PAIRS + (z * (MAX_PAIRS - MIN_PAIRS) as f32).round() as usize
+}

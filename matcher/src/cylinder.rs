@@ -1,0 +1,190 @@
+//! Minutia Cylinder-Code descriptors (Cappelli, Ferrara, Maltoni, IEEE TPAMI 2010), bit version.
+//!
+//! A cylinder describes the neighbourhood of one minutia in that minutia's own frame (translated
+//! to it and rotated to its direction), so it needs no alignment: a disc of radius [`RADIUS`]
+//! split into [`SPATIAL_CELLS`] x [`SPATIAL_CELLS`] cells (only those whose centre is inside the
+//! disc are kept), each cell split into [`DIRECTION_CELLS`] direction bins. A bit is set when
+//! neighbouring minutiae near the cell centre have a direction, relative to the central minutia,
+//! in that bin. A cell is *valid* when its centre lies inside the convex hull of the print's
+//! minutiae grown by [`HULL_MARGIN`]: outside it, an empty cell means "not seen", not "no
+//! minutia". Two cylinders are compared only on the cells valid in both.
+
+use crate::geometry::{Hull, angle_diff};
+use crate::template::Minutia;
+use std::f32::consts::{PI, TAU};
+
+/// Radius of the described neighbourhood, in 500 dpi pixels.
+pub const RADIUS: f32 = 70.0;
+/// Cells along each side of the square that holds the disc.
+pub const SPATIAL_CELLS: usize = 16;
+/// Direction bins per cell.
+pub const DIRECTION_CELLS: usize = 6;
+/// How far beyond the minutiae's convex hull cells still count as seen, in pixels.
+pub const HULL_MARGIN: f32 = 50.0;
+
+const CELL: f32 = 2.0 * RADIUS / SPATIAL_CELLS as f32;
+const SIGMA_S: f32 = 28.0 / 3.0;
+const SIGMA_D: f32 = 2.0 * PI / 9.0;
+const BIN: f32 = TAU / DIRECTION_CELLS as f32;
+const MU_PSI: f32 = 0.01;
+/// Fraction of the disc's cells that must be valid for a cylinder to be kept.
+const MIN_VALID_CELLS: f32 = 0.75;
+/// Neighbours a cylinder needs (within `RADIUS + 3 * SIGMA_S`) to be kept.
+const MIN_NEIGHBOURS: usize = 2;
+/// Fraction of all `SPATIAL_CELLS^2 * DIRECTION_CELLS` bits that must be valid in both cylinders.
+const MIN_MATCHABLE: f32 = 0.6;
+/// Cylinders whose minutiae differ in direction by more than this never match.
+pub const MAX_DIRECTION_DIFF: f32 = PI / 2.0;
+
+const fn count_disc_cells() -> usize {
+    let mut n = 0;
+    let mut i = 0;
+    while i < SPATIAL_CELLS {
+        let mut j = 0;
+        while j < SPATIAL_CELLS {
+            let (dx, dy) = cell_offset(i, j);
+            if dx * dx + dy * dy <= RADIUS * RADIUS {
+                n += 1;
+            }
+            j += 1;
+        }
+        i += 1;
+    }
+    n
+}
+
+const fn cell_offset(i: usize, j: usize) -> (f32, f32) {
+    let half = SPATIAL_CELLS as f32 / 2.0;
+    (
+        (i as f32 + 0.5 - half) * CELL,
+        (j as f32 + 0.5 - half) * CELL,
+    )
+}
+
+/// Cells whose centre lies inside the disc.
+const DISC_CELLS: usize = count_disc_cells();
+const BITS: usize = DISC_CELLS * DIRECTION_CELLS;
+/// 64-bit words per cylinder.
+pub const WORDS: usize = BITS.div_ceil(64);
+const MIN_MATCHABLE_BITS: u32 =
+    (MIN_MATCHABLE * (SPATIAL_CELLS * SPATIAL_CELLS * DIRECTION_CELLS) as f32) as u32;
+
+/// One minutia's descriptor: contribution bits and validity bits (validity repeated over a
+/// cell's direction bins so both line up word for word).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cylinder {
+    bits: [u64; WORDS],
+    valid: [u64; WORDS],
+}
+
+/// Builds the cylinder of `minutiae[center]`, or `None` when too little of its neighbourhood
+/// was seen or it has too few neighbours to say anything.
+pub fn build(minutiae: &[Minutia], center: usize, hull: &Hull) -> Option<Cylinder> {
+    let m = minutiae[center];
+    let reach = RADIUS + 3.0 * SIGMA_S;
+    let neighbours: Vec<Minutia> = minutiae
+        .iter()
+        .enumerate()
+        .filter(|&(k, n)| k != center && (n.x - m.x).hypot(n.y - m.y) <= reach)
+        .map(|(_, n)| *n)
+        .collect();
+    if neighbours.len() < MIN_NEIGHBOURS {
+        return None;
+    }
+    let (sin, cos) = m.angle.sin_cos();
+    let mut cylinder = Cylinder {
+        bits: [0; WORDS],
+        valid: [0; WORDS],
+    };
+    let mut valid_cells = 0;
+    let mut cell = 0;
+    let near = 3.0 * SIGMA_S;
+    let spatial_norm = 1.0 / (SIGMA_S * TAU.sqrt());
+    for i in 0..SPATIAL_CELLS {
+        for j in 0..SPATIAL_CELLS {
+            let (dx, dy) = cell_offset(i, j);
+            if dx * dx + dy * dy > RADIUS * RADIUS {
+                continue;
+            }
+            let px = m.x + cos * dx - sin * dy;
+            let py = m.y + sin * dx + cos * dy;
+            if hull.within(px, py, HULL_MARGIN) {
+                valid_cells += 1;
+                let mut values = [0.0f32; DIRECTION_CELLS];
+                for n in &neighbours {
+                    let d = (n.x - px).hypot(n.y - py);
+                    if d > near {
+                        continue;
+                    }
+                    let gs = spatial_norm * (-d * d / (2.0 * SIGMA_S * SIGMA_S)).exp();
+                    let relative = angle_diff(m.angle, n.angle);
+                    for (k, value) in values.iter_mut().enumerate() {
+                        let bin_centre = -PI + (k as f32 + 0.5) * BIN;
+                        *value += gs * direction_weight(angle_diff(bin_centre, relative));
+                    }
+                }
+                for (k, value) in values.iter().enumerate() {
+                    let bit = cell * DIRECTION_CELLS + k;
+                    cylinder.valid[bit / 64] |= 1 << (bit % 64);
+                    if *value > MU_PSI {
+                        cylinder.bits[bit / 64] |= 1 << (bit % 64);
+                    }
+                }
+            }
+            cell += 1;
+        }
+    }
+    (valid_cells as f32 >= MIN_VALID_CELLS * DISC_CELLS as f32).then_some(cylinder)
+}
+
+/// Probability mass of a normal law (sd `SIGMA_D`) over one direction bin centred `alpha` away.
+fn direction_weight(alpha: f32) -> f32 {
+    let s = SIGMA_D * std::f32::consts::SQRT_2;
+    0.5 * (erf((alpha + BIN / 2.0) / s) - erf((alpha - BIN / 2.0) / s))
+}
+
+/// Abramowitz and Stegun 7.1.26 (error under 1.5e-7), enough for descriptor weights.
+fn erf(x: f32) -> f32 {
+    let sign = x.signum();
+    let x = x.abs();
+    let t = 1.0 / (1.0 + 0.327_591_1 * x);
+    let poly = t
+        * (0.254_829_6
+            + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
+    sign * (1.0 - poly * (-x * x).exp())
+}
+
+/// Square roots of bit counts, so a comparison does no floating-point root.
+pub struct SqrtTable([f32; BITS + 1]);
+
+impl SqrtTable {
+    /// Fills the table.
+    pub fn new() -> Self {
+        let mut t = [0.0; BITS + 1];
+        for (n, v) in t.iter_mut().enumerate() {
+            *v = (n as f32).sqrt();
+        }
+        Self(t)
+    }
+}
+
+/// Local similarity in `[0, 1]` of two cylinders over the cells valid in both: one minus the
+/// normalised Euclidean distance of their bit vectors; 0 when too few cells are comparable.
+#[inline]
+pub fn similarity(a: &Cylinder, b: &Cylinder, roots: &SqrtTable) -> f32 {
+    let (mut matchable, mut na, mut nb, mut nx) = (0u32, 0u32, 0u32, 0u32);
+    for w in 0..WORDS {
+        let v = a.valid[w] & b.valid[w];
+        let x = a.bits[w] & v;
+        let y = b.bits[w] & v;
+        matchable += v.count_ones();
+        na += x.count_ones();
+        nb += y.count_ones();
+        nx += (x ^ y).count_ones();
+    }
+    if matchable < MIN_MATCHABLE_BITS || na + nb == 0 {
+        return 0.0;
+    }
+    let r = &roots.0;
+    1.0 - r[nx as usize] / (r[na as usize] + r[nb as usize])
+}
