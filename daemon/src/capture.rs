@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use rollcall_drivers::{ReaderEvent, ReaderHealth, Signal};
 use rollcall_protocol::v1::{CredentialKind, Punch, Subject, flags};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 use uuid::Uuid;
 
 use crate::clock;
@@ -45,6 +45,29 @@ pub struct Decision {
     pub subject: Subject,
 }
 
+/// The last health each reader reported, by reader id (readers that never reported are absent).
+pub type ReaderHealthMap = HashMap<String, ReaderHealth>;
+
+/// The way to every indicator: cheap to clone, so the accept path and the uplink (online,
+/// offline, refused) each hold one without holding each other.
+#[derive(Debug, Clone, Default)]
+pub struct Signals(Arc<[mpsc::Sender<Signal>]>);
+
+impl Signals {
+    /// Signals to these indicators (one sender per indicator task).
+    pub fn new(senders: Vec<mpsc::Sender<Signal>>) -> Self {
+        Self(senders.into())
+    }
+
+    /// Sends `signal` to every indicator without ever waiting on one: a slow or stuck
+    /// indicator misses a blink, the accept path never stalls on it.
+    pub fn send(&self, signal: Signal) {
+        for s in self.0.iter() {
+            let _ = s.try_send(signal);
+        }
+    }
+}
+
 /// Shared state of the accept path.
 #[derive(Debug)]
 pub struct Accept {
@@ -53,10 +76,10 @@ pub struct Accept {
     hash_key: [u8; 32],
     window: Duration,
     recent: Mutex<HashMap<Subject, Instant>>,
-    signals: Vec<mpsc::Sender<Signal>>,
+    signals: Signals,
     metrics: Arc<Metrics>,
     decisions: broadcast::Sender<Decision>,
-    health: Mutex<HashMap<String, ReaderHealth>>,
+    health: watch::Sender<ReaderHealthMap>,
 }
 
 impl Accept {
@@ -76,10 +99,10 @@ impl Accept {
             hash_key,
             window,
             recent: Mutex::new(HashMap::new()),
-            signals,
+            signals: Signals::new(signals),
             metrics,
             decisions,
-            health: Mutex::new(HashMap::new()),
+            health: watch::Sender::new(HashMap::new()),
         }
     }
 
@@ -90,9 +113,18 @@ impl Accept {
 
     /// Sends a signal to every indicator without ever waiting on one.
     pub fn signal(&self, signal: Signal) {
-        for s in &self.signals {
-            let _ = s.try_send(signal);
-        }
+        self.signals.send(signal);
+    }
+
+    /// A handle on the same indicators, for parts that signal without capturing (the uplink).
+    pub fn signals(&self) -> Signals {
+        self.signals.clone()
+    }
+
+    /// Reader health as it changes, for parts that report it without capturing (the uplink's
+    /// status).
+    pub fn reader_health(&self) -> watch::Receiver<ReaderHealthMap> {
+        self.health.subscribe()
     }
 
     /// Serves one reader's events until its channel closes.
@@ -130,7 +162,7 @@ impl Accept {
                     (CredentialKind::Fingerprint, Subject::UnknownFinger, None)
                 }
                 ReaderEvent::Health(health) => {
-                    self.reader_health(reader, &health);
+                    self.record_health(reader, &health);
                     continue;
                 }
             };
@@ -238,18 +270,15 @@ impl Accept {
     }
 
     /// Last reported health per reader id (readers that never reported are absent).
-    pub fn reader_health_snapshot(&self) -> HashMap<String, ReaderHealth> {
-        self.health
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    pub fn reader_health_snapshot(&self) -> ReaderHealthMap {
+        self.health.borrow().clone()
     }
 
-    fn reader_health(&self, reader: &ReaderInfo, health: &ReaderHealth) {
-        self.health
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(reader.id.clone(), health.clone());
+    fn record_health(&self, reader: &ReaderInfo, health: &ReaderHealth) {
+        // send_modify, not send: it updates the value even while nobody is subscribed.
+        self.health.send_modify(|map| {
+            map.insert(reader.id.clone(), health.clone());
+        });
         let up = self.metrics.reader_up.get_or_create(&ReaderLabels {
             reader: reader.id.clone(),
         });

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rollcall_drivers::simulated::{Presentation, Presenter};
-use rollcall_drivers::{CredentialKind, ReaderKind, run_indicator, run_reader};
+use rollcall_drivers::simulated::Presenter;
+use rollcall_drivers::{run_indicator, run_reader};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -38,7 +39,79 @@ pub async fn run(
     let started = Instant::now();
     let state_dir = &config.device.state_dir;
     prepare_state_dir(state_dir)?;
+    let journal = open_journal(&config).await?;
+    let hash_key = load_or_create_key(&state_dir.join("card-hash.key"))?;
+    let roster = load_roster(&config)?;
+    let metrics = Arc::new(Metrics::default());
+    let mut tasks = Tasks::new(&shutdown);
 
+    if !config.metrics.listen.is_empty() {
+        let listener = tokio::net::TcpListener::bind(&config.metrics.listen)
+            .await
+            .with_context(|| format!("metrics.listen {}: cannot listen", config.metrics.listen))?;
+        tasks.spawn_late(crate::metrics::serve(
+            listener,
+            metrics.clone(),
+            tasks.late_stop(),
+        ));
+    }
+    let signals = tasks.spawn_indicators(&config);
+    let accept = Arc::new(Accept::new(
+        journal.clone(),
+        roster,
+        hash_key,
+        config.capture.duplicate_window,
+        signals,
+        metrics.clone(),
+    ));
+    let presenter = Presenter::new();
+    tasks.spawn_readers(&config, &accept, &presenter);
+    tasks.spawn_simulation(&config, &options, &presenter, &accept, &journal)?;
+
+    let uplink = UplinkShell {
+        config: config.clone(),
+        journal: journal.clone(),
+        metrics,
+        signals: accept.signals(),
+        reader_health: accept.reader_health(),
+        started,
+    };
+    let uplink_task = tasks.spawn_late(uplink.run(tasks.late_stop()));
+    if options.systemd {
+        crate::systemd::ready();
+        tasks.spawn_late(crate::systemd::watchdog(tasks.late_stop()));
+    }
+    tracing::info!(device = %config.device.id, readers = config.readers.len(), "rollcalld running");
+
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        result = uplink_task => {
+            // The uplink ended on its own: a bug or a journal failure. Stop everything.
+            tasks.stop_at_once().await;
+            return Err(match result {
+                Ok(Ok(())) => anyhow::anyhow!("the uplink stopped unexpectedly"),
+                Ok(Err(e)) => e.context("uplink failed"),
+                Err(e) => anyhow::anyhow!("uplink task: {e}"),
+            });
+        }
+    }
+    tracing::info!("shutting down: readers first, then the uplink");
+    if options.systemd {
+        crate::systemd::stopping();
+    }
+    drop(accept);
+    tasks.stop_in_order().await;
+    let s = *journal.stats().borrow();
+    tracing::info!(
+        depth = s.depth,
+        last_seq = s.last_seq,
+        "stopped; every accepted punch is in the journal"
+    );
+    Ok(())
+}
+
+/// Opens the journal on a blocking thread and hands it to its actor.
+async fn open_journal(config: &Config) -> anyhow::Result<JournalHandle> {
     let path = config.journal_path();
     let capacity = config.journal.capacity;
     let journal = tokio::task::spawn_blocking(move || Journal::open(&path, capacity)).await??;
@@ -49,141 +122,144 @@ pub async fn run(
         last_seq = journal.last_seq(),
         "journal open"
     );
-    let journal = JournalHandle::spawn(journal);
-    let hash_key = load_or_create_key(&state_dir.join("card-hash.key"))?;
-    let roster = load_roster(&config)?;
-    let metrics = Arc::new(Metrics::default());
-    let tracker = TaskTracker::new();
-    // Readers stop first; the accept path drains what they delivered; then the uplink.
-    let readers_stop = shutdown.child_token();
-    let uplink_stop = CancellationToken::new();
+    Ok(JournalHandle::spawn(journal))
+}
 
-    if !config.metrics.listen.is_empty() {
-        let listener = tokio::net::TcpListener::bind(&config.metrics.listen)
-            .await
-            .with_context(|| format!("metrics.listen {}: cannot listen", config.metrics.listen))?;
-        tracker.spawn(crate::metrics::serve(
-            listener,
-            metrics.clone(),
-            uplink_stop.clone(),
-        ));
-    }
+/// rollcalld's tasks, in two groups that stop in order. Early: what produces punches (readers,
+/// the control socket, the demo ticker). Late: what serves them (indicators, the uplink,
+/// metrics, the watchdog). Between the two, the accept path drains what the readers delivered,
+/// so every punch a reader read is journaled and signalled before the indicators go dark.
+struct Tasks {
+    tracker: TaskTracker,
+    early_stop: CancellationToken,
+    late_stop: CancellationToken,
+    /// The accept path's task per reader; each ends when its reader's channel closes.
+    accepting: Vec<JoinHandle<()>>,
+}
 
-    let mut signal_senders = Vec::new();
-    for ind in config.indicators_or_log() {
-        let (tx, rx) = mpsc::channel(64);
-        signal_senders.push(tx);
-        let stop = uplink_stop.clone();
-        tracker.spawn(async move {
-            if let Err(e) = run_indicator(&ind, rx, stop).await {
-                tracing::error!(error = %e, "indicator stopped");
-            }
-        });
-    }
-    let accept = Arc::new(Accept::new(
-        journal.clone(),
-        roster.clone(),
-        hash_key,
-        config.capture.duplicate_window,
-        signal_senders,
-        metrics.clone(),
-    ));
-
-    let presenter = Presenter::new();
-    let mut accept_tasks = Vec::new();
-    for reader in &config.readers {
-        let (tx, rx) = mpsc::channel(1024);
-        let info = ReaderInfo {
-            id: reader.id.clone(),
-            kind: reader.kind.as_str().to_owned(),
-            simulated: crate::config::is_simulated(reader),
-        };
-        let a = accept.clone();
-        accept_tasks.push(tracker.spawn(async move { a.run_reader(info, rx).await }));
-        let (cfg, p, stop) = (reader.clone(), presenter.clone(), readers_stop.clone());
-        tracker.spawn(async move {
-            if let Err(e) = run_reader(&cfg, &p, tx, stop).await {
-                tracing::error!(reader = %cfg.id, error = %e, "reader stopped");
-            }
-        });
-    }
-
-    if config.has_simulated_readers() {
-        let socket = config.control_socket();
-        let listener = crate::control::bind(&socket)?;
-        tracing::info!(socket = %socket.display(), "control socket ready: `rollcalld tap card door-card 0462E3086C`");
-        tracker.spawn(crate::control::serve(
-            listener,
-            presenter.clone(),
-            accept.clone(),
-            journal.clone(),
-            readers_stop.clone(),
-        ));
-    }
-    if let Some(every) = options.demo_every {
-        tracker.spawn(demo(
-            config.clone(),
-            roster,
-            presenter.clone(),
-            every,
-            readers_stop.clone(),
-        ));
-    }
-
-    let uplink = UplinkShell {
-        config: config.clone(),
-        journal: journal.clone(),
-        metrics,
-        accept: accept.clone(),
-        started,
-    };
-    let uplink_task = tracker.spawn(uplink.run(uplink_stop.clone()));
-
-    if options.systemd {
-        crate::systemd::ready();
-        tracker.spawn(crate::systemd::watchdog(uplink_stop.clone()));
-    }
-    tracing::info!(device = %config.device.id, readers = config.readers.len(), "rollcalld running");
-
-    tokio::select! {
-        _ = shutdown.cancelled() => {}
-        result = uplink_task => {
-            // The uplink ended on its own: a bug or a journal failure. Stop everything.
-            readers_stop.cancel();
-            uplink_stop.cancel();
-            tracker.close();
-            tracker.wait().await;
-            return match result {
-                Ok(Ok(())) => Err(anyhow::anyhow!("the uplink stopped unexpectedly")),
-                Ok(Err(e)) => Err(e.context("uplink failed")),
-                Err(e) => Err(anyhow::anyhow!("uplink task: {e}")),
-            };
+impl Tasks {
+    fn new(shutdown: &CancellationToken) -> Self {
+        Self {
+            tracker: TaskTracker::new(),
+            early_stop: shutdown.child_token(),
+            late_stop: CancellationToken::new(),
+            accepting: Vec::new(),
         }
     }
-    tracing::info!("shutting down: readers first, then the uplink");
-    if options.systemd {
-        crate::systemd::stopping();
+
+    fn early_stop(&self) -> CancellationToken {
+        self.early_stop.clone()
     }
-    readers_stop.cancel();
-    drop(accept);
-    for t in accept_tasks {
-        let _ = t.await;
+
+    fn late_stop(&self) -> CancellationToken {
+        self.late_stop.clone()
     }
-    uplink_stop.cancel();
-    tracker.close();
-    if tokio::time::timeout(Duration::from_secs(10), tracker.wait())
-        .await
-        .is_err()
+
+    fn spawn_late<F>(&self, task: F) -> JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
     {
-        tracing::warn!("some tasks did not stop within 10 s");
+        self.tracker.spawn(task)
     }
-    let s = *journal.stats().borrow();
-    tracing::info!(
-        depth = s.depth,
-        last_seq = s.last_seq,
-        "stopped; every accepted punch is in the journal"
-    );
-    Ok(())
+
+    /// One task per configured indicator (a log indicator when none is); answers the senders
+    /// the accept path signals them through.
+    fn spawn_indicators(&self, config: &Config) -> Vec<mpsc::Sender<rollcall_drivers::Signal>> {
+        let mut senders = Vec::new();
+        for ind in config.indicators_or_log() {
+            let (tx, rx) = mpsc::channel(64);
+            senders.push(tx);
+            let stop = self.late_stop();
+            self.tracker.spawn(async move {
+                if let Err(e) = run_indicator(&ind, rx, stop).await {
+                    tracing::error!(error = %e, "indicator stopped");
+                }
+            });
+        }
+        senders
+    }
+
+    /// Two tasks per configured reader: the driver, and the accept path serving its events.
+    fn spawn_readers(&mut self, config: &Config, accept: &Arc<Accept>, presenter: &Presenter) {
+        for reader in &config.readers {
+            let (tx, rx) = mpsc::channel(1024);
+            let info = ReaderInfo {
+                id: reader.id.clone(),
+                kind: reader.kind.as_str().to_owned(),
+                simulated: crate::config::is_simulated(reader),
+            };
+            let a = accept.clone();
+            self.accepting.push(
+                self.tracker
+                    .spawn(async move { a.run_reader(info, rx).await }),
+            );
+            let (cfg, p, stop) = (reader.clone(), presenter.clone(), self.early_stop());
+            self.tracker.spawn(async move {
+                if let Err(e) = run_reader(&cfg, &p, tx, stop).await {
+                    tracing::error!(reader = %cfg.id, error = %e, "reader stopped");
+                }
+            });
+        }
+    }
+
+    /// With simulated readers, the control socket (`rollcalld tap ...`); with `--demo-every`,
+    /// the demo ticker.
+    fn spawn_simulation(
+        &self,
+        config: &Config,
+        options: &RunOptions,
+        presenter: &Presenter,
+        accept: &Arc<Accept>,
+        journal: &JournalHandle,
+    ) -> anyhow::Result<()> {
+        if config.has_simulated_readers() {
+            let socket = config.control_socket();
+            let listener = crate::control::bind(&socket)?;
+            tracing::info!(socket = %socket.display(), "control socket ready: `rollcalld tap card door-card 0462E3086C`");
+            self.tracker.spawn(crate::control::serve(
+                listener,
+                presenter.clone(),
+                accept.clone(),
+                journal.clone(),
+                self.early_stop(),
+            ));
+        }
+        if let Some(every) = options.demo_every {
+            self.tracker.spawn(crate::demo::ticker(
+                config.clone(),
+                presenter.clone(),
+                every,
+                self.early_stop(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The orderly stop: readers first, then the accept path drains (the caller has dropped
+    /// its own handle on it), then everything else, waiting at most 10 s.
+    async fn stop_in_order(self) {
+        self.early_stop.cancel();
+        for t in self.accepting {
+            let _ = t.await;
+        }
+        self.late_stop.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(Duration::from_secs(10), self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some tasks did not stop within 10 s");
+        }
+    }
+
+    /// Stops everything at once (the uplink already failed: nothing would carry punches out).
+    async fn stop_at_once(self) {
+        self.early_stop.cancel();
+        self.late_stop.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
 }
 
 /// Creates the state directory (mode 0700, whatever the umask) or checks the existing one: it
@@ -255,66 +331,10 @@ fn load_roster(config: &Config) -> anyhow::Result<Roster> {
         return Ok(Roster::default());
     };
     if !path.exists() && config.has_simulated_readers() {
-        std::fs::write(path, demo_roster_text())
-            .with_context(|| format!("writing demo roster {}", path.display()))?;
-        tracing::info!(roster = %path.display(), "wrote a demo roster of 40 students");
+        crate::demo::write_roster(path)?;
     }
     let roster = Roster::load(path)?;
     let (cards, fingers) = roster.len();
     tracing::info!(roster = %path.display(), cards, fingers, "roster loaded");
     Ok(roster)
-}
-
-/// Student `i` of the demo roster has card `0000000i` (5 bytes, as an RDM6300 reports) and
-/// fingerprint slot `i`.
-fn demo_roster_text() -> String {
-    let mut cards = String::from("version = 1\n[cards]\n");
-    let mut fingers = String::from("[fingerprints]\n");
-    for i in 1..=40u32 {
-        cards.push_str(&format!("\"00{i:08X}\" = \"DEMO{i:03}\"\n"));
-        fingers.push_str(&format!("\"{i}\" = \"DEMO{i:03}\"\n"));
-    }
-    cards + &fingers
-}
-
-/// Presents random credentials to the simulated readers: 9 in 10 from the roster, the rest
-/// unknown.
-async fn demo(
-    config: Config,
-    _roster: Roster,
-    presenter: Presenter,
-    every: Duration,
-    stop: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(every);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        for reader in &config.readers {
-            let i: u32 = rand::random_range(1..=44);
-            if !crate::config::is_simulated(reader) {
-                continue;
-            }
-            // UIDs of the length each card family reports; the demo roster uses 5-byte ones.
-            let what = match (reader.kind.credential(), reader.kind) {
-                (CredentialKind::Fingerprint, _) => {
-                    Presentation::Finger((i <= 40).then_some(i as u16))
-                }
-                (CredentialKind::Card, ReaderKind::Wiegand) => {
-                    Presentation::Card(i.to_be_bytes()[1..].to_vec())
-                }
-                (CredentialKind::Card, ReaderKind::Pn532) => {
-                    Presentation::Card(i.to_be_bytes().to_vec())
-                }
-                (CredentialKind::Card, _) => {
-                    let mut uid = vec![0u8];
-                    uid.extend_from_slice(&i.to_be_bytes());
-                    Presentation::Card(uid)
-                }
-            };
-            presenter.present(&reader.id, what);
-        }
-    }
 }
