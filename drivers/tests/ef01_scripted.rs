@@ -240,3 +240,133 @@ async fn transport_is_given_back() {
     dev.identify(200).await.unwrap();
     drop(dev.into_inner());
 }
+
+// HandShake is instruction 0x40 (R503 manual): 01 00 03 40, sum 01+00+03+40 = 0x44.
+const HANDSHAKE: &[u8] = &[
+    0xEF, 0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0x01, 0x00, 0x03, 0x40, 0x00, 0x44,
+];
+
+#[tokio::test]
+async fn handshake_is_0x40_answered_with_0x00() {
+    let mock = Builder::new().write(HANDSHAKE).read(ACK_OK).build();
+    Ef01::new(mock).handshake().await.unwrap();
+}
+
+#[tokio::test]
+async fn handshake_answered_0x55_is_not_ok() {
+    // 0x55 is GetEcho's answer, not HandShake's. Ack 55: sum 07+00+03+55 = 0x5F.
+    let mock = Builder::new()
+        .write(HANDSHAKE)
+        .read(&[
+            0xEF, 0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0x07, 0x00, 0x03, 0x55, 0x00, 0x5F,
+        ])
+        .build();
+    let err = Ef01::new(mock).handshake().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Ef01Error::Module {
+                code: Confirm::MODULE_OK,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn get_echo_is_0x53_answered_with_0x55() {
+    // GetEcho: 01 00 03 53, sum 0x57. Ack 55: sum 07+00+03+55 = 0x5F.
+    let mock = Builder::new()
+        .write(&[
+            0xEF, 0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0x01, 0x00, 0x03, 0x53, 0x00, 0x57,
+        ])
+        .read(&[
+            0xEF, 0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0x07, 0x00, 0x03, 0x55, 0x00, 0x5F,
+        ])
+        .build();
+    Ef01::new(mock).get_echo().await.unwrap();
+}
+
+#[tokio::test]
+async fn get_random_code_returns_four_bytes() {
+    // GetRandomCode: 01 00 03 14, sum 0x18. Reply: ok + 12 34 56 78, LEN 7;
+    // sum 07+00+07+00+12+34+56+78 = 0x122.
+    let mock = Builder::new()
+        .write(&[
+            0xEF, 0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0x01, 0x00, 0x03, 0x14, 0x00, 0x18,
+        ])
+        .read(&[
+            0xEF, 0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0x07, 0x00, 0x07, 0x00, 0x12, 0x34, 0x56, 0x78,
+            0x01, 0x22,
+        ])
+        .build();
+    assert_eq!(Ef01::new(mock).random_code().await.unwrap(), 0x1234_5678);
+}
+
+#[tokio::test(start_paused = true)]
+async fn booting_module_is_asked_again_as_soon_as_it_sends_0x55() {
+    // The first HandShake reaches a module still booting and is ignored; 250 ms later the
+    // module sends its ready byte and the driver asks again at once, not after its 1 s timeout.
+    let start = tokio::time::Instant::now();
+    let mock = Builder::new()
+        .write(HANDSHAKE)
+        .wait(Duration::from_millis(250))
+        .read(&[0x55])
+        .write(HANDSHAKE)
+        .read(ACK_OK)
+        .build();
+    let mut dev = Ef01::new(mock);
+    dev.wait_ready(Duration::from_secs(2)).await.unwrap();
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_millis(500),
+        "{took:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn module_without_ready_byte_is_asked_until_the_bound() {
+    // A module that skips the 0x55: the driver re-sends every reply timeout (500 ms) and gives
+    // up at the bound (1.2 s) with an actionable error.
+    let mock = Builder::new()
+        .write(HANDSHAKE)
+        .wait(Duration::from_millis(500))
+        .write(HANDSHAKE)
+        .wait(Duration::from_millis(500))
+        .write(HANDSHAKE)
+        .wait(Duration::from_secs(10))
+        .build();
+    let mut dev = Ef01::new(mock).with_timeout(Duration::from_millis(500), 2);
+    let err = dev
+        .wait_ready(Duration::from_millis(1200))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Ef01Error::Timeout {
+                command: "HandShake",
+                attempts: 3
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("TX/RX"), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn module_with_a_password_counts_as_up() {
+    // Before VfyPwd a module with a password answers 21 (password must be verified):
+    // sum 07+00+03+21 = 0x2B. It is up; VfyPwd comes next.
+    let mock = Builder::new()
+        .write(HANDSHAKE)
+        .read(&[
+            0xEF, 0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0x07, 0x00, 0x03, 0x21, 0x00, 0x2B,
+        ])
+        .build();
+    Ef01::new(mock)
+        .wait_ready(Duration::from_secs(2))
+        .await
+        .unwrap();
+}

@@ -204,6 +204,53 @@ async fn soft_reset_waits_for_0x55() {
     assert_eq!(names, ["SoftReset", "HandShake"]);
 }
 
+#[tokio::test(start_paused = true)]
+async fn module_powering_on_ignores_commands_until_its_ready_byte() {
+    let (host, module) = tokio::io::duplex(4096);
+    let sim = SimHandle::powering_on(SimModel::R503);
+    let stop = CancellationToken::new();
+    let (serve, token) = (sim.clone(), stop.clone());
+    tokio::spawn(async move { serve.serve(module, token).await });
+    let mut dev = Ef01::new(host).with_timeout(Duration::from_millis(100), 0);
+    let start = tokio::time::Instant::now();
+    let err = dev.handshake().await.unwrap_err();
+    assert!(
+        matches!(err, Ef01Error::Timeout { .. }),
+        "deaf while booting: {err:?}"
+    );
+    assert!(
+        sim.lock().received().is_empty(),
+        "a booting module executes nothing"
+    );
+    dev.wait_ready(Duration::from_secs(2)).await.unwrap();
+    let took = start.elapsed();
+    assert!(
+        took >= SimModel::R503.boot_time
+            && took < SimModel::R503.boot_time + Duration::from_millis(150),
+        "ready right after the boot time: {took:?}"
+    );
+    dev.handshake().await.unwrap();
+    dev.get_echo().await.unwrap();
+    assert!(!sim.lock().is_booting());
+
+    // A power cycle loses the verified password but keeps the library.
+    let t = sim.lock().template_for(9);
+    sim.lock().insert(4, t);
+    sim.power_cycle();
+    dev.wait_ready(Duration::from_secs(2)).await.unwrap();
+    assert_eq!(sim.lock().library().len(), 1);
+}
+
+#[tokio::test]
+async fn random_code_comes_from_the_module() {
+    let (mut dev, sim, _stop) = start(Ef01Sim::new(SimModel::R503));
+    let a = dev.random_code().await.unwrap();
+    let b = dev.random_code().await.unwrap();
+    assert_ne!(a, b);
+    let names: Vec<_> = sim.lock().received().iter().map(|i| i.name()).collect();
+    assert_eq!(names, ["GetRandomCode", "GetRandomCode"]);
+}
+
 #[tokio::test]
 async fn aura_led_reaches_module() {
     let (mut dev, sim, _stop) = start(Ef01Sim::new(SimModel::R503));

@@ -336,7 +336,7 @@ async fn silent_fingerprint_module_is_reported_down_with_what_to_check() {
     match next_event(&mut rx).await {
         ReaderEvent::Health(ReaderHealth::Down(m)) => {
             assert!(m.starts_with(&path), "{m}");
-            assert!(m.contains("VfyPwd") && m.contains("TX/RX"), "{m}");
+            assert!(m.contains("HandShake") && m.contains("TX/RX"), "{m}");
         }
         other => panic!("{other:?}"),
     }

@@ -94,6 +94,14 @@ pub struct Reconciled {
     pub loaded: Vec<u16>,
 }
 
+/// What a wait for the module produced.
+enum Wait {
+    Packet(Packet),
+    /// The lone 0x55 a module sends when it has booted.
+    Ready,
+    Elapsed,
+}
+
 /// An EF01 module (R305, R307, R503, AS608) on any byte transport.
 #[derive(Debug)]
 pub struct Ef01<T> {
@@ -192,15 +200,98 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Ef01<T> {
         Ok(ack.data)
     }
 
-    /// HandShake. Accepts 00 (datasheet) and 55 (what Adafruit's driver expects).
+    /// HandShake (0x40): the module answers confirmation 0x00 once it is up.
     pub async fn handshake(&mut self) -> Result<(), Ef01Error> {
-        let ack = self.command(&Instruction::HandShake).await?;
+        self.expect_ok(&Instruction::HandShake).await.map(drop)
+    }
+
+    /// GetEcho (0x53): the module answers confirmation 0x55.
+    pub async fn get_echo(&mut self) -> Result<(), Ef01Error> {
+        let ack = self.command(&Instruction::GetEcho).await?;
         match ack.code {
-            Confirm::OK | Confirm::MODULE_OK => Ok(()),
+            Confirm::MODULE_OK => Ok(()),
             code => Err(Ef01Error::Module {
-                command: "HandShake",
+                command: "GetEcho",
                 code,
             }),
+        }
+    }
+
+    /// GetRandomCode (0x14): a 32-bit random number from the module.
+    pub async fn random_code(&mut self) -> Result<u32, Ef01Error> {
+        match self.expect_ok(&Instruction::GetRandomCode).await?[..] {
+            [a, b, c, d, ..] => Ok(u32::from_be_bytes([a, b, c, d])),
+            _ => Err(protocol("GetRandomCode", "reply shorter than 4 bytes")),
+        }
+    }
+
+    /// Waits, for at most `within`, until the module answers. A module ignores commands while it
+    /// boots (a few hundred ms after power-on or SoftReset) and sends one 0x55 byte when it is
+    /// ready. This sends HandShake, and sends it again soon after the ready byte arrives (if the
+    /// first one was lost to the boot) or when the reply timeout passes. Any acknowledgement
+    /// counts: a module with a password answers 0x21 (password must be verified) until VfyPwd,
+    /// and that too shows it is up.
+    pub async fn wait_ready(&mut self, within: Duration) -> Result<(), Ef01Error> {
+        // A HandShake that arrived just after the boot is answered right after the ready byte:
+        // wait this long for that answer before asking again, so no stale reply is left behind.
+        const AFTER_READY: Duration = Duration::from_millis(50);
+        let deadline = tokio::time::Instant::now() + within;
+        let mut attempts = 0;
+        while tokio::time::Instant::now() < deadline {
+            attempts += 1;
+            self.io.read_buffer_mut().clear();
+            self.send(PacketKind::Command, Instruction::HandShake.encode())
+                .await?;
+            let mut until = deadline.min(tokio::time::Instant::now() + self.timeout);
+            loop {
+                match self.receive_or_ready("HandShake", until).await? {
+                    Wait::Packet(packet) if packet.kind == PacketKind::Ack => {
+                        let code = packet.payload.first().copied().map(Confirm);
+                        tracing::debug!(?code, attempts, "module answers");
+                        return Ok(());
+                    }
+                    Wait::Packet(packet) => {
+                        tracing::debug!(kind = ?packet.kind, "ignoring non-ack packet while waiting for the module");
+                    }
+                    Wait::Ready => {
+                        until = deadline.min(tokio::time::Instant::now() + AFTER_READY);
+                    }
+                    Wait::Elapsed => break,
+                }
+            }
+            tracing::debug!(attempts, "module not answering yet");
+        }
+        Err(Ef01Error::Timeout {
+            command: "HandShake",
+            attempts,
+        })
+    }
+
+    /// The next packet or ready byte (a 0x55 outside a packet) before `until`. Corrupt frames are
+    /// skipped.
+    async fn receive_or_ready(
+        &mut self,
+        command: &'static str,
+        until: tokio::time::Instant,
+    ) -> Result<Wait, Ef01Error> {
+        loop {
+            let Ok(item) = tokio::time::timeout_at(until, self.io.next()).await else {
+                return Ok(Wait::Elapsed);
+            };
+            match item {
+                None => return Err(Ef01Error::Closed),
+                Some(Err(e)) => return Err(e.into()),
+                Some(Ok(Err(FrameError::Garbage(bytes)))) if bytes.ends_with(&[0x55]) => {
+                    tracing::debug!(command, "module sent its ready byte");
+                    return Ok(Wait::Ready);
+                }
+                Some(Ok(Err(e))) => {
+                    self.corrupt += 1;
+                    tracing::debug!(command, error = %e, "corrupt frame while waiting for the module");
+                }
+                Some(Ok(Ok(packet))) if packet.address != self.address => {}
+                Some(Ok(Ok(packet))) => return Ok(Wait::Packet(packet)),
+            }
         }
     }
 
@@ -303,21 +394,17 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Ef01<T> {
         .map(drop)
     }
 
-    /// SoftReset, then waits for the module's 0x55 and checks it answers again.
+    /// SoftReset, then waits (at most twice the reply timeout) for the module's ready byte, and as
+    /// long again for it to answer.
     pub async fn soft_reset(&mut self) -> Result<(), Ef01Error> {
         self.expect_ok(&Instruction::SoftReset).await?;
-        let deadline = tokio::time::Instant::now() + self.timeout;
-        loop {
-            match tokio::time::timeout_at(deadline, self.io.next()).await {
-                Ok(Some(Ok(Err(FrameError::Garbage(bytes))))) if bytes.contains(&0x55) => break,
-                Ok(Some(Ok(_))) => continue,
-                Ok(Some(Err(e))) => return Err(e.into()),
-                Ok(None) => return Err(Ef01Error::Closed),
-                // Tolerate modules that skip the 0x55: the handshake below decides.
-                Err(_) => break,
-            }
+        // The module ignores commands until it sends 0x55: listen first, so the handshake is
+        // not sent into a booting module when the ready byte is prompt.
+        let until = tokio::time::Instant::now() + self.timeout * 2;
+        while let Wait::Packet(packet) = self.receive_or_ready("SoftReset", until).await? {
+            tracing::debug!(kind = ?packet.kind, "unexpected packet after SoftReset");
         }
-        self.handshake().await
+        self.wait_ready(self.timeout * 2).await
     }
 
     async fn send(&mut self, kind: PacketKind, payload: Vec<u8>) -> Result<(), Ef01Error> {

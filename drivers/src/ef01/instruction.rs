@@ -34,6 +34,9 @@ pub enum Instruction {
     SetPwd { password: u32 },
     /// 0x13: verify the password.
     VfyPwd { password: u32 },
+    /// 0x14: ask the module for a 32-bit random number (R503 manual: confirmation code, then
+    /// 4 bytes, big-endian).
+    GetRandomCode,
     /// 0x1B: search, faster on modules that support it.
     HighSpeedSearch { buffer: u8, start: u16, count: u16 },
     /// 0x1D: number of stored templates.
@@ -47,10 +50,12 @@ pub enum Instruction {
         colour: u8,
         count: u8,
     },
-    /// 0x3D: soft reset; the module then sends 0x55.
+    /// 0x3D: soft reset; the module reboots and sends 0x55 when it is ready again.
     SoftReset,
-    /// 0x53: handshake.
+    /// 0x40: handshake, answered with confirmation 0x00 (R503 manual).
     HandShake,
+    /// 0x53: GetEcho, answered with confirmation 0x55 (what Adafruit's `check_module` sends).
+    GetEcho,
 }
 
 impl Instruction {
@@ -78,6 +83,7 @@ impl Instruction {
             ReadSysPara => vec![0x0F],
             SetPwd { password } => [&[0x12][..], &password.to_be_bytes()].concat(),
             VfyPwd { password } => [&[0x13][..], &password.to_be_bytes()].concat(),
+            GetRandomCode => vec![0x14],
             HighSpeedSearch {
                 buffer,
                 start,
@@ -92,7 +98,8 @@ impl Instruction {
                 count,
             } => vec![0x35, control, speed, colour, count],
             SoftReset => vec![0x3D],
-            HandShake => vec![0x53],
+            HandShake => vec![0x40],
+            GetEcho => vec![0x53],
         }
     }
 
@@ -145,6 +152,7 @@ impl Instruction {
             0x13 => VfyPwd {
                 password: u32_at(1)?,
             },
+            0x14 => GetRandomCode,
             0x1B => HighSpeedSearch {
                 buffer: byte(1)?,
                 start: u16_at(2)?,
@@ -159,7 +167,8 @@ impl Instruction {
                 count: byte(4)?,
             },
             0x3D => SoftReset,
-            0x53 => HandShake,
+            0x40 => HandShake,
+            0x53 => GetEcho,
             _ => return None,
         })
     }
@@ -183,12 +192,14 @@ impl Instruction {
             ReadSysPara => "ReadSysPara",
             SetPwd { .. } => "SetPwd",
             VfyPwd { .. } => "VfyPwd",
+            GetRandomCode => "GetRandomCode",
             HighSpeedSearch { .. } => "HighSpeedSearch",
             TemplateNum => "TemplateNum",
             ReadIndexTable { .. } => "ReadIndexTable",
             AuraLedConfig { .. } => "AuraLedConfig",
             SoftReset => "SoftReset",
             HandShake => "HandShake",
+            GetEcho => "GetEcho",
         }
     }
 }
@@ -226,7 +237,7 @@ impl Confirm {
     pub const TIMEOUT: Confirm = Confirm(0x26);
     pub const ALREADY_ENROLLED: Confirm = Confirm(0x27);
     pub const SENSOR_ERROR: Confirm = Confirm(0x29);
-    /// What some modules (and Adafruit's driver) answer to HandShake / GetEcho.
+    /// The answer to GetEcho (0x53); also the lone byte a module sends when it has booted.
     pub const MODULE_OK: Confirm = Confirm(0x55);
     pub const UNSUPPORTED: Confirm = Confirm(0xFC);
     pub const HARDWARE_ERROR: Confirm = Confirm(0xFD);
@@ -390,6 +401,8 @@ mod tests {
             },
             Instruction::SoftReset,
             Instruction::HandShake,
+            Instruction::GetEcho,
+            Instruction::GetRandomCode,
         ];
         for i in all {
             assert_eq!(Instruction::decode(&i.encode()), Some(i));
@@ -411,6 +424,9 @@ mod tests {
             Instruction::DeleteChar { page: 5, count: 1 }.encode(),
             [0x0C, 0x00, 0x05, 0x00, 0x01]
         );
+        assert_eq!(Instruction::HandShake.encode(), [0x40]);
+        assert_eq!(Instruction::GetEcho.encode(), [0x53]);
+        assert_eq!(Instruction::GetRandomCode.encode(), [0x14]);
         assert_eq!(Instruction::decode(&[0x04, 0x01]), None);
         assert_eq!(Instruction::decode(&[0x99]), None);
     }

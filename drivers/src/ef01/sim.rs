@@ -1,11 +1,18 @@
 //! A byte-level EF01 module: feed it the host's bytes, it answers the bytes a module would.
 //! Fingers are template byte strings; a search matches a library slot holding the same bytes.
 //! Faults are injected per reply, so tests can garble exactly the exchange they target.
+//!
+//! Booting: after [`Ef01Sim::power_cycle`] or SoftReset the module ignores every byte until
+//! [`Ef01Sim::boot_done`], which answers the lone 0x55 a real module sends when it is ready. The
+//! simulator itself keeps no clock: [`SimHandle::serve`] calls `boot_done` once the model's
+//! [`SimModel::boot_time`] has passed.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::codec::{DEFAULT_ADDRESS, Decoded, Packet, PacketKind, parse, split_data};
@@ -24,6 +31,10 @@ pub struct SimModel {
     pub aura: bool,
     /// Whether Store refuses a template already in another slot (answers 0x27).
     pub reject_duplicates: bool,
+    /// How long the module ignores commands after power-on or SoftReset before it sends 0x55.
+    /// readers.md gives about 50 ms for the R503; modules in the field were seen deaf for a few
+    /// hundred ms (issue 8), so both models take the slower figure.
+    pub boot_time: Duration,
 }
 
 impl SimModel {
@@ -34,6 +45,7 @@ impl SimModel {
         packet_size_code: 2,
         aura: true,
         reject_duplicates: true,
+        boot_time: Duration::from_millis(300),
     };
     /// An R307: 1000 slots, 512-byte templates, no Aura LED.
     pub const R307: SimModel = SimModel {
@@ -42,6 +54,7 @@ impl SimModel {
         packet_size_code: 2,
         aura: false,
         reject_duplicates: false,
+        boot_time: Duration::from_millis(300),
     };
 }
 
@@ -81,10 +94,13 @@ pub struct Ef01Sim {
     input: Vec<u8>,
     aura: Option<[u8; 4]>,
     received: Vec<Instruction>,
+    booting: bool,
+    random: u64,
 }
 
 impl Ef01Sim {
-    /// A powered-on module with an empty library, default address and password 0.
+    /// A module that has booted (its 0x55 already sent), with an empty library, default
+    /// address and password 0.
     pub fn new(model: SimModel) -> Self {
         Self {
             model,
@@ -104,6 +120,41 @@ impl Ef01Sim {
             input: Vec::new(),
             aura: None,
             received: Vec::new(),
+            booting: false,
+            random: 0x2545_F491_4F6C_DD1D,
+        }
+    }
+
+    /// The model imitated.
+    pub fn model(&self) -> SimModel {
+        self.model
+    }
+
+    /// Power off and on: RAM state (buffers, image, verified password) is lost, flash (the
+    /// library, password, settings) kept, and the module ignores every byte until
+    /// [`Self::boot_done`].
+    pub fn power_cycle(&mut self) {
+        self.verified = false;
+        self.buffers = Default::default();
+        self.image = None;
+        self.receiving = None;
+        self.lift_next = false;
+        self.input.clear();
+        self.booting = true;
+    }
+
+    /// Whether the module is booting (deaf to commands).
+    pub fn is_booting(&self) -> bool {
+        self.booting
+    }
+
+    /// Boot finished: the module answers again; returns the ready byte 0x55 it sends (nothing
+    /// if it was not booting).
+    pub fn boot_done(&mut self) -> Vec<u8> {
+        if std::mem::take(&mut self.booting) {
+            vec![Confirm::MODULE_OK.0]
+        } else {
+            Vec::new()
         }
     }
 
@@ -165,8 +216,11 @@ impl Ef01Sim {
             .collect()
     }
 
-    /// Feeds the host's bytes; returns what the module sends back.
+    /// Feeds the host's bytes; returns what the module sends back. A booting module drops them.
     pub fn receive(&mut self, bytes: &[u8]) -> Vec<u8> {
+        if self.booting {
+            return Vec::new();
+        }
         self.input.extend_from_slice(bytes);
         let mut out = Vec::new();
         loop {
@@ -176,6 +230,11 @@ impl Ef01Sim {
                     self.input.drain(..len);
                     if packet.address == self.address && !self.stuck {
                         self.handle(packet, &mut out);
+                    }
+                    if self.booting {
+                        // SoftReset: what followed it in the same chunk went to a deaf module.
+                        self.input.clear();
+                        break;
                     }
                 }
                 Err(e) => {
@@ -375,13 +434,18 @@ impl Ef01Sim {
             AuraLedConfig { .. } => (Confirm::UNSUPPORTED, vec![]),
             SoftReset => {
                 self.reply(Confirm::OK, &[], out);
-                self.verified = false;
-                self.buffers = Default::default();
-                self.image = None;
-                out.push(0x55);
+                self.power_cycle();
                 return;
             }
-            HandShake => (Confirm::MODULE_OK, vec![]),
+            HandShake => (Confirm::OK, vec![]),
+            GetEcho => (Confirm::MODULE_OK, vec![]),
+            GetRandomCode => {
+                let x = &mut self.random;
+                *x ^= *x << 13;
+                *x ^= *x >> 7;
+                *x ^= *x << 17;
+                (Confirm::OK, (*x as u32).to_be_bytes().to_vec())
+            }
         };
         self.reply(code, &data, out);
     }
@@ -483,27 +547,83 @@ impl Ef01Sim {
 /// A shared handle on a running simulator, for tests and the simulated reader bridge.
 /// The lock is never held across an await.
 #[derive(Debug, Clone)]
-pub struct SimHandle(Arc<Mutex<Ef01Sim>>);
+pub struct SimHandle {
+    sim: Arc<Mutex<Ef01Sim>>,
+    power: Arc<Notify>,
+}
 
 impl SimHandle {
     /// Wraps a simulator.
     pub fn new(sim: Ef01Sim) -> Self {
-        Self(Arc::new(Mutex::new(sim)))
+        Self {
+            sim: Arc::new(Mutex::new(sim)),
+            power: Arc::new(Notify::new()),
+        }
+    }
+
+    /// A module just switched on: it boots (deaf) for its model's boot time, then sends 0x55.
+    pub fn powering_on(model: SimModel) -> Self {
+        let mut sim = Ef01Sim::new(model);
+        sim.power_cycle();
+        Self::new(sim)
     }
 
     /// Locks the simulator to inspect or change it.
     pub fn lock(&self) -> MutexGuard<'_, Ef01Sim> {
-        self.0
+        self.sim
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Answers the host on `io` until `shutdown` or until the host closes the line.
+    /// Switches the running module off and on (see [`Ef01Sim::power_cycle`]).
+    pub fn power_cycle(&self) {
+        self.lock().power_cycle();
+        self.power.notify_one();
+    }
+
+    /// Answers the host on `io` until `shutdown` or until the host closes the line; sends the
+    /// ready byte when a boot (power-on, power cycle, SoftReset) has lasted the model's boot time.
     pub async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
         &self,
-        io: T,
+        mut io: T,
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
-        crate::sim_io::pump(io, shutdown, |bytes| self.lock().receive(bytes)).await
+        let mut buf = [0u8; 512];
+        let mut ready_at: Option<tokio::time::Instant> = None;
+        loop {
+            if ready_at.is_none() {
+                let sim = self.lock();
+                if sim.is_booting() {
+                    ready_at = Some(tokio::time::Instant::now() + sim.model().boot_time);
+                }
+            }
+            let out = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                // A power cycle from outside: start the boot time again.
+                () = self.power.notified() => {
+                    ready_at = None;
+                    continue;
+                }
+                () = sleep_until(ready_at) => {
+                    ready_at = None;
+                    self.lock().boot_done()
+                }
+                n = io.read(&mut buf) => match n? {
+                    0 => return Ok(()),
+                    n => self.lock().receive(&buf[..n]),
+                },
+            };
+            if !out.is_empty() {
+                io.write_all(&out).await?;
+                io.flush().await?;
+            }
+        }
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

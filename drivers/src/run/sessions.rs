@@ -6,7 +6,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::bridge;
 use super::{Ctx, Stop};
-use crate::ef01::sim::{Ef01Sim, SimHandle, SimModel};
+use crate::ef01::sim::{SimHandle, SimModel};
 use crate::ef01::{Confirm, Ef01, Identify, Instruction};
 use crate::indicator::aura_registry;
 use crate::pn532::sim::{Pn532Handle, Pn532Sim};
@@ -18,6 +18,9 @@ use crate::{ReaderConfig, ReaderEvent, ReaderKind};
 
 /// How often an idle fingerprint sensor is asked for an image.
 const FINGER_POLL: Duration = Duration::from_millis(150);
+/// How long a fingerprint module may take to answer after the port opens: modules ignore
+/// commands while they boot (a few hundred ms after power-on) and then send 0x55.
+const EF01_BOOT_WAIT: Duration = Duration::from_secs(2);
 /// How often a PN532 looks for a card.
 const CARD_POLL: Duration = Duration::from_millis(100);
 
@@ -37,7 +40,7 @@ pub(crate) async fn session(
     match (config.kind, config.simulate) {
         (ReaderKind::SimulatedFingerprint, _) => {
             let (host, module) = tokio::io::duplex(4096);
-            let sim = SimHandle::new(Ef01Sim::new(SIM_FINGERPRINT));
+            let sim = SimHandle::powering_on(SIM_FINGERPRINT);
             tokio::select! {
                 r = ef01(Ef01::new(host), config, ctx, "simulated fingerprint") => r,
                 r = serve_ef01(&sim, module) => r,
@@ -102,7 +105,7 @@ async fn serial_session(
     let label = format!("{path} (simulated {})", kind.as_str());
     match kind {
         ReaderKind::Ef01 => {
-            let sim = SimHandle::new(Ef01Sim::new(SIM_FINGERPRINT));
+            let sim = SimHandle::powering_on(SIM_FINGERPRINT);
             tokio::select! {
                 r = ef01(ef01_device(port, config), config, ctx, &label) => r,
                 r = serve_ef01(&sim, master) => r,
@@ -181,6 +184,7 @@ async fn ef01<T: AsyncRead + AsyncWrite + Unpin>(
         };
         Stop::Down(format!("{label}: {e}{hint}"))
     };
+    dev.wait_ready(EF01_BOOT_WAIT).await.map_err(down)?;
     dev.verify_password(config.password.unwrap_or(0))
         .await
         .map_err(down)?;
