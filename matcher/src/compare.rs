@@ -5,10 +5,16 @@
 //! arrangement keeps its weight. The score is the mean relaxed similarity of the pairs that kept
 //! most of theirs.
 
-use crate::cylinder::{self, MAX_DIRECTION_DIFF, SqrtTable};
-use crate::geometry::angle_diff;
+use crate::cylinder::{self, SqrtTable};
+use crate::template::MAX_DIRECTION_DIFF;
 use crate::template::Template;
+use std::f32::consts::TAU;
 
+/// Most pairs taken into relaxation (its cost grows with the square).
+const MAX_RELAXED: usize = 24;
+/// Candidate pairs ordered per pair wanted; weaker ones could only fill a one-to-one choice
+/// after every minutia they involve is taken.
+const SHORTLIST_PER_PAIR: usize = 4;
 const RELAX_ROUNDS: usize = 5;
 const RELAX_WEIGHT: f32 = 0.5;
 /// Pairs averaged into the score: from `MIN_PAIRS` for small templates to `MAX_PAIRS`.
@@ -22,6 +28,9 @@ const DIST_TAU: f32 = -1.6;
 /// Angle tolerances (direction difference, radial angle): midpoint pi/12, steepness -30.
 const ANGLE_MU: f32 = std::f32::consts::PI / 12.0;
 const ANGLE_TAU: f32 = -30.0;
+/// Distance tolerance grows with the distance (skin stretches): the difference of two
+/// distances is divided by `1 + DIST_RELATIVE * (sum of the distances)`.
+const DIST_RELATIVE: f32 = 0.008;
 /// Distance table resolution: entries per pixel, and its reach.
 const DIST_STEPS_PER_PX: f32 = 16.0;
 const DIST_TABLE: usize = 256;
@@ -67,11 +76,7 @@ impl Comparer {
         }
         let mut angle_weight = [0.0; 129];
         for (i, w) in angle_weight.iter_mut().enumerate() {
-            *w = sigmoid(
-                i as f32 * std::f32::consts::TAU / 256.0,
-                ANGLE_MU,
-                ANGLE_TAU,
-            );
+            *w = sigmoid(i as f32 * TAU / 256.0, ANGLE_MU, ANGLE_TAU);
         }
         Self {
             roots: SqrtTable::new(),
@@ -96,9 +101,9 @@ impl Comparer {
             return 0.0;
         }
         self.candidates.clear();
-        for (i, (ca, da)) in a.cylinders.iter().zip(&a.directions).enumerate() {
-            for (j, (cb, db)) in b.cylinders.iter().zip(&b.directions).enumerate() {
-                if angle_diff(*da, *db).abs() > MAX_DIRECTION_DIFF {
+        for (i, (ca, &da)) in a.cylinders.iter().zip(&a.directions).enumerate() {
+            for (j, (cb, &db)) in b.cylinders.iter().zip(&b.directions).enumerate() {
+                if (da.wrapping_sub(db) as i8).unsigned_abs() > MAX_DIRECTION_DIFF {
                     continue;
                 }
                 let s = cylinder::similarity(ca, cb, &self.roots);
@@ -107,15 +112,21 @@ impl Comparer {
                 }
             }
         }
-        self.candidates.sort_unstable_by(|x, y| y.0.total_cmp(&x.0));
-        let wanted = na.min(nb);
+        let wanted = na.min(nb).min(MAX_RELAXED);
+        // Only the strongest few pairs per wanted pair can be chosen: order just those.
+        let shortlist = self.candidates.len().min(SHORTLIST_PER_PAIR * wanted);
+        if shortlist < self.candidates.len() {
+            self.candidates
+                .select_nth_unstable_by(shortlist, |x, y| y.0.total_cmp(&x.0));
+        }
+        self.candidates[..shortlist].sort_unstable_by(|x, y| y.0.total_cmp(&x.0));
         self.used_a.clear();
         self.used_a.resize(na, false);
         self.used_b.clear();
         self.used_b.resize(nb, false);
         self.pairs.clear();
         self.initial.clear();
-        for &(s, i, j) in &self.candidates {
+        for &(s, i, j) in &self.candidates[..shortlist] {
             let (i, j) = (i as usize, j as usize);
             if self.used_a[i] || self.used_b[j] {
                 continue;
@@ -140,11 +151,12 @@ impl Comparer {
         let efficiency = |k: usize| lambda[k] / initial[k];
         self.order
             .sort_unstable_by(|&x, &y| efficiency(y).total_cmp(&efficiency(x)));
-        self.order[..keep]
+        let local = self.order[..keep]
             .iter()
             .map(|&k| self.lambda[k])
             .sum::<f32>()
-            / pair_count(wanted) as f32
+            / pair_count(wanted) as f32;
+        local
     }
 
     fn relax(&mut self, a: &Template, b: &Template) {
@@ -156,7 +168,8 @@ impl Comparer {
             let (ai, bi) = self.pairs[x];
             for y in (x + 1)..n {
                 let (ak, bk) = self.pairs[y];
-                let d1 = (a.distance[ai * sa + ak] - b.distance[bi * sb + bk]).abs();
+                let (da, db) = (a.distance[ai * sa + ak], b.distance[bi * sb + bk]);
+                let d1 = (da - db).abs() / (1.0 + DIST_RELATIVE * (da + db));
                 let idx = ((d1 * DIST_STEPS_PER_PX) as usize).min(DIST_TABLE - 1);
                 let w1 = self.dist_weight[idx];
                 let d2 =
@@ -180,12 +193,31 @@ impl Comparer {
         for _ in 0..RELAX_ROUNDS {
             for x in 0..n {
                 let row = &self.compat[x * n..(x + 1) * n];
-                let support: f32 = row.iter().zip(&self.lambda).map(|(r, l)| r * l).sum();
+                let support = dot(row, &self.lambda);
                 self.next[x] = RELAX_WEIGHT * self.lambda[x] + spread * support;
             }
             std::mem::swap(&mut self.lambda, &mut self.next);
         }
     }
+}
+
+/// Dot product in eight independent lanes, so it vectorises (a single running sum is a chain of
+/// dependent additions the compiler may not reorder).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            lanes[k] += x[k] * y[k];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
 }
 
 /// Pairs averaged into the score for templates whose smaller one has `n` descriptors.

@@ -33,8 +33,6 @@ const MIN_VALID_CELLS: f32 = 0.75;
 const MIN_NEIGHBOURS: usize = 2;
 /// Fraction of all `SPATIAL_CELLS^2 * DIRECTION_CELLS` bits that must be valid in both cylinders.
 const MIN_MATCHABLE: f32 = 0.6;
-/// Cylinders whose minutiae differ in direction by more than this never match.
-pub const MAX_DIRECTION_DIFF: f32 = PI / 2.0;
 
 const fn count_disc_cells() -> usize {
     let mut n = 0;
@@ -75,7 +73,13 @@ const MIN_MATCHABLE_BITS: u32 =
 pub struct Cylinder {
     bits: [u64; WORDS],
     valid: [u64; WORDS],
+    /// Validity per cell (one bit per cell), for a cheap overlap test first.
+    cells: [u64; CELL_WORDS],
+    ones: u32,
 }
+
+const CELL_WORDS: usize = DISC_CELLS.div_ceil(64);
+const EXACT: bool = false;
 
 /// Builds the cylinder of `minutiae[center]`, or `None` when too little of its neighbourhood
 /// was seen or it has too few neighbours to say anything.
@@ -95,6 +99,8 @@ pub fn build(minutiae: &[Minutia], center: usize, hull: &Hull) -> Option<Cylinde
     let mut cylinder = Cylinder {
         bits: [0; WORDS],
         valid: [0; WORDS],
+        cells: [0; CELL_WORDS],
+        ones: 0,
     };
     let mut valid_cells = 0;
     let mut cell = 0;
@@ -110,6 +116,7 @@ pub fn build(minutiae: &[Minutia], center: usize, hull: &Hull) -> Option<Cylinde
             let py = m.y + sin * dx + cos * dy;
             if hull.within(px, py, HULL_MARGIN) {
                 valid_cells += 1;
+                cylinder.cells[cell / 64] |= 1 << (cell % 64);
                 let mut values = [0.0f32; DIRECTION_CELLS];
                 for n in &neighbours {
                     let d = (n.x - px).hypot(n.y - py);
@@ -134,6 +141,7 @@ pub fn build(minutiae: &[Minutia], center: usize, hull: &Hull) -> Option<Cylinde
             cell += 1;
         }
     }
+    cylinder.ones = cylinder.bits.iter().map(|w| w.count_ones()).sum();
     (valid_cells as f32 >= MIN_VALID_CELLS * DISC_CELLS as f32).then_some(cylinder)
 }
 
@@ -172,17 +180,31 @@ impl SqrtTable {
 /// normalised Euclidean distance of their bit vectors; 0 when too few cells are comparable.
 #[inline]
 pub fn similarity(a: &Cylinder, b: &Cylinder, roots: &SqrtTable) -> f32 {
-    let (mut matchable, mut na, mut nb, mut nx) = (0u32, 0u32, 0u32, 0u32);
+    let matchable: u32 = a
+        .cells
+        .iter()
+        .zip(&b.cells)
+        .map(|(x, y)| (x & y).count_ones())
+        .sum();
+    if matchable * (DIRECTION_CELLS as u32) < MIN_MATCHABLE_BITS {
+        return 0.0;
+    }
+    let (mut na, mut nb, mut nx) = (0u32, 0u32, 0u32);
     for w in 0..WORDS {
         let v = a.valid[w] & b.valid[w];
         let x = a.bits[w] & v;
         let y = b.bits[w] & v;
-        matchable += v.count_ones();
-        na += x.count_ones();
-        nb += y.count_ones();
+        if EXACT {
+            na += x.count_ones();
+            nb += y.count_ones();
+        }
         nx += (x ^ y).count_ones();
     }
-    if matchable < MIN_MATCHABLE_BITS || na + nb == 0 {
+    if !EXACT {
+        na = a.ones;
+        nb = b.ones;
+    }
+    if na + nb == 0 {
         return 0.0;
     }
     let r = &roots.0;

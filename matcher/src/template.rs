@@ -7,6 +7,10 @@ use crate::record::{FingerView, Record, RecordMinutia};
 use std::f32::consts::TAU;
 use thiserror::Error;
 
+/// Cylinders whose minutiae differ in direction by more than this (a quarter turn, in 1/256
+/// turns) never match.
+pub(crate) const MAX_DIRECTION_DIFF: u8 = 64;
+
 /// Pixels per centimetre at 500 dpi, the scale all descriptor parameters are written for.
 const REFERENCE_RESOLUTION: f32 = 197.0;
 
@@ -56,8 +60,8 @@ pub enum TemplateError {
 pub struct Template {
     minutiae: Vec<Minutia>,
     pub(crate) cylinders: Vec<Cylinder>,
-    /// For each cylinder, its minutia's direction.
-    pub(crate) directions: Vec<f32>,
+    /// For each cylinder, its minutia's direction in 1/256 turns.
+    pub(crate) directions: Vec<u8>,
     /// Row-major `n x n` tables over cylinder-bearing minutiae: distance, direction difference,
     /// and the angle from one minutia's direction to the line towards the other, the last two in
     /// 1/256 turns so a difference is a wrapping byte subtraction.
@@ -95,7 +99,7 @@ impl Template {
             }
         }
         Self {
-            directions: kept.iter().map(|m| m.angle).collect(),
+            directions: kept.iter().map(|m| to_turn_units(m.angle)).collect(),
             minutiae,
             cylinders,
             distance,
