@@ -274,6 +274,16 @@ fn main() -> Result<()> {
         loaded.push((*name, load(&root.join(name))?));
     }
     let templates: usize = loaded.iter().map(|(_, p)| p.len()).sum();
+    let minutiae: usize = loaded
+        .iter()
+        .flat_map(|(_, p)| p)
+        .map(|p| p.template.minutiae().len())
+        .sum();
+    let described: usize = loaded
+        .iter()
+        .flat_map(|(_, p)| p)
+        .map(|p| p.template.descriptor_count())
+        .sum();
     let prep = prep_start.seconds();
     println!(
         "| database               |    EER   | FNMR@FMR1% | FNMR@FMR0 |  rank-1  | reject@0FI | max impostor"
@@ -306,6 +316,11 @@ fn main() -> Result<()> {
         comparisons as f64 / seconds,
         1e6 * seconds / comparisons as f64,
         1e6 * prep / templates as f64
+    );
+    println!(
+        "templates: {templates}, {:.1} minutiae and {:.1} described minutiae (cylinders) on average",
+        minutiae as f64 / templates as f64,
+        described as f64 / templates as f64
     );
     roster_timing(&loaded, &mut comparer);
     Ok(())

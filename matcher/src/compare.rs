@@ -39,6 +39,13 @@ fn sigmoid(v: f32, mu: f32, tau: f32) -> f32 {
     1.0 / (1.0 + (-tau * (v - mu)).exp())
 }
 
+/// A compatibility weight for the tables: weights under 1e-6 change no score but their products
+/// would be subnormal floats, which x86 multiplies a hundred times slower.
+fn weight(v: f32, mu: f32, tau: f32) -> f32 {
+    let w = sigmoid(v, mu, tau);
+    if w < 1e-6 { 0.0 } else { w }
+}
+
 /// Reusable working memory and lookup tables for comparisons; one per thread.
 pub struct Comparer {
     roots: SqrtTable,
@@ -48,9 +55,8 @@ pub struct Comparer {
     used_a: Vec<bool>,
     used_b: Vec<bool>,
     pairs: Vec<(usize, usize)>,
-    compat: Vec<f32>,
-    lambda: Vec<f32>,
-    next: Vec<f32>,
+    compat: Box<[[f32; MAX_RELAXED]; MAX_RELAXED]>,
+    lambda: [f32; MAX_RELAXED],
     initial: Vec<f32>,
     order: Vec<usize>,
 }
@@ -72,11 +78,11 @@ impl Comparer {
     pub fn new() -> Self {
         let mut dist_weight = [0.0; DIST_TABLE];
         for (i, w) in dist_weight.iter_mut().enumerate() {
-            *w = sigmoid((i as f32 + 0.5) / DIST_STEPS_PER_PX, DIST_MU, DIST_TAU);
+            *w = weight((i as f32 + 0.5) / DIST_STEPS_PER_PX, DIST_MU, DIST_TAU);
         }
         let mut angle_weight = [0.0; 129];
         for (i, w) in angle_weight.iter_mut().enumerate() {
-            *w = sigmoid(i as f32 * TAU / 256.0, ANGLE_MU, ANGLE_TAU);
+            *w = weight(i as f32 * TAU / 256.0, ANGLE_MU, ANGLE_TAU);
         }
         Self {
             roots: SqrtTable::new(),
@@ -86,9 +92,8 @@ impl Comparer {
             used_a: Vec::new(),
             used_b: Vec::new(),
             pairs: Vec::new(),
-            compat: Vec::new(),
-            lambda: Vec::new(),
-            next: Vec::new(),
+            compat: Box::new([[0.0; MAX_RELAXED]; MAX_RELAXED]),
+            lambda: [0.0; MAX_RELAXED],
             initial: Vec::new(),
             order: Vec::new(),
         }
@@ -117,9 +122,9 @@ impl Comparer {
         let shortlist = self.candidates.len().min(SHORTLIST_PER_PAIR * wanted);
         if shortlist < self.candidates.len() {
             self.candidates
-                .select_nth_unstable_by(shortlist, |x, y| y.0.total_cmp(&x.0));
+                .select_nth_unstable_by_key(shortlist, descending);
         }
-        self.candidates[..shortlist].sort_unstable_by(|x, y| y.0.total_cmp(&x.0));
+        self.candidates[..shortlist].sort_unstable_by_key(descending);
         self.used_a.clear();
         self.used_a.resize(na, false);
         self.used_b.clear();
@@ -162,10 +167,9 @@ impl Comparer {
     fn relax(&mut self, a: &Template, b: &Template) {
         let n = self.pairs.len();
         let (sa, sb) = (a.cylinders.len(), b.cylinders.len());
-        self.compat.clear();
-        self.compat.resize(n * n, 0.0);
         for x in 0..n {
             let (ai, bi) = self.pairs[x];
+            self.compat[x][x] = 0.0;
             for y in (x + 1)..n {
                 let (ak, bk) = self.pairs[y];
                 let (da, db) = (a.distance[ai * sa + ak], b.distance[bi * sb + bk]);
@@ -178,46 +182,37 @@ impl Comparer {
                 let w2 = self.angle_weight[(d2 as i8).unsigned_abs() as usize];
                 let w3 = self.angle_weight[(d3 as i8).unsigned_abs() as usize];
                 let rho = w1 * w2 * w3;
-                self.compat[x * n + y] = rho;
-                self.compat[y * n + x] = rho;
+                self.compat[x][y] = rho;
+                self.compat[y][x] = rho;
             }
         }
-        self.lambda.clear();
-        self.lambda.extend_from_slice(&self.initial);
-        self.next.resize(n, 0.0);
+        self.lambda = [0.0; MAX_RELAXED];
+        self.lambda[..n].copy_from_slice(&self.initial);
         let spread = if n > 1 {
             (1.0 - RELAX_WEIGHT) / (n - 1) as f32
         } else {
             0.0
         };
         for _ in 0..RELAX_ROUNDS {
-            for x in 0..n {
-                let row = &self.compat[x * n..(x + 1) * n];
-                let support = dot(row, &self.lambda);
-                self.next[x] = RELAX_WEIGHT * self.lambda[x] + spread * support;
+            // support = compat * lambda, as a sum of rows (compat is symmetric): whole-row
+            // multiply-adds vectorise, where per-row dot products would be serial sums.
+            let mut support = [0.0f32; MAX_RELAXED];
+            for (row, &l) in self.compat[..n].iter().zip(&self.lambda[..n]) {
+                for (s, r) in support.iter_mut().zip(row) {
+                    *s += l * r;
+                }
             }
-            std::mem::swap(&mut self.lambda, &mut self.next);
+            for (l, s) in self.lambda[..n].iter_mut().zip(&support) {
+                *l = RELAX_WEIGHT * *l + spread * s;
+            }
         }
     }
 }
 
-/// Dot product in eight independent lanes, so it vectorises (a single running sum is a chain of
-/// dependent additions the compiler may not reorder).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for k in 0..8 {
-            lanes[k] += x[k] * y[k];
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
+/// Sort key putting the most similar pair first (similarities are non-negative, and the bits of
+/// non-negative floats order like the floats).
+fn descending(c: &(f32, u16, u16)) -> std::cmp::Reverse<u32> {
+    std::cmp::Reverse(c.0.to_bits())
 }
 
 /// Pairs averaged into the score for templates whose smaller one has `n` descriptors.

@@ -79,18 +79,27 @@ pub struct Cylinder {
 }
 
 const CELL_WORDS: usize = DISC_CELLS.div_ceil(64);
-const EXACT: bool = false;
 
 /// Builds the cylinder of `minutiae[center]`, or `None` when too little of its neighbourhood
 /// was seen or it has too few neighbours to say anything.
 pub fn build(minutiae: &[Minutia], center: usize, hull: &Hull) -> Option<Cylinder> {
     let m = minutiae[center];
     let reach = RADIUS + 3.0 * SIGMA_S;
-    let neighbours: Vec<Minutia> = minutiae
+    // Each neighbour's share of every direction bin depends only on the neighbour: work it out
+    // once, not once per cell.
+    let spatial_norm = 1.0 / (SIGMA_S * TAU.sqrt());
+    let neighbours: Vec<(f32, f32, [f32; DIRECTION_CELLS])> = minutiae
         .iter()
         .enumerate()
         .filter(|&(k, n)| k != center && (n.x - m.x).hypot(n.y - m.y) <= reach)
-        .map(|(_, n)| *n)
+        .map(|(_, n)| {
+            let relative = angle_diff(m.angle, n.angle);
+            let weights = std::array::from_fn(|k| {
+                let bin_centre = -PI + (k as f32 + 0.5) * BIN;
+                spatial_norm * direction_weight(angle_diff(bin_centre, relative))
+            });
+            (n.x, n.y, weights)
+        })
         .collect();
     if neighbours.len() < MIN_NEIGHBOURS {
         return None;
@@ -105,7 +114,6 @@ pub fn build(minutiae: &[Minutia], center: usize, hull: &Hull) -> Option<Cylinde
     let mut valid_cells = 0;
     let mut cell = 0;
     let near = 3.0 * SIGMA_S;
-    let spatial_norm = 1.0 / (SIGMA_S * TAU.sqrt());
     for i in 0..SPATIAL_CELLS {
         for j in 0..SPATIAL_CELLS {
             let (dx, dy) = cell_offset(i, j);
@@ -118,16 +126,14 @@ pub fn build(minutiae: &[Minutia], center: usize, hull: &Hull) -> Option<Cylinde
                 valid_cells += 1;
                 cylinder.cells[cell / 64] |= 1 << (cell % 64);
                 let mut values = [0.0f32; DIRECTION_CELLS];
-                for n in &neighbours {
-                    let d = (n.x - px).hypot(n.y - py);
-                    if d > near {
+                for (x, y, weights) in &neighbours {
+                    let d2 = (x - px) * (x - px) + (y - py) * (y - py);
+                    if d2 > near * near {
                         continue;
                     }
-                    let gs = spatial_norm * (-d * d / (2.0 * SIGMA_S * SIGMA_S)).exp();
-                    let relative = angle_diff(m.angle, n.angle);
-                    for (k, value) in values.iter_mut().enumerate() {
-                        let bin_centre = -PI + (k as f32 + 0.5) * BIN;
-                        *value += gs * direction_weight(angle_diff(bin_centre, relative));
+                    let gs = (-d2 / (2.0 * SIGMA_S * SIGMA_S)).exp();
+                    for (value, w) in values.iter_mut().zip(weights) {
+                        *value += gs * w;
                     }
                 }
                 for (k, value) in values.iter().enumerate() {
@@ -189,21 +195,12 @@ pub fn similarity(a: &Cylinder, b: &Cylinder, roots: &SqrtTable) -> f32 {
     if matchable * (DIRECTION_CELLS as u32) < MIN_MATCHABLE_BITS {
         return 0.0;
     }
-    let (mut na, mut nb, mut nx) = (0u32, 0u32, 0u32);
-    for w in 0..WORDS {
-        let v = a.valid[w] & b.valid[w];
-        let x = a.bits[w] & v;
-        let y = b.bits[w] & v;
-        if EXACT {
-            na += x.count_ones();
-            nb += y.count_ones();
-        }
-        nx += (x ^ y).count_ones();
-    }
-    if !EXACT {
-        na = a.ones;
-        nb = b.ones;
-    }
+    // Bits are only ever set in a cylinder's own valid cells, so masking the difference with
+    // both validities compares exactly the cells valid in both.
+    let nx: u32 = (0..WORDS)
+        .map(|w| ((a.bits[w] ^ b.bits[w]) & a.valid[w] & b.valid[w]).count_ones())
+        .sum();
+    let (na, nb) = (a.ones, b.ones);
     if na + nb == 0 {
         return 0.0;
     }
