@@ -69,6 +69,16 @@ enum Command {
     },
 }
 
+/// The configuration and, when it names one that exists, the roster file: everything `run`
+/// would refuse at start (the unit runs this before every start).
+fn validate(path: &std::path::Path) -> Result<(), String> {
+    let config = Config::load(path).map_err(|e| e.to_string())?;
+    if let Some(roster) = config.roster.path.as_deref().filter(|p| p.exists()) {
+        rollcall_daemon::roster::Roster::load(roster).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     rollcall_daemon::panic::install();
     let cli = Cli::parse();
@@ -78,8 +88,8 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     match cli.command {
-        Command::Validate { config } => match Config::load(&config) {
-            Ok(_) => {
+        Command::Validate { config } => match validate(&config) {
+            Ok(()) => {
                 println!("{}: valid", config.display());
                 Ok(())
             }
