@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use rollcall_drivers::indicator::AuraWiring;
 use rollcall_drivers::simulated::Presenter;
-use rollcall_drivers::{run_indicator, run_reader};
+use rollcall_drivers::{ReaderWiring, run_indicator, run_reader};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -55,7 +56,9 @@ pub async fn run(
             tasks.late_stop(),
         ));
     }
-    let signals = tasks.spawn_indicators(&config);
+    // Each `aura` indicator is linked to its reader here, explicitly.
+    let mut aura = AuraWiring::new(&config.indicators);
+    let signals = tasks.spawn_indicators(&config, &aura);
     let accept = Arc::new(Accept::new(
         journal.clone(),
         roster,
@@ -65,7 +68,7 @@ pub async fn run(
         metrics.clone(),
     ));
     let presenter = Presenter::new();
-    tasks.spawn_readers(&config, &accept, &presenter);
+    tasks.spawn_readers(&config, &accept, &presenter, &mut aura);
     tasks.spawn_simulation(&config, &options, &presenter, &accept, &journal)?;
 
     let uplink = UplinkShell {
@@ -165,14 +168,19 @@ impl Tasks {
 
     /// One task per configured indicator (a log indicator when none is); answers the senders
     /// the accept path signals them through.
-    fn spawn_indicators(&self, config: &Config) -> Vec<mpsc::Sender<rollcall_drivers::Signal>> {
+    fn spawn_indicators(
+        &self,
+        config: &Config,
+        aura: &AuraWiring,
+    ) -> Vec<mpsc::Sender<rollcall_drivers::Signal>> {
         let mut senders = Vec::new();
         for ind in config.indicators_or_log() {
             let (tx, rx) = mpsc::channel(64);
             senders.push(tx);
             let stop = self.late_stop();
+            let link = aura.link_for(&ind);
             self.tracker.spawn(async move {
-                if let Err(e) = run_indicator(&ind, rx, stop).await {
+                if let Err(e) = run_indicator(&ind, link, rx, stop).await {
                     tracing::error!(error = %e, "indicator stopped");
                 }
             });
@@ -181,7 +189,13 @@ impl Tasks {
     }
 
     /// Two tasks per configured reader: the driver, and the accept path serving its events.
-    fn spawn_readers(&mut self, config: &Config, accept: &Arc<Accept>, presenter: &Presenter) {
+    fn spawn_readers(
+        &mut self,
+        config: &Config,
+        accept: &Arc<Accept>,
+        presenter: &Presenter,
+        aura: &mut AuraWiring,
+    ) {
         for reader in &config.readers {
             let (tx, rx) = mpsc::channel(1024);
             let info = ReaderInfo {
@@ -194,9 +208,11 @@ impl Tasks {
                 self.tracker
                     .spawn(async move { a.run_reader(info, rx).await }),
             );
-            let (cfg, p, stop) = (reader.clone(), presenter.clone(), self.early_stop());
+            let wiring =
+                ReaderWiring::for_config(reader, presenter).with_aura(aura.take_port(&reader.id));
+            let (cfg, stop) = (reader.clone(), self.early_stop());
             self.tracker.spawn(async move {
-                if let Err(e) = run_reader(&cfg, &p, tx, stop).await {
+                if let Err(e) = run_reader(&cfg, wiring, tx, stop).await {
                     tracing::error!(reader = %cfg.id, error = %e, "reader stopped");
                 }
             });

@@ -1,6 +1,7 @@
 //! Configuration of readers and indicators, as it appears in rollcalld's TOML file.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -111,7 +112,22 @@ pub struct ReaderConfig {
     /// Wiegand D1 line offset on `chip`.
     #[serde(default)]
     pub d1_line: Option<u32>,
+    /// RDM6300 (and `simulated-card`): frames of one card less than this apart are one tap,
+    /// e.g. `"600ms"` (default 1.2 s: one tap for repeat periods up to 500 ms with a frame lost).
+    #[serde(default, with = "humantime_serde")]
+    pub repeat_window: Option<Duration>,
+    /// Wiegand (and `simulated-card`): the longest time between two bits of a frame, e.g.
+    /// `"25ms"` (the default, covering SIA's 20 ms); a frame ends after twice this without a bit.
+    #[serde(default, with = "humantime_serde")]
+    pub max_bit_interval: Option<Duration>,
 }
+
+/// Bounds of `repeat_window`: below a module's fastest repeat nothing collapses; above this a
+/// second tap of the same card goes unnoticed for too long.
+const REPEAT_WINDOW: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(10));
+/// Bounds of `max_bit_interval`: the fastest readers send bits 200 us apart, SIA allows 20 ms.
+const MAX_BIT_INTERVAL: (Duration, Duration) =
+    (Duration::from_micros(500), Duration::from_millis(100));
 
 impl ReaderConfig {
     /// Checks values that TOML types alone cannot; `index` is the table's position, for messages.
@@ -216,7 +232,56 @@ impl ReaderConfig {
                 format!("GPIO lines only apply to kind wiegand, not {kind}: remove them"),
             );
         }
+        for (k, value, kinds, (min, max), example) in [
+            (
+                "repeat_window",
+                self.repeat_window,
+                [ReaderKind::Rdm6300, ReaderKind::SimulatedCard],
+                REPEAT_WINDOW,
+                "1200ms",
+            ),
+            (
+                "max_bit_interval",
+                self.max_bit_interval,
+                [ReaderKind::Wiegand, ReaderKind::SimulatedCard],
+                MAX_BIT_INTERVAL,
+                "25ms",
+            ),
+        ] {
+            let Some(value) = value else { continue };
+            if !kinds.contains(&self.kind) {
+                return err(
+                    k,
+                    format!(
+                        "only applies to kind {}, not {kind}: remove it",
+                        kinds[0].as_str()
+                    ),
+                );
+            }
+            if !(min..=max).contains(&value) {
+                return err(
+                    k,
+                    format!(
+                        "{value:?} is out of range: use {min:?} to {max:?} (e.g. \"{example}\")"
+                    ),
+                );
+            }
+        }
         Ok(())
+    }
+
+    /// The RDM6300 repeat window to use.
+    pub fn repeat_window_or_default(&self) -> Duration {
+        self.repeat_window
+            .unwrap_or(crate::rdm6300::DEFAULT_REPEAT_WINDOW)
+    }
+
+    /// The Wiegand timing to use.
+    pub fn wiegand_timing(&self) -> crate::wiegand::Timing {
+        crate::wiegand::Timing::with_max_bit_interval(
+            self.max_bit_interval
+                .unwrap_or(crate::wiegand::Timing::DEFAULT_MAX_BIT_INTERVAL),
+        )
     }
 
     /// The baud rate to open the port at.

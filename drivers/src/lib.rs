@@ -4,7 +4,9 @@
 //! [`ReaderEvent`]s and turns [`Signal`]s into light and sound. The daemon talks to it through
 //! two functions, [`run_reader`] and [`run_indicator`], each driving one configured device until
 //! the shutdown token fires, plus the [`ReaderConfig`] / [`IndicatorConfig`] types that the
-//! daemon's TOML config embeds.
+//! daemon's TOML config embeds. What a reader is connected to is passed in, never looked up: a
+//! [`ReaderWiring`] carries the presenter of a simulated reader and the Aura LED link of an
+//! `aura` indicator ([`indicator::AuraWiring`] makes those links for a configuration).
 //!
 //! Each device family has a pure codec, an async device generic over its transport (a serial
 //! port, a simulator's pipe or a scripted mock all work the same) and a byte-level simulator
@@ -80,4 +82,4 @@ pub mod wiegand;
 
 pub use config::{ConfigError, IndicatorConfig, IndicatorKind, ReaderConfig, ReaderKind};
 pub use event::{CredentialKind, ReaderEvent, ReaderHealth, Signal};
-pub use run::{DriverError, run_indicator, run_reader};
+pub use run::{DriverError, ReaderWiring, run_indicator, run_reader};

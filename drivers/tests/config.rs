@@ -130,3 +130,59 @@ fn indicators_parse_and_validate() {
     assert!(err("kind = \"aura\"").starts_with("indicator[1].reader: required"));
     assert!(err("kind = \"log\"\nred_line = 3").contains("only apply to kind gpio"));
 }
+
+#[test]
+fn reader_timing_keys_parse_with_units_and_are_checked() {
+    use std::time::Duration;
+    let r = reader(
+        "id = \"a\"\nkind = \"rdm6300\"\nport = \"/dev/ttyAMA2\"\nrepeat_window = \"600ms\"",
+    );
+    r.validate(0).unwrap();
+    assert_eq!(r.repeat_window_or_default(), Duration::from_millis(600));
+    let r = reader("id = \"a\"\nkind = \"rdm6300\"\nport = \"/dev/ttyAMA2\"");
+    assert_eq!(r.repeat_window_or_default(), Duration::from_millis(1200));
+
+    let w = reader(
+        "id = \"g\"\nkind = \"wiegand\"\nd0_line = 17\nd1_line = 27\nmax_bit_interval = \"30ms\"",
+    );
+    w.validate(0).unwrap();
+    assert_eq!(w.wiegand_timing().frame_gap(), Duration::from_millis(60));
+    let w = reader("id = \"g\"\nkind = \"wiegand\"\nd0_line = 17\nd1_line = 27");
+    assert_eq!(
+        w.wiegand_timing().max_bit_interval,
+        Duration::from_millis(25)
+    );
+    reader(
+        "id = \"c\"\nkind = \"simulated-card\"\nrepeat_window = \"2s\"\nmax_bit_interval = \"2ms\"",
+    )
+    .validate(0)
+    .unwrap();
+
+    for (text, expected) in [
+        (
+            "id = \"a\"\nkind = \"rdm6300\"\nport = \"/dev/x\"\nrepeat_window = \"10ms\"",
+            "reader[2].repeat_window: 10ms is out of range: use 50ms to 10s",
+        ),
+        (
+            "id = \"a\"\nkind = \"pn532\"\nport = \"/dev/x\"\nrepeat_window = \"1s\"",
+            "reader[2].repeat_window: only applies to kind rdm6300, not pn532: remove it",
+        ),
+        (
+            "id = \"g\"\nkind = \"wiegand\"\nd0_line = 1\nd1_line = 2\nmax_bit_interval = \"1s\"",
+            "reader[2].max_bit_interval: 1s is out of range: use 500µs to 100ms",
+        ),
+        (
+            "id = \"a\"\nkind = \"rdm6300\"\nport = \"/dev/x\"\nmax_bit_interval = \"20ms\"",
+            "reader[2].max_bit_interval: only applies to kind wiegand, not rdm6300: remove it",
+        ),
+    ] {
+        let got = reader_error(text);
+        assert!(got.starts_with(expected), "{got}");
+    }
+    let bad: Result<ReaderConfig, _> =
+        toml::from_str("id = \"a\"\nkind = \"rdm6300\"\nrepeat_window = \"soon\"");
+    assert!(
+        bad.is_err(),
+        "a duration without a unit is refused at parse time"
+    );
+}

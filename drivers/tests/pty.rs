@@ -12,7 +12,7 @@ use rollcall_drivers::pn532::sim::{Pn532Handle, Pn532Sim};
 use rollcall_drivers::rdm6300::sim::{Fault, present};
 use rollcall_drivers::rdm6300::{Rdm6300, Tag};
 use rollcall_drivers::simulated::{Presentation, Presenter};
-use rollcall_drivers::{ReaderConfig, ReaderEvent, ReaderHealth, run_reader};
+use rollcall_drivers::{ReaderConfig, ReaderEvent, ReaderHealth, ReaderWiring, run_reader};
 use tokio::sync::mpsc;
 use tokio_serial::{SerialPort, SerialPortBuilderExt, SerialStream};
 use tokio_util::sync::CancellationToken;
@@ -223,9 +223,9 @@ async fn any_mix_of_simulated_real_kinds_runs_at_once() {
         let (tx, rx) = mpsc::channel(16);
         receivers.push(rx);
         let (p, s) = (presenter.clone(), stop.clone());
-        tasks.push(tokio::spawn(
-            async move { run_reader(&config, &p, tx, s).await },
-        ));
+        tasks.push(tokio::spawn(async move {
+            run_reader(&config, ReaderWiring::for_config(&config, &p), tx, s).await
+        }));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     presenter.present("finger", Presentation::Finger(Some(12)));
@@ -279,11 +279,11 @@ async fn reader_reports_down_then_ok_when_its_port_appears() {
         link.display().to_string()
     ))
     .unwrap();
-    let presenter = Presenter::new();
     let (tx, mut rx) = mpsc::channel(16);
     let stop = CancellationToken::new();
     let s = stop.clone();
-    let task = tokio::spawn(async move { run_reader(&config, &presenter, tx, s).await });
+    let task =
+        tokio::spawn(async move { run_reader(&config, ReaderWiring::hardware(), tx, s).await });
 
     match next_event(&mut rx).await {
         ReaderEvent::Health(ReaderHealth::Down(m)) => assert!(m.contains("no such device"), "{m}"),
@@ -332,7 +332,8 @@ async fn silent_fingerprint_module_is_reported_down_with_what_to_check() {
     let (tx, mut rx) = mpsc::channel(4);
     let stop = CancellationToken::new();
     let s = stop.clone();
-    let task = tokio::spawn(async move { run_reader(&config, &Presenter::new(), tx, s).await });
+    let task =
+        tokio::spawn(async move { run_reader(&config, ReaderWiring::hardware(), tx, s).await });
     match next_event(&mut rx).await {
         ReaderEvent::Health(ReaderHealth::Down(m)) => {
             assert!(m.starts_with(&path), "{m}");

@@ -3,9 +3,11 @@
 
 use std::time::Duration;
 
+use rollcall_drivers::indicator::{AuraPort, aura_link};
 use rollcall_drivers::simulated::{Presentation, Presenter};
 use rollcall_drivers::{
-    IndicatorConfig, ReaderConfig, ReaderEvent, ReaderHealth, Signal, run_indicator, run_reader,
+    IndicatorConfig, ReaderConfig, ReaderEvent, ReaderHealth, ReaderWiring, Signal, run_indicator,
+    run_reader,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -22,10 +24,15 @@ struct Running {
 }
 
 fn start(config: ReaderConfig, presenter: &Presenter) -> Running {
+    start_with_aura(config, presenter, None)
+}
+
+fn start_with_aura(config: ReaderConfig, presenter: &Presenter, aura: Option<AuraPort>) -> Running {
     let (tx, events) = mpsc::channel(64);
     let stop = CancellationToken::new();
-    let (p, s) = (presenter.clone(), stop.clone());
-    let task = tokio::spawn(async move { run_reader(&config, &p, tx, s).await });
+    let wiring = ReaderWiring::for_config(&config, presenter).with_aura(aura);
+    let s = stop.clone();
+    let task = tokio::spawn(async move { run_reader(&config, wiring, tx, s).await });
     Running { events, stop, task }
 }
 
@@ -169,10 +176,26 @@ async fn invalid_config_is_an_error_not_a_retry_loop() {
     let presenter = Presenter::new();
     let (tx, _rx) = mpsc::channel(1);
     let config = reader("id = \"x\"\nkind = \"ef01\"");
-    let err = run_reader(&config, &presenter, tx, CancellationToken::new())
+    let wiring = ReaderWiring::for_config(&config, &presenter);
+    let err = run_reader(&config, wiring, tx, CancellationToken::new())
         .await
         .unwrap_err();
     assert!(err.to_string().contains("port"), "{err}");
+}
+
+#[tokio::test]
+async fn a_simulated_reader_without_a_presenter_is_a_config_error() {
+    let (tx, _rx) = mpsc::channel(1);
+    let config = reader("id = \"x\"\nkind = \"rdm6300\"\nsimulate = true");
+    let err = run_reader(
+        &config,
+        ReaderWiring::hardware(),
+        tx,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("presenter"), "{err}");
 }
 
 #[tokio::test]
@@ -183,7 +206,8 @@ async fn closed_event_channel_ends_the_reader_with_an_error() {
     let config = reader("id = \"f\"\nkind = \"simulated-fingerprint\"");
     let stop = CancellationToken::new();
     let p = presenter.clone();
-    let task = tokio::spawn(async move { run_reader(&config, &p, tx, stop).await });
+    let wiring = ReaderWiring::simulated(p);
+    let task = tokio::spawn(async move { run_reader(&config, wiring, tx, stop).await });
     settle().await;
     presenter.present("f", Presentation::Finger(Some(1)));
     let r = tokio::time::timeout(Duration::from_secs(5), task)
@@ -207,7 +231,7 @@ async fn indicators_consume_signals_and_stop() {
         let (tx, rx) = mpsc::channel(8);
         let stop = CancellationToken::new();
         let s = stop.clone();
-        let task = tokio::spawn(async move { run_indicator(&config, rx, s).await });
+        let task = tokio::spawn(async move { run_indicator(&config, None, rx, s).await });
         for signal in [Signal::Accepted, Signal::Unknown, Signal::StorageFull] {
             tx.send(signal).await.unwrap();
         }
@@ -224,10 +248,13 @@ async fn indicators_consume_signals_and_stop() {
 #[tokio::test]
 async fn aura_indicator_drives_the_fingerprint_readers_led() {
     // The reader and its Aura LED share one UART; the indicator speaks through the reader.
+    // The daemon wires the two explicitly: the indicator gets one end, the reader the other.
     let presenter = Presenter::new();
-    let mut r = start(
+    let (link, port) = aura_link();
+    let mut r = start_with_aura(
         reader("id = \"aura-reader\"\nkind = \"simulated-fingerprint\""),
         &presenter,
+        Some(port),
     );
     settle().await;
     let config: IndicatorConfig =
@@ -235,7 +262,7 @@ async fn aura_indicator_drives_the_fingerprint_readers_led() {
     let (tx, rx) = mpsc::channel(8);
     let stop = CancellationToken::new();
     let s = stop.clone();
-    let task = tokio::spawn(async move { run_indicator(&config, rx, s).await });
+    let task = tokio::spawn(async move { run_indicator(&config, Some(link), rx, s).await });
     tx.send(Signal::Unknown).await.unwrap();
     // The reader keeps identifying while it serves the LED.
     presenter.present("aura-reader", Presentation::Finger(Some(3)));

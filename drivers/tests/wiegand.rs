@@ -49,3 +49,26 @@ async fn frames_parity_errors_and_noise_through_the_reader() {
     drop(tx);
     assert_eq!(reader.next_frame().await.unwrap(), None);
 }
+
+#[tokio::test(start_paused = true)]
+async fn slow_and_fast_readers_through_the_reader_with_the_default_timing() {
+    use rollcall_drivers::wiegand::sim::frame_edges_every;
+    let (tx, rx) = mpsc::channel(1024);
+    let mut reader = WiegandReader::new(rx, Timing::default());
+    let w26 = Card::W26 {
+        facility: 212,
+        card: 7041,
+    };
+    let mut t = 1_000_000_000u64;
+    for interval_ns in [20_000_000, 1_000_000, 2_000_000] {
+        for edge in frame_edges_every(w26, t, interval_ns, None) {
+            tx.send(edge).await.unwrap();
+        }
+        t += 2_000_000_000;
+        let got = tokio::time::timeout(Duration::from_secs(2), reader.next_frame())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, Some(Ok(w26)), "{interval_ns} ns between bits");
+    }
+}

@@ -11,7 +11,8 @@
 //! - Buzzer: an *active* 3.3-5 V buzzer through an NPN transistor (2N2222, 1 kOhm base
 //!   resistor) from 5 V; a passive buzzer would need a tone, which this driver does not make.
 //! - R503 Aura LED: no wiring of its own; it is driven over the fingerprint reader's UART, so an
-//!   `aura` indicator names that reader's id and speaks through its running driver.
+//!   `aura` indicator names that reader's id and speaks through its running driver: the daemon
+//!   connects the two with an [`aura_link`] ([`AuraWiring`] does it for a whole configuration).
 //!
 //! # Permissions and troubleshooting
 //!
@@ -27,32 +28,6 @@ pub use lamp::GpioLamp;
 pub use lamp::{Lamp, LogLamp, RecordingLamp, play};
 pub use pattern::{AuraStep, Lights, Step, aura_pattern, gpio_pattern};
 
-pub(crate) mod aura_registry {
-    //! Aura indicators reach the R503 through its reader's task: the reader registers a
-    //! channel under its id while it runs.
-    use std::collections::HashMap;
-    use std::sync::{LazyLock, Mutex};
+pub(crate) mod aura;
 
-    use tokio::sync::mpsc;
-
-    use super::AuraStep;
-
-    static READERS: LazyLock<Mutex<HashMap<String, mpsc::Sender<AuraStep>>>> =
-        LazyLock::new(|| Mutex::new(HashMap::new()));
-
-    fn readers() -> std::sync::MutexGuard<'static, HashMap<String, mpsc::Sender<AuraStep>>> {
-        READERS.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Registers reader `id`; its task receives Aura steps on the returned channel.
-    pub fn register(id: &str) -> mpsc::Receiver<AuraStep> {
-        let (tx, rx) = mpsc::channel(16);
-        readers().insert(id.to_owned(), tx);
-        rx
-    }
-
-    /// The channel to reader `id`, if it is running.
-    pub fn sender(id: &str) -> Option<mpsc::Sender<AuraStep>> {
-        readers().get(id).filter(|tx| !tx.is_closed()).cloned()
-    }
-}
+pub use aura::{AuraLink, AuraPort, AuraWiring, aura_link};

@@ -134,6 +134,13 @@ fn hex_digit(v: u8) -> u8 {
     b"0123456789ABCDEF"[usize::from(v & 0x0F)]
 }
 
+/// The default repeat window: one tap per presentation for any repeat period up to 500 ms,
+/// even with one frame lost (a 1000 ms gap), with 200 ms to spare for UART and scheduling
+/// jitter. Modules and host libraries disagree on the period (readers.md says about 220 ms;
+/// libraries wait 300 ms to several seconds), and a card held in the field must not punch twice.
+/// The cost: the same card taken away and shown again within 1.2 s is one tap.
+pub const DEFAULT_REPEAT_WINDOW: Duration = Duration::from_millis(1200);
+
 /// Collapses the module's repeated frames into one tap per presentation: a frame for the same
 /// tag within `window` of the previous frame for it continues the same presentation.
 /// Time comes in as an argument (any monotonic clock), so this is testable without a runtime.
@@ -144,7 +151,7 @@ pub struct Debouncer {
 }
 
 impl Debouncer {
-    /// The datasheet-derived default window is about 220 ms.
+    /// A debouncer with this repeat window (see [`DEFAULT_REPEAT_WINDOW`]).
     pub fn new(window: Duration) -> Self {
         Self { window, last: None }
     }
@@ -236,5 +243,52 @@ mod tests {
         assert!(d.accept(tag, ms(5_000)), "taken away and shown again");
         assert!(d.accept(other, ms(5_050)), "another card is another tap");
         assert!(d.accept(tag, ms(5_100)), "switching back is a new tap");
+    }
+
+    /// Taps from a card held for `hold_ms`, its frame repeated every `period_ms`, with the frames
+    /// at the indexes in `lost` never arriving.
+    fn taps(window: Duration, period_ms: u64, hold_ms: u64, lost: &[u64]) -> usize {
+        let tag = Tag {
+            version: 0x62,
+            id: 0xE308_6CED,
+        };
+        let mut d = Debouncer::new(window);
+        (0..=hold_ms / period_ms)
+            .filter(|i| !lost.contains(i))
+            .filter(|i| d.accept(tag, Duration::from_millis(i * period_ms)))
+            .count()
+    }
+
+    #[test]
+    fn default_window_is_one_tap_for_periods_up_to_500_ms_and_one_lost_frame() {
+        for period in [65, 100, 220, 250, 400, 500] {
+            assert_eq!(
+                taps(DEFAULT_REPEAT_WINDOW, period, 2_000, &[]),
+                1,
+                "{period} ms"
+            );
+            assert_eq!(
+                taps(DEFAULT_REPEAT_WINDOW, period, 2_000, &[2]),
+                1,
+                "{period} ms, one lost"
+            );
+        }
+        // The 220 ms window this replaces: every frame of a two-second hold at 250 ms was a tap.
+        assert_eq!(taps(Duration::from_millis(220), 250, 2_000, &[]), 9);
+        assert_eq!(taps(Duration::from_millis(220), 150, 2_000, &[4]), 2);
+    }
+
+    #[test]
+    fn presentations_further_apart_than_the_window_are_two_taps() {
+        let tag = Tag { version: 1, id: 2 };
+        let ms = Duration::from_millis;
+        let mut d = Debouncer::new(ms(600));
+        assert!(d.accept(tag, ms(0)));
+        assert!(!d.accept(tag, ms(500)));
+        assert!(d.accept(tag, ms(1_101)), "601 ms after the last frame");
+        assert!(
+            !d.accept(tag, ms(1_701)),
+            "exactly the window is still the same presentation"
+        );
     }
 }

@@ -8,7 +8,7 @@ use tokio::io::AsyncRead;
 use tokio::time::Instant;
 use tokio_util::codec::{Decoder, FramedRead};
 
-use super::codec::{Debouncer, Decoded, FrameError, Tag, parse};
+use super::codec::{DEFAULT_REPEAT_WINDOW, Debouncer, Decoded, FrameError, Tag, parse};
 
 /// tokio-util codec over [`parse`]; corrupt frames are items so the stream continues.
 #[derive(Debug, Default, Clone, Copy)]
@@ -44,14 +44,20 @@ pub struct Rdm6300<T> {
 }
 
 impl<T: AsyncRead + Unpin> Rdm6300<T> {
-    /// Wraps a transport with the default 220 ms repeat window.
+    /// Wraps a transport with the default repeat window ([`DEFAULT_REPEAT_WINDOW`]).
     pub fn new(transport: T) -> Self {
         Self {
             io: FramedRead::new(transport, Rdm6300Codec),
-            debounce: Debouncer::new(Duration::from_millis(220)),
+            debounce: Debouncer::new(DEFAULT_REPEAT_WINDOW),
             epoch: Instant::now(),
             corrupt: 0,
         }
+    }
+
+    /// Frames of the same tag less than `window` apart are one presentation (one tap).
+    pub fn with_repeat_window(mut self, window: Duration) -> Self {
+        self.debounce = Debouncer::new(window);
+        self
     }
 
     /// Gives the transport back.

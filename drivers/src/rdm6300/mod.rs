@@ -36,5 +36,5 @@ pub mod codec;
 mod device;
 pub mod sim;
 
-pub use codec::{Debouncer, Tag};
+pub use codec::{DEFAULT_REPEAT_WINDOW, Debouncer, Tag};
 pub use device::{Rdm6300, Rdm6300Codec};

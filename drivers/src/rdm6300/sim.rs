@@ -35,6 +35,52 @@ pub fn presentation(tag: Tag, repeats: usize, fault: Option<Fault>) -> Vec<Vec<u
     frames
 }
 
+/// How a module repeats the frame of a card held in its field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repeat {
+    /// Time between frames (modules differ: 65 ms to 500 ms).
+    pub period: Duration,
+    /// Frames sent while the card is held (at least one).
+    pub frames: usize,
+    /// Indexes of frames lost on the way (a weak read, line noise): never sent.
+    pub lost: Vec<usize>,
+}
+
+impl Repeat {
+    /// A card held for `hold`: a frame at the start and one every `period` until `hold` ends.
+    pub fn held(period: Duration, hold: Duration) -> Self {
+        let frames = (hold.as_nanos() / period.as_nanos().max(1)) as usize + 1;
+        Self {
+            period,
+            frames,
+            lost: Vec::new(),
+        }
+    }
+
+    /// The same, with frame `index` lost.
+    pub fn losing(mut self, index: usize) -> Self {
+        self.lost.push(index);
+        self
+    }
+}
+
+/// Writes a held card's frames to `io` as `repeat` says, lost frames left out.
+pub async fn present_repeating<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    tag: Tag,
+    repeat: &Repeat,
+) -> std::io::Result<()> {
+    let start = tokio::time::Instant::now();
+    for i in 0..repeat.frames.max(1) {
+        tokio::time::sleep_until(start + repeat.period * i as u32).await;
+        if !repeat.lost.contains(&i) {
+            io.write_all(&tag.encode()).await?;
+            io.flush().await?;
+        }
+    }
+    Ok(())
+}
+
 /// Writes one presentation to `io`, frames [`REPEAT_INTERVAL`] apart, as the module would.
 pub async fn present<W: AsyncWrite + Unpin>(
     io: &mut W,

@@ -11,7 +11,7 @@ use crate::ef01::sim::SimHandle;
 use crate::pn532::sim::Pn532Handle;
 use crate::rdm6300::{Tag, sim as rdm_sim};
 use crate::simulated::Presentation;
-use crate::wiegand::{Edge, sim as wiegand_sim};
+use crate::wiegand::{Edge, Timing, sim as wiegand_sim};
 
 type Presentations = broadcast::Receiver<(String, Presentation)>;
 
@@ -59,16 +59,29 @@ pub(crate) async fn fingers(mut rx: Presentations, id: &str, sim: &SimHandle) ->
     Ok(())
 }
 
+/// The card simulators a `cards` bridge feeds, each with the timing its reader is set to.
+pub(crate) struct CardSims<'a, W> {
+    /// The RDM6300's line, and the reader's repeat window.
+    pub(crate) rdm6300: Option<(W, Duration)>,
+    /// The PN532 chip.
+    pub(crate) pn532: Option<&'a Pn532Handle>,
+    /// The Wiegand lines, and the reader's timing.
+    pub(crate) wiegand: Option<(mpsc::Sender<Edge>, Timing)>,
+}
+
 /// Cards onto whichever card simulators are present, by UID length: 5 bytes RDM6300,
 /// 4/7/10 bytes PN532, 3 (or 4 without a PN532) bytes Wiegand.
 pub(crate) async fn cards<W: AsyncWrite + Unpin>(
     mut rx: Presentations,
     id: &str,
-    mut rdm6300: Option<W>,
-    pn532: Option<&Pn532Handle>,
-    wiegand: Option<mpsc::Sender<Edge>>,
+    mut sims: CardSims<'_, W>,
 ) -> Result<(), Stop> {
     let epoch = tokio::time::Instant::now();
+    // The RDM6300 card last shown and when its last frame went out: the same card again must
+    // come after the reader's repeat window, or the reader rightly takes it for the same tap.
+    let mut last_rdm: Option<(Tag, tokio::time::Instant)> = None;
+    // Where the last Wiegand frame's timestamps ended: the next frame starts a gap later.
+    let mut wiegand_free_ns = 0u64;
     while let Some(what) = next(&mut rx, id).await {
         let Presentation::Card(uid) = what else {
             tracing::warn!(
@@ -77,17 +90,22 @@ pub(crate) async fn cards<W: AsyncWrite + Unpin>(
             );
             continue;
         };
-        match (uid.len(), &mut rdm6300, pn532, &wiegand) {
-            (5, Some(port), _, _) => {
+        match (uid.len(), &mut sims.rdm6300, sims.pn532, &sims.wiegand) {
+            (5, Some((port, window)), _, _) => {
                 let tag = Tag {
                     version: uid[0],
                     id: u32::from_be_bytes([uid[1], uid[2], uid[3], uid[4]]),
                 };
+                if let Some((last, at)) = last_rdm
+                    && last == tag
+                {
+                    // Taken away for longer than the window.
+                    tokio::time::sleep_until(at + *window + Duration::from_millis(100)).await;
+                }
                 rdm_sim::present(port, tag, 2, None)
                     .await
                     .map_err(|e| Stop::Down(format!("rdm6300 simulator: {e}")))?;
-                // Taken away: longer than the repeat window, so the next one is a new tap.
-                tokio::time::sleep(Duration::from_millis(300)).await;
+                last_rdm = Some((tag, tokio::time::Instant::now()));
             }
             (4 | 7 | 10, _, Some(chip), _) => {
                 chip.lock().place_card(uid, 3);
@@ -100,17 +118,21 @@ pub(crate) async fn cards<W: AsyncWrite + Unpin>(
                     }
                 }
             }
-            (3 | 4, _, _, Some(lines)) => {
+            (3 | 4, _, _, Some((lines, timing))) => {
                 let Some(card) = wiegand_sim::card_for_uid(&uid) else {
                     continue;
                 };
-                let start = epoch.elapsed().as_nanos() as u64;
-                for edge in wiegand_sim::frame_edges(card, start, None) {
+                let gap = timing.frame_gap().as_nanos() as u64;
+                let start = (epoch.elapsed().as_nanos() as u64).max(wiegand_free_ns);
+                let edges = wiegand_sim::frame_edges(card, start, None);
+                wiegand_free_ns = edges.last().map_or(start, |e| e.at_ns) + 2 * gap;
+                for edge in edges {
                     if lines.send(edge).await.is_err() {
                         return Err(Stop::Down("wiegand simulator: reader gone".into()));
                     }
                 }
-                tokio::time::sleep(Duration::from_millis(80)).await;
+                // Let the reader's gap timer end the frame before the next one.
+                tokio::time::sleep(timing.frame_gap() + Duration::from_millis(30)).await;
             }
             (n, ..) => {
                 tracing::warn!(

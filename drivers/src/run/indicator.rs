@@ -7,14 +7,18 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::DriverError;
-use crate::indicator::{Lamp, Lights, LogLamp, aura_pattern, aura_registry, gpio_pattern, play};
+use crate::indicator::aura::Sent;
+use crate::indicator::{AuraLink, Lamp, Lights, LogLamp, aura_pattern, gpio_pattern, play};
 use crate::{IndicatorConfig, IndicatorKind, Signal};
 
 /// Drives the indicator described by `config`, showing each signal from `signals` until
-/// `shutdown` or until the sender is dropped. An indicator whose hardware is missing logs an
-/// actionable error and keeps retrying; it never stops the daemon.
+/// `shutdown` or until the sender is dropped. An `aura` indicator speaks through `aura`, the
+/// link to its reader (see [`crate::indicator::AuraWiring`]); other kinds ignore it. An
+/// indicator whose hardware is missing logs an actionable error and keeps retrying; it never
+/// stops the daemon.
 pub async fn run_indicator(
     config: &IndicatorConfig,
+    aura: Option<AuraLink>,
     mut signals: mpsc::Receiver<Signal>,
     shutdown: CancellationToken,
 ) -> Result<(), DriverError> {
@@ -33,7 +37,7 @@ pub async fn run_indicator(
         };
         let interrupted = tokio::select! {
             _ = shutdown.cancelled() => None,
-            () = show(config, &mut lamp, signal) => Some(None),
+            () = show(config, aura.as_ref(), &mut lamp, signal) => Some(None),
             s = signals.recv() => Some(s),
         };
         match interrupted {
@@ -50,7 +54,12 @@ pub async fn run_indicator(
     }
 }
 
-async fn show(config: &IndicatorConfig, lamp: &mut LampSlot, signal: Signal) {
+async fn show(
+    config: &IndicatorConfig,
+    aura: Option<&AuraLink>,
+    lamp: &mut LampSlot,
+    signal: Signal,
+) {
     match config.kind {
         IndicatorKind::Log => tracing::info!(?signal, "indicator"),
         IndicatorKind::Gpio => {
@@ -65,18 +74,23 @@ async fn show(config: &IndicatorConfig, lamp: &mut LampSlot, signal: Signal) {
         }
         IndicatorKind::Aura => {
             let reader = config.reader.as_deref().unwrap_or_default();
+            let Some(link) = aura else {
+                tracing::warn!(
+                    reader,
+                    ?signal,
+                    "aura: not connected to reader {reader} (check the indicator's `reader` id)"
+                );
+                return;
+            };
             for step in aura_pattern(signal) {
-                match aura_registry::sender(reader) {
-                    Some(tx) => {
-                        if tx.try_send(step).is_err() {
-                            tracing::debug!(reader, "aura: reader busy, step skipped");
-                        }
-                    }
-                    None => {
+                match link.send(step) {
+                    Sent::Queued => {}
+                    Sent::Busy => tracing::debug!(reader, "aura: reader busy, step skipped"),
+                    Sent::Gone => {
                         tracing::warn!(
                             reader,
                             ?signal,
-                            "aura: reader {reader} is not running (check the indicator's `reader` id)"
+                            "aura: reader {reader} is not running or has no Aura LED (it must be an ef01 / simulated-fingerprint reader)"
                         );
                         return;
                     }
@@ -146,7 +160,7 @@ fn open_gpio(c: &IndicatorConfig) -> Option<Box<dyn Lamp>> {
         Ok(lamp) => Some(Box::new(lamp)),
         Err(e) => {
             let label = format!("indicator on {}", chip.display());
-            tracing::error!(message = %super::sessions::explain_gpio(&label, &e.to_string()), "indicator unavailable; retrying");
+            tracing::error!(message = %super::hardware::explain_gpio(&label, &e.to_string()), "indicator unavailable; retrying");
             None
         }
     }

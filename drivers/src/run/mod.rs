@@ -8,10 +8,13 @@
 //! [`run_reader`] with an error.
 
 mod bridge;
+mod devices;
+mod hardware;
 mod indicator;
 #[cfg(feature = "linux")]
 mod serial;
-mod sessions;
+mod simulated;
+mod source;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,8 +23,10 @@ use std::time::Duration;
 use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use crate::indicator::AuraPort;
 use crate::simulated::Presenter;
 use crate::{ReaderConfig, ReaderEvent, ReaderHealth};
+use source::Source;
 
 pub use indicator::run_indicator;
 
@@ -109,32 +114,102 @@ impl Ctx {
     }
 }
 
+/// A source with what it needs to run.
+enum Running {
+    Hardware(source::Hardware),
+    Simulated(source::Simulated, Presenter),
+}
+
+/// What a reader task is connected to besides its configuration and event channel: the
+/// presenter that feeds a simulated reader, and the Aura LED link of an `aura` indicator.
+#[derive(Debug, Default)]
+pub struct ReaderWiring {
+    presenter: Option<Presenter>,
+    aura: Option<AuraPort>,
+}
+
+impl ReaderWiring {
+    /// A reader on hardware: it reads its UART or GPIO lines and needs nothing else.
+    pub fn hardware() -> Self {
+        Self::default()
+    }
+
+    /// A simulated reader (a simulated kind, or `simulate = true`), fed by `presenter`.
+    pub fn simulated(presenter: Presenter) -> Self {
+        Self {
+            presenter: Some(presenter),
+            aura: None,
+        }
+    }
+
+    /// The wiring `config` needs: a simulated reader is fed by `presenter`, a hardware reader
+    /// does not see it.
+    pub fn for_config(config: &ReaderConfig, presenter: &Presenter) -> Self {
+        match Source::of(config) {
+            Ok(Source::Simulated(_)) => Self::simulated(presenter.clone()),
+            _ => Self::hardware(),
+        }
+    }
+
+    /// Serves an `aura` indicator's link (ef01 and simulated-fingerprint readers; other kinds
+    /// drop it, and the indicator then says the reader cannot show it).
+    pub fn with_aura(mut self, port: Option<AuraPort>) -> Self {
+        self.aura = port;
+        self
+    }
+}
+
 /// Drives the reader described by `config`, sending its events to `events` until `shutdown`.
 ///
-/// Kinds `simulated-card` and `simulated-fingerprint`, and any kind with `simulate = true`,
-/// run the real driver against its byte-level simulator and are fed by `presenter`:
-/// `simulated-fingerprint` is an R503-like EF01 simulator (1000 slots; a
-/// `Presentation::Finger(Some(slot))` matches that slot); `simulated-card` routes a card UID by
-/// its length to the simulator of a reader that produces it (3 bytes Wiegand 26, 5 bytes
-/// RDM6300, 4/7/10 bytes PN532; 4 bytes could be Wiegand 34 too, PN532 is used).
+/// Hardware readers open their UART or GPIO lines. Kinds `simulated-card` and
+/// `simulated-fingerprint`, and any kind with `simulate = true`, run the real driver against
+/// its byte-level simulator and are fed by the wiring's presenter: `simulated-fingerprint` is an
+/// R503-like EF01 simulator (1000 slots; a `Presentation::Finger(Some(slot))` matches that
+/// slot); `simulated-card` routes a card UID by its length to the simulator of a reader that
+/// produces it (3 bytes Wiegand 26, 5 bytes RDM6300, 4/7/10 bytes PN532; 4 bytes could be
+/// Wiegand 34 too, PN532 is used). An EF01 reader serves the wiring's Aura link.
 /// Recovery after a failure is reported as `Health(Ok)`; the first start is not reported.
 pub async fn run_reader(
     config: &ReaderConfig,
-    presenter: &Presenter,
+    wiring: ReaderWiring,
     events: mpsc::Sender<ReaderEvent>,
     shutdown: CancellationToken,
 ) -> Result<(), DriverError> {
     config.validate(0).map_err(|e| {
         DriverError::Config(format!("reader {}: {}", config.id, key_and_message(&e)))
     })?;
+    let ReaderWiring {
+        presenter,
+        mut aura,
+    } = wiring;
+    let source = match (Source::of(config)?, presenter) {
+        (Source::Hardware(hardware), _) => Running::Hardware(hardware),
+        (Source::Simulated(simulated), Some(presenter)) => Running::Simulated(simulated, presenter),
+        (Source::Simulated(_), None) => {
+            return Err(DriverError::Config(format!(
+                "reader {}: a simulated reader needs a presenter (ReaderWiring::simulated)",
+                config.id
+            )));
+        }
+    };
     let ctx = Ctx::new(&config.id, events);
     const FIRST: Duration = Duration::from_millis(500);
     let mut delay = FIRST;
     loop {
         let ups = ctx.ups.load(Ordering::Relaxed);
+        let session = async {
+            match &source {
+                Running::Hardware(hardware) => {
+                    hardware::session(hardware, config, aura.as_mut(), &ctx).await
+                }
+                Running::Simulated(simulated, presenter) => {
+                    simulated::session(*simulated, config, presenter, aura.as_mut(), &ctx).await
+                }
+            }
+        };
         let outcome = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            outcome = sessions::session(config, presenter, &ctx) => outcome,
+            outcome = session => outcome,
         };
         match outcome {
             Ok(()) => return Ok(()),

@@ -2,7 +2,10 @@
 //!
 //! D0 and D1 idle high. A low pulse on D0 is a 0 bit, on D1 a 1 bit, most significant first.
 //! A pulse counts when it lasts between `min_pulse` and `max_pulse` (so noise spikes and a line
-//! stuck low are ignored); a gap of `frame_gap` (5 ms) without a pulse ends the frame.
+//! stuck low are ignored). Bits of one frame come at most `max_bit_interval` apart (SIA's Wiegand
+//! timing allows 200 us to 20 ms; the default 25 ms covers it); silence for twice that
+//! ([`Timing::frame_gap`], 50 ms by default) ends the frame. A fixed 5 ms gap split a slow
+//! reader's frame into one-bit frames.
 
 use std::time::Duration;
 
@@ -127,10 +130,29 @@ pub fn decode_bits(bits: &[bool]) -> Result<Card, WiegandError> {
 pub struct Timing {
     /// Shorter low pulses are noise (default 10 us).
     pub min_pulse: Duration,
-    /// Longer low pulses are not data (default 2 ms).
+    /// Longer low pulses are not data (default 2 ms; SIA pulses are 20-100 us).
     pub max_pulse: Duration,
-    /// Silence that ends a frame (default 5 ms).
-    pub frame_gap: Duration,
+    /// The longest time from one bit's pulse to the next within a frame (default 25 ms).
+    pub max_bit_interval: Duration,
+}
+
+impl Timing {
+    /// Covers SIA's Wiegand timing (bit intervals up to 20 ms) with a margin.
+    pub const DEFAULT_MAX_BIT_INTERVAL: Duration = Duration::from_millis(25);
+
+    /// The default pulse limits with this maximum bit interval.
+    pub fn with_max_bit_interval(max_bit_interval: Duration) -> Self {
+        Self {
+            max_bit_interval,
+            ..Self::default()
+        }
+    }
+
+    /// Silence after a bit that ends the frame: twice the maximum bit interval, so a slow
+    /// reader's late bit is never taken for the next frame.
+    pub fn frame_gap(&self) -> Duration {
+        self.max_bit_interval.saturating_mul(2)
+    }
 }
 
 impl Default for Timing {
@@ -138,7 +160,7 @@ impl Default for Timing {
         Self {
             min_pulse: Duration::from_micros(10),
             max_pulse: Duration::from_millis(2),
-            frame_gap: Duration::from_millis(5),
+            max_bit_interval: Self::DEFAULT_MAX_BIT_INTERVAL,
         }
     }
 }
@@ -170,7 +192,7 @@ impl Decoder {
     /// When the frame in progress ends if no further pulse comes (ns), for the caller's timer.
     pub fn deadline_ns(&self) -> Option<u64> {
         self.last_bit_ns
-            .map(|t| t.saturating_add(self.timing.frame_gap.as_nanos() as u64))
+            .map(|t| t.saturating_add(self.timing.frame_gap().as_nanos() as u64))
     }
 
     /// Feeds one edge. Returns a finished frame when this edge comes after the previous frame's
@@ -222,10 +244,15 @@ mod tests {
     }
 
     fn edges(bits: &[bool], start_ns: u64) -> Vec<Edge> {
+        edges_every(bits, start_ns, 2_000_000)
+    }
+
+    /// A frame's edges: 80 us pulses, one every `interval_ns`.
+    fn edges_every(bits: &[bool], start_ns: u64, interval_ns: u64) -> Vec<Edge> {
         let mut out = Vec::new();
         for (i, b) in bits.iter().enumerate() {
             let line = if *b { Line::D1 } else { Line::D0 };
-            let t = start_ns + i as u64 * 2_000_000;
+            let t = start_ns + i as u64 * interval_ns;
             out.push(Edge {
                 line,
                 falling: true,
@@ -286,7 +313,8 @@ mod tests {
 
     #[test]
     fn edges_to_card_with_gap() {
-        let mut d = Decoder::new(Timing::default());
+        // A fast reader configured as such: 2.5 ms maximum interval, 5 ms gap.
+        let mut d = Decoder::new(Timing::with_max_bit_interval(Duration::from_micros(2_500)));
         let mut out = Vec::new();
         for e in edges(&bits(EXAMPLE), 1_000_000_000) {
             out.extend(d.edge(e));
@@ -355,5 +383,84 @@ mod tests {
             }))
         );
         assert_eq!(d.noise_pulses(), 1);
+    }
+
+    /// Feeds `edges` and then the clock up to `until_ns` in 1 ms steps (as the async shell's
+    /// timer would), collecting every frame.
+    fn decode_all(
+        timing: Timing,
+        edges: &[Edge],
+        until_ns: u64,
+    ) -> Vec<Result<Card, WiegandError>> {
+        let mut d = Decoder::new(timing);
+        let mut out = Vec::new();
+        let mut clock = 0;
+        for e in edges {
+            while clock + 1_000_000 < e.at_ns {
+                clock += 1_000_000;
+                out.extend(d.poll(clock));
+            }
+            out.extend(d.edge(*e));
+        }
+        while clock < until_ns {
+            clock += 1_000_000;
+            out.extend(d.poll(clock));
+        }
+        out
+    }
+
+    const W26: Card = Card::W26 {
+        facility: 212,
+        card: 7041,
+    };
+
+    #[test]
+    fn slow_reader_with_20_ms_bit_intervals_is_one_frame() {
+        let w34 = Card::W34 { data: 0xDEAD_BEEF };
+        let mut all = edges_every(&bits(EXAMPLE), 1_000_000_000, 20_000_000);
+        // 26 bits at 20 ms end near 1.5 s; the next card a second later.
+        all.extend(edges_every(&w34.bits(), 2_500_000_000, 20_000_000));
+        assert_eq!(
+            decode_all(Timing::default(), &all, 4_000_000_000),
+            vec![Ok(W26), Ok(w34)]
+        );
+        // What the old fixed 5 ms gap made of it: one-bit frames.
+        let five_ms = Timing::with_max_bit_interval(Duration::from_micros(2_500));
+        let split = decode_all(five_ms, &all, 4_000_000_000);
+        assert_eq!(split.len(), 26 + 34);
+        assert!(split.iter().all(|f| *f == Err(WiegandError::Length(1))));
+    }
+
+    #[test]
+    fn fast_readers_with_1_and_2_ms_bit_intervals() {
+        for interval_ns in [1_000_000, 2_000_000] {
+            let mut all = edges_every(&bits(EXAMPLE), 1_000_000_000, interval_ns);
+            // Two cards 200 ms apart: well past the 50 ms gap.
+            all.extend(edges_every(&bits(EXAMPLE), 1_200_000_000, interval_ns));
+            assert_eq!(
+                decode_all(Timing::default(), &all, 2_000_000_000),
+                vec![Ok(W26), Ok(W26)],
+                "{interval_ns} ns"
+            );
+        }
+    }
+
+    #[test]
+    fn frame_ends_two_bit_intervals_after_the_last_bit() {
+        let timing = Timing::default();
+        assert_eq!(timing.frame_gap(), Duration::from_millis(50));
+        let mut d = Decoder::new(timing);
+        let all = edges_every(&bits(EXAMPLE), 0, 20_000_000);
+        let last_bit = all.last().unwrap().at_ns;
+        for e in all {
+            assert_eq!(d.edge(e), None);
+        }
+        assert_eq!(d.deadline_ns(), Some(last_bit + 50_000_000));
+        assert_eq!(
+            d.poll(last_bit + 49_999_999),
+            None,
+            "a 20 ms reader may still send a bit"
+        );
+        assert_eq!(d.poll(last_bit + 50_000_000), Some(Ok(W26)));
     }
 }

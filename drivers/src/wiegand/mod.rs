@@ -1,7 +1,7 @@
 //! Wiegand 26 and 34 card readers on two GPIO lines (D0, D1).
 //!
 //! [`decoder`] is a pure state machine (edges and kernel timestamps in, cards out, parity
-//! checked, 5 ms gap ends a frame); [`WiegandReader`] is its async shell; [`GpioEdges`] reads
+//! checked; silence for twice the maximum bit interval ends a frame); [`WiegandReader`] is its async shell; [`GpioEdges`] reads
 //! the lines through the Linux GPIO character device (`/dev/gpiochipN`, via gpiocdev) with
 //! kernel edge timestamps, so scheduling delays in user space do not corrupt bit timing;
 //! [`sim`] produces the edges of a card read.

@@ -57,7 +57,7 @@ impl<S: EdgeSource> WiegandReader<S> {
                 // Kernel timestamps and tokio's timer are both monotonic: waiting one frame gap
                 // (plus scheduling slack) after the last bit is the frame's end.
                 Some(deadline) => {
-                    let wait = self.timing.frame_gap + Duration::from_millis(1);
+                    let wait = self.timing.frame_gap() + Duration::from_millis(1);
                     match tokio::time::timeout(wait, self.source.next_edge()).await {
                         Ok(edge) => edge?,
                         Err(_) => {

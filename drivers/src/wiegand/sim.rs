@@ -18,8 +18,19 @@ pub const PULSE_NS: u64 = 80_000;
 /// Time between bits.
 pub const BIT_INTERVAL_NS: u64 = 2_000_000;
 
-/// The edges of one frame starting at `start_ns`.
+/// The edges of one frame starting at `start_ns`, bits [`BIT_INTERVAL_NS`] apart.
 pub fn frame_edges(card: Card, start_ns: u64, fault: Option<Fault>) -> Vec<Edge> {
+    frame_edges_every(card, start_ns, BIT_INTERVAL_NS, fault)
+}
+
+/// The edges of one frame starting at `start_ns`, bits `interval_ns` apart (SIA allows up to
+/// 20 ms).
+pub fn frame_edges_every(
+    card: Card,
+    start_ns: u64,
+    interval_ns: u64,
+    fault: Option<Fault>,
+) -> Vec<Edge> {
     let mut bits = card.bits();
     match fault {
         Some(Fault::Parity) => {
@@ -33,7 +44,7 @@ pub fn frame_edges(card: Card, start_ns: u64, fault: Option<Fault>) -> Vec<Edge>
     let mut edges = Vec::with_capacity(bits.len() * 2 + 2);
     for (i, bit) in bits.iter().enumerate() {
         let line = if *bit { Line::D1 } else { Line::D0 };
-        let t = start_ns + i as u64 * BIT_INTERVAL_NS;
+        let t = start_ns + i as u64 * interval_ns;
         edges.push(Edge {
             line,
             falling: true,
@@ -45,7 +56,7 @@ pub fn frame_edges(card: Card, start_ns: u64, fault: Option<Fault>) -> Vec<Edge>
             at_ns: t + PULSE_NS,
         });
         if fault == Some(Fault::Noise) && i == bits.len() / 2 {
-            let spike = t + BIT_INTERVAL_NS / 2;
+            let spike = t + interval_ns / 2;
             edges.push(Edge {
                 line: Line::D1,
                 falling: true,
