@@ -25,18 +25,27 @@
 //! [ingest]
 //! max_batch_messages = 256
 //! max_batch_punches = 20000
-//! linger_ms = 5
+//! linger = "5ms"                      # durations carry their unit, as in rollcalld's file
 //!
 //! [attendance]
 //! late_counts_as_attended = true
 //! demo_devices = ["demo-1"]            # their SIMULATED punches count as attendance
 //!
 //! [jobs]
+//! generate_sessions_every = "1h"      # "0s" turns a job off
 //! generate_days_ahead = 7
 //!
 //! [metrics]
 //! listen = "0.0.0.0:9464"
 //! ```
+//!
+//! The file is read once into typed values ([`Config`]): the time zone as a `chrono_tz::Tz`, the
+//! broker URL as a [`Broker`], every duration as a `Duration`. Every problem is reported at once,
+//! one line each, naming the key and what to write (`rollcall-ingest validate`); nothing later
+//! falls back to a default. Durations are written with their unit (`"90s"`, `"5m"`, `"1h"`); the
+//! older keys with the unit in their name (`linger_ms`, `*_every_s`, `keep_alive_s`,
+//! `early_arrival_minutes`, `max_future_skew_s`, `device_silent_after_s`,
+//! `ledger_retention_days`) still work; giving both spellings of one value is refused.
 //!
 //! Rules `validate` enforces beyond types:
 //!
@@ -51,6 +60,11 @@
 //!   anything else must use `mqtts://`.
 //! * **Demo devices**: punches flagged SIMULATED are kept out of attendance unless their device
 //!   is listed in `attendance.demo_devices` (each a valid device id).
+//! * **Values that can run**: every duration and count is bounded (see [`LIMITS`]), so nothing
+//!   the file says can overflow a clock or a date later (`generate_days_ahead = 9223372036854775807`
+//!   used to panic in the jobs task).
+
+mod file;
 
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -63,22 +77,22 @@ pub enum ConfigError {
     /// The file could not be read.
     #[error("{path}: {source}")]
     Read {
-        /// The path.
+        /// The configuration file.
         path: PathBuf,
-        /// The I/O error.
+        /// Why it could not be read.
         source: std::io::Error,
     },
     /// TOML syntax or an unknown / mistyped key.
     #[error("{path}: {source}")]
     Parse {
-        /// The path.
+        /// The configuration file.
         path: PathBuf,
         /// The parser's message (names the key).
         source: toml::de::Error,
     },
-    /// A value that parses but makes no sense.
-    #[error("invalid configuration: {0}")]
-    Invalid(String),
+    /// Values that parse but cannot run: every problem, one line each.
+    #[error("invalid configuration:\n  {}", .0.join("\n  "))]
+    Invalid(Vec<String>),
 }
 
 /// Whether the CampsHub360 tables must already exist.
@@ -148,17 +162,17 @@ impl DatabaseConfig {
                 .chars()
                 .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
                 .collect();
-            return Err(ConfigError::Invalid(format!(
+            return Err(ConfigError::invalid(format!(
                 "database.url: sslmode={mode} is libpq's; write sslmode=require and set \
                  database.ca_file: ingest always checks the certificate and the host name"
             )));
         }
         let pg: tokio_postgres::Config = self.url.parse().map_err(|e| {
-            ConfigError::Invalid(format!("database.url is not a PostgreSQL URL: {e}"))
+            ConfigError::invalid(format!("database.url is not a PostgreSQL URL: {e}"))
         })?;
         let tls = match (pg.get_ssl_mode(), &self.ca_file) {
             (SslMode::Disable, Some(ca)) => {
-                return Err(ConfigError::Invalid(format!(
+                return Err(ConfigError::invalid(format!(
                     "database.ca_file {} is set but database.url says sslmode=disable: \
                      remove one of them",
                     ca.display()
@@ -179,133 +193,119 @@ impl DatabaseConfig {
     }
 }
 
+impl ConfigError {
+    fn invalid(line: String) -> Self {
+        ConfigError::Invalid(vec![line])
+    }
+}
+
+/// Where the broker is, from `mqtt.url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broker {
+    /// Host name or address (an IPv6 address keeps its brackets).
+    pub host: String,
+    /// Port (1883, or 8883 for `mqtts://`, when the URL names none).
+    pub port: u16,
+    /// `mqtts://`.
+    pub tls: bool,
+}
+
 /// `[mqtt]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct MqttConfig {
-    /// `mqtt://host:port` or `mqtts://host:port`.
-    pub url: String,
-    /// Shared-subscription group.
-    #[serde(default = "d_group")]
+    /// From `url`.
+    pub broker: Broker,
+    /// Shared-subscription group (`$share/<group>/...`).
     pub share_group: String,
     /// CA bundle for mqtts.
     pub ca_file: Option<PathBuf>,
-    /// Client certificate (PEM) for mutual TLS.
+    /// Client certificate (PEM) for mutual TLS, with `client_key`.
     pub client_cert: Option<PathBuf>,
     /// Client key (PEM) for mutual TLS.
     pub client_key: Option<PathBuf>,
-    /// User name.
+    /// User name the broker knows ingest by.
     pub username: Option<String>,
     /// File holding the password (kept out of the config file).
     pub password_file: Option<PathBuf>,
-    /// Keep-alive in seconds.
-    #[serde(default = "d_keepalive")]
-    pub keep_alive_s: u64,
+    /// MQTT keep-alive.
+    pub keep_alive: Duration,
 }
 
 /// `[campus]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct CampusConfig {
-    /// IANA time zone of the campus.
-    #[serde(default = "d_tz")]
-    pub timezone: String,
+    /// The campus time zone (IANA name in the file).
+    pub timezone: chrono_tz::Tz,
     /// See [`SessionClock`].
-    #[serde(default = "d_clock")]
     pub session_clock: SessionClock,
 }
 
 /// `[ingest]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct IngestConfig {
     /// Most MQTT messages in one transaction.
-    #[serde(default = "d_batch_msgs")]
     pub max_batch_messages: usize,
     /// Most punches in one transaction.
-    #[serde(default = "d_batch_punches")]
     pub max_batch_punches: usize,
     /// Concurrent writer transactions (devices are split among them by hash).
-    #[serde(default = "d_writers")]
     pub writers: usize,
     /// How long to wait for more messages once one has arrived.
-    #[serde(default = "d_linger")]
-    pub linger_ms: u64,
-    /// Minutes before a session's start from which a punch counts for it.
-    #[serde(default = "d_early")]
-    pub early_arrival_minutes: i64,
+    pub linger: Duration,
+    /// How long before a session's start a punch counts for it.
+    pub early_arrival: Duration,
     /// A punch stamped further than this in the future (after clock correction) is rejected.
-    #[serde(default = "d_skew")]
-    pub max_future_skew_s: i64,
+    pub max_future_skew: Duration,
 }
 
 /// `[attendance]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct AttendanceConfig {
     /// Whether `late` counts as attended in statistics and exam eligibility. CampsHub360's model
     /// helpers say yes, its statistics task says no; we default to yes (a late student attended).
-    #[serde(default = "d_true")]
     pub late_counts_as_attended: bool,
-    /// Fallback grace minutes when `GRACE_PERIOD_MINUTES` is not configured in the database.
-    #[serde(default = "d_grace")]
+    /// Grace minutes when `GRACE_PERIOD_MINUTES` is not configured in the database.
     pub default_grace_minutes: i64,
-    /// Fallback eligibility threshold when `THRESHOLD_PERCENT` is not configured.
-    #[serde(default = "d_threshold")]
+    /// Eligibility threshold when `THRESHOLD_PERCENT` is not configured.
     pub default_threshold_percent: f64,
-    /// Fallback retention when `DATA_RETENTION_YEARS` is not configured.
-    #[serde(default = "d_retention")]
+    /// Retention in years when `DATA_RETENTION_YEARS` is not configured.
     pub default_retention_years: i64,
     /// Devices whose punches flagged SIMULATED count as attendance (demonstration rooms);
     /// every other device's simulated punches are kept out of attendance.
-    #[serde(default)]
     pub demo_devices: Vec<String>,
 }
 
-/// `[jobs]`: intervals in seconds; 0 disables a job.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `[jobs]`.
+#[derive(Debug, Clone)]
 pub struct JobsConfig {
-    /// Run jobs at all on this replica.
-    #[serde(default = "d_true")]
+    /// Run the scheduled jobs on this replica (`rollcall-ingest jobs run` works either way).
     pub enabled: bool,
-    /// Session generation interval.
-    #[serde(default = "d_hour")]
-    pub generate_sessions_every_s: u64,
-    /// Days ahead (from today, campus time) to generate.
-    #[serde(default = "d_days")]
-    pub generate_days_ahead: i64,
-    /// Auto open/close interval.
-    #[serde(default = "d_minute")]
-    pub open_close_every_s: u64,
-    /// Statistics interval.
-    #[serde(default = "d_hour")]
-    pub statistics_every_s: u64,
-    /// Retention interval.
-    #[serde(default = "d_day")]
-    pub retention_every_s: u64,
-    /// Device health interval.
-    #[serde(default = "d_minute")]
-    pub device_health_every_s: u64,
-    /// A device silent for this long is marked `error`.
-    #[serde(default = "d_silent")]
-    pub device_silent_after_s: i64,
-    /// Ledger and dead letters older than this many days are removed.
-    #[serde(default = "d_ledger_days")]
-    pub ledger_retention_days: i64,
+    /// Session generation interval; zero: not scheduled.
+    pub generate_sessions_every: Duration,
+    /// Campus days ahead of today to generate.
+    pub generate_days_ahead: u32,
+    /// Auto open/close interval; zero: not scheduled.
+    pub open_close_every: Duration,
+    /// Statistics interval; zero: not scheduled.
+    pub statistics_every: Duration,
+    /// Retention interval; zero: not scheduled.
+    pub retention_every: Duration,
+    /// Device health interval; zero: not scheduled.
+    pub device_health_every: Duration,
+    /// An enabled device silent this long is marked `error`.
+    pub device_silent_after: Duration,
+    /// How long the ledger, dead letters and job history are kept.
+    pub ledger_retention: Duration,
 }
 
 /// `[metrics]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct MetricsConfig {
     /// Where to serve `/metrics`; absent: not served.
     pub listen: Option<SocketAddr>,
 }
 
-/// The whole file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The whole file, validated.
+#[derive(Debug, Clone)]
 pub struct Config {
     /// Stable name of this replica (MQTT client id `rollcall-ingest-<node_name>`).
     pub node_name: String,
@@ -314,19 +314,14 @@ pub struct Config {
     /// `[mqtt]`.
     pub mqtt: MqttConfig,
     /// `[campus]`.
-    #[serde(default = "d_campus")]
     pub campus: CampusConfig,
     /// `[ingest]`.
-    #[serde(default = "d_ingest")]
     pub ingest: IngestConfig,
     /// `[attendance]`.
-    #[serde(default = "d_att")]
     pub attendance: AttendanceConfig,
     /// `[jobs]`.
-    #[serde(default = "d_jobs")]
     pub jobs: JobsConfig,
     /// `[metrics]`.
-    #[serde(default = "d_metrics")]
     pub metrics: MetricsConfig,
 }
 
@@ -339,77 +334,186 @@ fn d_mode() -> SchemaMode {
 fn d_true() -> bool {
     true
 }
-fn d_group() -> String {
-    "rollcall-ingest".into()
+
+const SECOND: Duration = Duration::from_secs(1);
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// How each duration is bounded, checked by `validate`.
+#[derive(Debug, Clone, Copy)]
+pub struct Limit {
+    /// The key.
+    pub key: &'static str,
+    /// Least value (a job interval may also be zero: not scheduled).
+    pub min: Duration,
+    /// Greatest value: anything longer could not be added to a clock instant or a date.
+    pub max: Duration,
+    /// The value must be a multiple of this (job occurrences are counted in whole seconds,
+    /// the early-arrival window in minutes).
+    pub step: Duration,
+    /// What to write, for the message.
+    pub example: &'static str,
 }
-fn d_keepalive() -> u64 {
-    30
+
+const fn limit(
+    key: &'static str,
+    min: Duration,
+    max: Duration,
+    step: Duration,
+    example: &'static str,
+) -> Limit {
+    Limit {
+        key,
+        min,
+        max,
+        step,
+        example,
+    }
 }
-fn d_tz() -> String {
-    "Asia/Kolkata".into()
+
+const MONTH: Duration = Duration::from_secs(31 * 86_400);
+const NANO: Duration = Duration::from_nanos(1);
+
+/// Every duration's bounds.
+pub const LIMITS: &[Limit] = &[
+    limit(
+        "mqtt.keep_alive",
+        Duration::from_secs(5),
+        Duration::from_secs(u16::MAX as u64),
+        SECOND,
+        "30s",
+    ),
+    limit(
+        "ingest.linger",
+        Duration::ZERO,
+        Duration::from_secs(10),
+        NANO,
+        "5ms",
+    ),
+    limit("ingest.early_arrival", Duration::ZERO, DAY, MINUTE, "15m"),
+    limit("ingest.max_future_skew", Duration::ZERO, DAY, SECOND, "5m"),
+    limit("jobs.generate_sessions_every", SECOND, MONTH, SECOND, "1h"),
+    limit("jobs.open_close_every", SECOND, MONTH, SECOND, "1m"),
+    limit("jobs.statistics_every", SECOND, MONTH, SECOND, "1h"),
+    limit("jobs.retention_every", SECOND, MONTH, SECOND, "1day"),
+    limit("jobs.device_health_every", SECOND, MONTH, SECOND, "1m"),
+    limit(
+        "jobs.device_silent_after",
+        Duration::from_secs(10),
+        MONTH,
+        SECOND,
+        "5m",
+    ),
+    limit(
+        "jobs.ledger_retention",
+        DAY,
+        Duration::from_secs(100 * 366 * 86_400),
+        SECOND,
+        "2562days",
+    ),
+];
+
+/// Longest `jobs.generate_days_ahead`: a year of sessions in one transaction is already a lot.
+pub const MAX_DAYS_AHEAD: u32 = 366;
+
+/// Collects the problems of one file.
+struct Problems(Vec<String>);
+
+impl Problems {
+    fn push(&mut self, line: String) {
+        self.0.push(line);
+    }
+
+    /// One duration from its two spellings (`new` with a unit, `old` in the unit of its name),
+    /// or `default`; bounded by [`LIMITS`] (a job interval may be zero).
+    fn duration(
+        &mut self,
+        key: &str,
+        new: Option<file::Human>,
+        old_key: &str,
+        old: Option<Duration>,
+        default: Duration,
+    ) -> Duration {
+        let value = match (new, old) {
+            (Some(_), Some(_)) => {
+                self.push(format!(
+                    "{key} and {old_key} are the same setting: keep only {key} (with a unit, e.g. \"30s\")"
+                ));
+                return default;
+            }
+            (Some(file::Human(d)), None) | (None, Some(d)) => d,
+            (None, None) => default,
+        };
+        let Some(l) = LIMITS.iter().find(|l| l.key == key) else {
+            return value;
+        };
+        let is_interval = key.ends_with("_every");
+        if is_interval && value.is_zero() {
+            return value;
+        }
+        if !(l.min..=l.max).contains(&value) {
+            let zero = if is_interval {
+                " (or 0s: not scheduled)"
+            } else {
+                ""
+            };
+            self.push(format!(
+                "{key}: {} is out of range: use {} to {}{zero}, e.g. \"{}\"",
+                humantime::format_duration(value),
+                humantime::format_duration(l.min),
+                humantime::format_duration(l.max),
+                l.example,
+            ));
+        } else if value.as_nanos() % l.step.as_nanos() != 0 {
+            self.push(format!(
+                "{key}: {} is not a whole number of {}, e.g. \"{}\"",
+                humantime::format_duration(value),
+                if l.step == MINUTE {
+                    "minutes"
+                } else {
+                    "seconds"
+                },
+                l.example,
+            ));
+        }
+        value
+    }
+
+    /// An integer within `range`, or `default`.
+    fn int<T: Copy + TryFrom<i64>>(
+        &mut self,
+        key: &str,
+        value: Option<i64>,
+        range: std::ops::RangeInclusive<i64>,
+        default: T,
+        unit: &str,
+    ) -> T {
+        let Some(v) = value else { return default };
+        match T::try_from(v) {
+            Ok(t) if range.contains(&v) => t,
+            _ => {
+                self.push(format!(
+                    "{key}: {v} is out of range: use {} to {}{unit}",
+                    range.start(),
+                    range.end()
+                ));
+                default
+            }
+        }
+    }
 }
-fn d_clock() -> SessionClock {
-    SessionClock::WallclockAsUtc
-}
-fn d_batch_msgs() -> usize {
-    256
-}
-fn d_batch_punches() -> usize {
-    20_000
-}
-fn d_writers() -> usize {
-    2
-}
-fn d_linger() -> u64 {
-    5
-}
-fn d_early() -> i64 {
-    15
-}
-fn d_skew() -> i64 {
-    300
-}
-fn d_grace() -> i64 {
-    5
-}
-fn d_threshold() -> f64 {
-    75.0
-}
-fn d_retention() -> i64 {
-    7
-}
-fn d_hour() -> u64 {
-    3600
-}
-fn d_minute() -> u64 {
-    60
-}
-fn d_day() -> u64 {
-    86_400
-}
-fn d_days() -> i64 {
-    7
-}
-fn d_silent() -> i64 {
-    300
-}
-fn d_ledger_days() -> i64 {
-    7 * 366
-}
-fn d_campus() -> CampusConfig {
-    toml::from_str("").expect("defaults")
-}
-fn d_ingest() -> IngestConfig {
-    toml::from_str("").expect("defaults")
-}
-fn d_att() -> AttendanceConfig {
-    toml::from_str("").expect("defaults")
-}
-fn d_jobs() -> JobsConfig {
-    toml::from_str("").expect("defaults")
-}
-fn d_metrics() -> MetricsConfig {
-    MetricsConfig { listen: None }
+
+/// Seconds, or a negative number refused (an old `*_s` key).
+fn secs(p: &mut Problems, key: &str, v: Option<i64>) -> Option<Duration> {
+    let v = v?;
+    if v < 0 {
+        p.push(format!(
+            "{key}: {v} is negative: give a duration with a unit instead, e.g. \"5m\""
+        ));
+        return None;
+    }
+    Some(Duration::from_secs(v as u64))
 }
 
 impl Config {
@@ -419,119 +523,351 @@ impl Config {
             path: path.into(),
             source,
         })?;
-        let cfg: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.into(),
-            source,
-        })?;
-        cfg.validate()?;
-        Ok(cfg)
+        Self::parse(&text, path)
     }
 
     /// Parses and validates a TOML string.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let cfg: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
-            path: PathBuf::from("<string>"),
-            source,
-        })?;
-        cfg.validate()?;
-        Ok(cfg)
+        Self::parse(text, Path::new("<string>"))
     }
 
-    /// Checks values that parse but make no sense.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |m: String| Err(ConfigError::Invalid(m));
-        if !rollcall_protocol::v1::valid_id(&self.node_name) {
-            return bad(format!(
+    fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let f: file::File = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: path.into(),
+            source,
+        })?;
+        Self::validate(f)
+    }
+
+    /// Turns the file into typed values, or lists every problem (one line each, naming the key
+    /// and what to write).
+    fn validate(f: file::File) -> Result<Self, ConfigError> {
+        let mut p = Problems(Vec::new());
+        if !rollcall_protocol::v1::valid_id(&f.node_name) {
+            p.push(format!(
                 "node_name {:?}: use 1-64 of [A-Za-z0-9._-]",
-                self.node_name
+                f.node_name
             ));
         }
-        if self.campus_tz().is_none() {
-            return bad(format!(
-                "campus.timezone {:?} is not an IANA time zone (e.g. Asia/Kolkata)",
-                self.campus.timezone
+
+        let tz_name = f.campus.timezone.as_deref().unwrap_or("Asia/Kolkata");
+        let timezone = tz_name.parse::<chrono_tz::Tz>().unwrap_or_else(|_| {
+            p.push(format!(
+                "campus.timezone {tz_name:?} is not an IANA time zone (e.g. Asia/Kolkata, Europe/London)"
+            ));
+            chrono_tz::UTC
+        });
+
+        let m = f.mqtt;
+        let (broker, broker_ok) = match parse_broker(&m.url) {
+            Ok(b) => (b, true),
+            Err(e) => {
+                p.push(e);
+                (
+                    Broker {
+                        host: String::new(),
+                        port: 1883,
+                        tls: false,
+                    },
+                    false,
+                )
+            }
+        };
+        if m.client_cert.is_some() != m.client_key.is_some() {
+            p.push("mqtt.client_cert and mqtt.client_key go together: set both or neither".into());
+        }
+        if m.password_file.is_some() && m.username.is_none() {
+            p.push("mqtt.password_file is set without mqtt.username: set both".into());
+        }
+        if broker.tls && m.ca_file.is_none() {
+            p.push(format!(
+                "mqtt.url {:?} is mqtts:// but mqtt.ca_file is not set: give the CA that signed the broker's certificate",
+                m.url
             ));
         }
-        if !(self.mqtt.url.starts_with("mqtt://") || self.mqtt.url.starts_with("mqtts://")) {
-            return bad(format!(
-                "mqtt.url {:?} must start with mqtt:// or mqtts://",
-                self.mqtt.url
-            ));
-        }
-        if self.mqtt.client_cert.is_some() != self.mqtt.client_key.is_some() {
-            return bad("mqtt.client_cert and mqtt.client_key go together".into());
-        }
-        if self.mqtt.password_file.is_some() && self.mqtt.username.is_none() {
-            return bad("mqtt.password_file is set without mqtt.username: set both".into());
-        }
-        let (host, _, tls) = self.broker()?;
-        if self.mqtt.username.is_some() && !tls && !is_loopback(&host) {
-            return bad(format!(
-                "mqtt.url {:?} is plain MQTT to {host}, which would send mqtt.username's password \
+        if m.username.is_some() && broker_ok && !broker.tls && !is_loopback(&broker.host) {
+            p.push(format!(
+                "mqtt.url {:?} is plain MQTT to {}, which would send mqtt.username's password \
                  across the network in clear: use mqtts:// (with mqtt.ca_file)",
-                self.mqtt.url
+                m.url, broker.host
             ));
         }
-        if let Some(bad_id) = self
-            .attendance
+        let keep_alive = p.duration(
+            "mqtt.keep_alive",
+            m.keep_alive,
+            "mqtt.keep_alive_s",
+            m.keep_alive_s.map(Duration::from_secs),
+            Duration::from_secs(30),
+        );
+        let share_group = m.share_group.unwrap_or_else(|| "rollcall-ingest".into());
+        if !rollcall_protocol::v1::valid_id(&share_group) {
+            p.push(format!(
+                "mqtt.share_group {share_group:?}: use 1-64 of [A-Za-z0-9._-]"
+            ));
+        }
+
+        let i = f.ingest;
+        let max_batch_messages = p.int(
+            "ingest.max_batch_messages",
+            i.max_batch_messages.map(clamp_u64),
+            1..=100_000,
+            256usize,
+            "",
+        );
+        let max_batch_punches = p.int(
+            "ingest.max_batch_punches",
+            i.max_batch_punches.map(clamp_u64),
+            1..=1_000_000,
+            20_000usize,
+            "",
+        );
+        let writers = p.int(
+            "ingest.writers",
+            i.writers.map(clamp_u64),
+            1..=64,
+            2usize,
+            "",
+        );
+        let linger = p.duration(
+            "ingest.linger",
+            i.linger,
+            "ingest.linger_ms",
+            i.linger_ms.map(Duration::from_millis),
+            Duration::from_millis(5),
+        );
+        let early_min = i.early_arrival_minutes.map(|v| v.saturating_mul(60));
+        let early_arrival = {
+            let old = secs(&mut p, "ingest.early_arrival_minutes", early_min);
+            p.duration(
+                "ingest.early_arrival",
+                i.early_arrival,
+                "ingest.early_arrival_minutes",
+                old,
+                15 * MINUTE,
+            )
+        };
+        let max_future_skew = {
+            let old = secs(&mut p, "ingest.max_future_skew_s", i.max_future_skew_s);
+            p.duration(
+                "ingest.max_future_skew",
+                i.max_future_skew,
+                "ingest.max_future_skew_s",
+                old,
+                5 * MINUTE,
+            )
+        };
+
+        let a = f.attendance;
+        let default_grace_minutes = p.int(
+            "attendance.default_grace_minutes",
+            a.default_grace_minutes,
+            0..=1440,
+            5i64,
+            " minutes",
+        );
+        let default_threshold_percent = a.default_threshold_percent.unwrap_or(75.0);
+        if !(0.0..=100.0).contains(&default_threshold_percent) {
+            p.push(format!(
+                "attendance.default_threshold_percent: {default_threshold_percent} is out of range: use 0 to 100"
+            ));
+        }
+        let default_retention_years = p.int(
+            "attendance.default_retention_years",
+            a.default_retention_years,
+            1..=100,
+            7i64,
+            " years",
+        );
+        if let Some(bad) = a
             .demo_devices
             .iter()
             .find(|d| !rollcall_protocol::v1::valid_id(d))
         {
-            return bad(format!(
-                "attendance.demo_devices: {bad_id:?} is not a device id (1-64 of [A-Za-z0-9._-])"
+            p.push(format!(
+                "attendance.demo_devices: {bad:?} is not a device id (1-64 of [A-Za-z0-9._-])"
             ));
         }
-        if self.ingest.max_batch_messages == 0 || self.ingest.max_batch_punches == 0 {
-            return bad(
-                "ingest.max_batch_messages and max_batch_punches must be at least 1".into(),
+
+        let j = f.jobs;
+        let mut every = |key: &str, new, old: Option<u64>, default| {
+            let old_key = format!("{key}_s");
+            p.duration(key, new, &old_key, old.map(Duration::from_secs), default)
+        };
+        let generate_sessions_every = every(
+            "jobs.generate_sessions_every",
+            j.generate_sessions_every,
+            j.generate_sessions_every_s,
+            HOUR,
+        );
+        let open_close_every = every(
+            "jobs.open_close_every",
+            j.open_close_every,
+            j.open_close_every_s,
+            MINUTE,
+        );
+        let statistics_every = every(
+            "jobs.statistics_every",
+            j.statistics_every,
+            j.statistics_every_s,
+            HOUR,
+        );
+        let retention_every = every(
+            "jobs.retention_every",
+            j.retention_every,
+            j.retention_every_s,
+            DAY,
+        );
+        let device_health_every = every(
+            "jobs.device_health_every",
+            j.device_health_every,
+            j.device_health_every_s,
+            MINUTE,
+        );
+        let generate_days_ahead = p.int(
+            "jobs.generate_days_ahead",
+            j.generate_days_ahead,
+            0..=MAX_DAYS_AHEAD as i64,
+            7u32,
+            " days (e.g. 7)",
+        );
+        let device_silent_after = {
+            let old = secs(
+                &mut p,
+                "jobs.device_silent_after_s",
+                j.device_silent_after_s,
             );
+            p.duration(
+                "jobs.device_silent_after",
+                j.device_silent_after,
+                "jobs.device_silent_after_s",
+                old,
+                5 * MINUTE,
+            )
+        };
+        let ledger_retention = {
+            let old = secs(
+                &mut p,
+                "jobs.ledger_retention_days",
+                j.ledger_retention_days.map(|d| d.saturating_mul(86_400)),
+            );
+            p.duration(
+                "jobs.ledger_retention",
+                j.ledger_retention,
+                "jobs.ledger_retention_days",
+                old,
+                7 * 366 * DAY,
+            )
+        };
+
+        let database = f.database;
+        if let Err(ConfigError::Invalid(lines)) = database.tls() {
+            p.0.extend(lines);
         }
-        self.database.tls()?;
-        if self.database.pool_size < 2 {
-            return bad("database.pool_size must be at least 2 (writer + jobs)".into());
+        if database.pool_size < 2 {
+            p.push(format!(
+                "database.pool_size {}: must be at least 2 (writer + jobs)",
+                database.pool_size
+            ));
         }
-        Ok(())
+
+        if !p.0.is_empty() {
+            return Err(ConfigError::Invalid(p.0));
+        }
+        Ok(Config {
+            node_name: f.node_name,
+            database,
+            mqtt: MqttConfig {
+                broker,
+                share_group,
+                ca_file: m.ca_file,
+                client_cert: m.client_cert,
+                client_key: m.client_key,
+                username: m.username,
+                password_file: m.password_file,
+                keep_alive,
+            },
+            campus: CampusConfig {
+                timezone,
+                session_clock: f
+                    .campus
+                    .session_clock
+                    .unwrap_or(SessionClock::WallclockAsUtc),
+            },
+            ingest: IngestConfig {
+                max_batch_messages,
+                max_batch_punches,
+                writers,
+                linger,
+                early_arrival,
+                max_future_skew,
+            },
+            attendance: AttendanceConfig {
+                late_counts_as_attended: a.late_counts_as_attended.unwrap_or(true),
+                default_grace_minutes,
+                default_threshold_percent,
+                default_retention_years,
+                demo_devices: a.demo_devices,
+            },
+            jobs: JobsConfig {
+                enabled: j.enabled.unwrap_or(true),
+                generate_sessions_every,
+                generate_days_ahead,
+                open_close_every,
+                statistics_every,
+                retention_every,
+                device_health_every,
+                device_silent_after,
+                ledger_retention,
+            },
+            metrics: MetricsConfig {
+                listen: f.metrics.listen,
+            },
+        })
     }
 
     /// Whether `device`'s SIMULATED punches count as attendance.
     pub fn is_demo_device(&self, device: &str) -> bool {
         self.attendance.demo_devices.iter().any(|d| d == device)
     }
+}
 
-    /// The campus time zone.
-    pub fn campus_tz(&self) -> Option<chrono_tz::Tz> {
-        self.campus.timezone.parse().ok()
-    }
+fn clamp_u64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
 
-    /// Linger as a duration.
-    pub fn linger(&self) -> Duration {
-        Duration::from_millis(self.ingest.linger_ms)
+/// `mqtt.url` as host, port and TLS.
+fn parse_broker(url: &str) -> Result<Broker, String> {
+    let (rest, tls) = if let Some(r) = url.strip_prefix("mqtts://") {
+        (r, true)
+    } else if let Some(r) = url.strip_prefix("mqtt://") {
+        (r, false)
+    } else {
+        return Err(format!(
+            "mqtt.url {url:?} must start with mqtt:// or mqtts://"
+        ));
+    };
+    let rest = rest.trim_end_matches('/');
+    // The port follows the last ':' unless that ':' is inside an IPv6 address's brackets.
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !p.contains(']') => (
+            h,
+            p.parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| format!("mqtt.url {url:?}: port {p:?} is not 1-65535"))?,
+        ),
+        _ => (rest, if tls { 8883 } else { 1883 }),
+    };
+    if host.is_empty() || host.contains('/') {
+        return Err(format!(
+            "mqtt.url {url:?}: write mqtt://host:port or mqtts://host:port"
+        ));
     }
-
-    /// `(host, port, tls)` from the broker URL.
-    pub fn broker(&self) -> Result<(String, u16, bool), ConfigError> {
-        let (rest, tls) = match self.mqtt.url.strip_prefix("mqtts://") {
-            Some(r) => (r, true),
-            None => (
-                self.mqtt
-                    .url
-                    .strip_prefix("mqtt://")
-                    .unwrap_or(&self.mqtt.url),
-                false,
-            ),
-        };
-        let rest = rest.trim_end_matches('/');
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((h, p)) => (
-                h.to_string(),
-                p.parse()
-                    .map_err(|_| ConfigError::Invalid(format!("mqtt.url port {p:?}")))?,
-            ),
-            None => (rest.to_string(), if tls { 8883 } else { 1883 }),
-        };
-        Ok((host, port, tls))
-    }
+    Ok(Broker {
+        host: host.to_string(),
+        port,
+        tls,
+    })
 }
 
 /// `localhost`, 127.0.0.0/8 or `::1` (a URL's `[::1]` included): traffic that never leaves the
@@ -556,7 +892,116 @@ mod tests {
         assert_eq!(c.campus.session_clock, SessionClock::WallclockAsUtc);
         assert_eq!(c.attendance.default_grace_minutes, 5);
         assert!(c.attendance.late_counts_as_attended);
-        assert_eq!(c.broker().unwrap(), ("127.0.0.1".into(), 1883, false));
+        assert_eq!(
+            c.mqtt.broker,
+            Broker {
+                host: "127.0.0.1".into(),
+                port: 1883,
+                tls: false
+            }
+        );
+        assert_eq!(c.campus.timezone, chrono_tz::Asia::Kolkata);
+        assert_eq!(c.ingest.linger, Duration::from_millis(5));
+        assert_eq!(c.jobs.open_close_every, Duration::from_secs(60));
+        assert_eq!(c.jobs.generate_days_ahead, 7);
+        assert_eq!(
+            c.jobs.ledger_retention,
+            Duration::from_secs(7 * 366 * 86_400)
+        );
+    }
+
+    #[test]
+    fn durations_take_units_and_the_old_keys_still_work() {
+        let c = Config::from_toml(&format!(
+            "{MIN}[ingest]\nlinger = \"20ms\"\nearly_arrival = \"10m\"\n\
+             [jobs]\nopen_close_every = \"30s\"\ngenerate_sessions_every = \"0s\"\n\
+             device_silent_after = \"2m\"\nledger_retention = \"30days\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.ingest.linger, Duration::from_millis(20));
+        assert_eq!(c.ingest.early_arrival, Duration::from_secs(600));
+        assert_eq!(c.jobs.open_close_every, Duration::from_secs(30));
+        assert_eq!(
+            c.jobs.generate_sessions_every,
+            Duration::ZERO,
+            "0s: not scheduled"
+        );
+        assert_eq!(c.jobs.device_silent_after, Duration::from_secs(120));
+        assert_eq!(c.jobs.ledger_retention, Duration::from_secs(30 * 86_400));
+        let old = Config::from_toml(&format!(
+            "{MIN}keep_alive_s = 20\n[ingest]\nlinger_ms = 2\nearly_arrival_minutes = 10\nmax_future_skew_s = 60\n\
+             [jobs]\nopen_close_every_s = 1\nstatistics_every_s = 0\ndevice_silent_after_s = 120\nledger_retention_days = 30\n"
+        ))
+        .unwrap();
+        assert_eq!(old.mqtt.keep_alive, Duration::from_secs(20));
+        assert_eq!(old.ingest.linger, Duration::from_millis(2));
+        assert_eq!(old.ingest.early_arrival, Duration::from_secs(600));
+        assert_eq!(old.ingest.max_future_skew, Duration::from_secs(60));
+        assert_eq!(old.jobs.open_close_every, Duration::from_secs(1));
+        assert_eq!(old.jobs.statistics_every, Duration::ZERO);
+        assert_eq!(old.jobs.device_silent_after, Duration::from_secs(120));
+        assert_eq!(old.jobs.ledger_retention, Duration::from_secs(30 * 86_400));
+        let e = refused("[ingest]\nlinger = 5\n");
+        assert!(e.contains("linger") && e.contains("\"90s\""), "{e}");
+        let e = refused("[ingest]\nlinger = \"5 parsecs\"\n");
+        assert!(e.contains("linger"), "{e}");
+    }
+
+    #[test]
+    fn every_problem_is_listed_at_once_with_what_to_write() {
+        let e = Config::from_toml(
+            "node_name = \"bad name\"\n[database]\nurl = \"postgres://x/y\"\npool_size = 1\n\
+             [mqtt]\nurl = \"tcp://broker\"\n[campus]\ntimezone = \"Mars/Base\"\n\
+             [ingest]\nwriters = 0\nlinger = \"1h\"\nlinger_ms = 3\n\
+             [attendance]\ndefault_threshold_percent = 120.0\n\
+             [jobs]\ngenerate_days_ahead = 9223372036854775807\nopen_close_every = \"1500ms\"\n\
+             retention_every_s = 18446744073709551615\nledger_retention_days = 9223372036854775807\n",
+        )
+        .unwrap_err()
+        .to_string();
+        for needle in [
+            "node_name \"bad name\"",
+            "database.pool_size 1",
+            "mqtt.url \"tcp://broker\" must start with mqtt:// or mqtts://",
+            "campus.timezone \"Mars/Base\" is not an IANA time zone",
+            "ingest.writers: 0 is out of range: use 1 to 64",
+            "ingest.linger and ingest.linger_ms are the same setting",
+            "attendance.default_threshold_percent: 120 is out of range",
+            "jobs.generate_days_ahead: 9223372036854775807 is out of range: use 0 to 366 days",
+            "jobs.open_close_every: 1s 500ms is not a whole number of seconds",
+            "jobs.retention_every: ",
+            "jobs.ledger_retention: ",
+        ] {
+            assert!(e.contains(needle), "missing {needle:?} in:\n{e}");
+        }
+        assert_eq!(e.lines().count(), 12, "one line per problem:\n{e}");
+    }
+
+    #[test]
+    fn broker_urls_become_host_port_and_tls() {
+        let b = |u: &str| parse_broker(u);
+        assert_eq!(
+            b("mqtts://broker.campus").unwrap(),
+            Broker {
+                host: "broker.campus".into(),
+                port: 8883,
+                tls: true
+            }
+        );
+        assert_eq!(
+            b("mqtt://[::1]:1884/").unwrap(),
+            Broker {
+                host: "[::1]".into(),
+                port: 1884,
+                tls: false
+            }
+        );
+        assert_eq!(b("mqtt://[::1]").unwrap().port, 1883);
+        assert!(b("mqtt://h:0").unwrap_err().contains("not 1-65535"));
+        assert!(b("mqtt://h:99999").unwrap_err().contains("not 1-65535"));
+        assert!(b("mqtt://").is_err());
+        let e = refused_url("mqtts://broker.campus:8883", "");
+        assert!(e.contains("mqtt.ca_file"), "{e}");
     }
 
     #[test]
@@ -579,6 +1024,10 @@ mod tests {
         Config::from_toml(&format!("{MIN}{extra}"))
             .unwrap_err()
             .to_string()
+    }
+
+    fn refused_url(url: &str, extra: &str) -> String {
+        with_mqtt(url, extra).unwrap_err().to_string()
     }
 
     fn with_mqtt(url: &str, extra: &str) -> Result<Config, ConfigError> {
@@ -616,9 +1065,13 @@ mod tests {
             "mqtt://LOCALHOST",
             "mqtt://[::1]:1883",
             "mqtt://[::ffff:127.0.0.1]:1883",
-            "mqtts://broker.campus:8883",
         ] {
             with_mqtt(url, user).unwrap_or_else(|e| panic!("{url}: {e}"));
+        }
+        {
+            let url = "mqtts://broker.campus:8883";
+            with_mqtt(url, &format!("{user}ca_file = \"/etc/rollcall/ca.pem\"\n"))
+                .unwrap_or_else(|e| panic!("{url}: {e}"));
         }
         // Without credentials plain MQTT anywhere stays allowed (the broker decides).
         with_mqtt("mqtt://broker.campus:1883", "").unwrap();
@@ -626,7 +1079,7 @@ mod tests {
 
     #[test]
     fn password_file_without_username_is_refused() {
-        let e = with_mqtt("mqtts://b:8883", "password_file = \"/p\"\n")
+        let e = with_mqtt("mqtt://127.0.0.1", "password_file = \"/p\"\n")
             .unwrap_err()
             .to_string();
         assert!(e.contains("mqtt.username"), "{e}");

@@ -36,11 +36,15 @@ struct Incoming {
 
 /// Builds the client options from the config.
 pub fn mqtt_options(cfg: &Config) -> Result<MqttOptions, IngestError> {
-    let (host, port, tls) = cfg.broker()?;
-    let mut o = MqttOptions::new(format!("rollcall-ingest-{}", cfg.node_name), host, port);
+    let b = &cfg.mqtt.broker;
+    let mut o = MqttOptions::new(
+        format!("rollcall-ingest-{}", cfg.node_name),
+        b.host.clone(),
+        b.port,
+    );
     o.set_clean_session(false)
         .set_manual_acks(true)
-        .set_keep_alive(Duration::from_secs(cfg.mqtt.keep_alive_s.max(5)))
+        .set_keep_alive(cfg.mqtt.keep_alive)
         // Read any packet MQTT allows: one larger than our limit is then consumed and
         // dead-lettered as `oversized`. A smaller client limit would drop the connection on
         // it, and the broker would redeliver it on every reconnect, stopping all recording.
@@ -59,7 +63,7 @@ pub fn mqtt_options(cfg: &Config) -> Result<MqttOptions, IngestError> {
         };
         o.set_credentials(user, pass);
     }
-    if tls {
+    if b.tls {
         let read = |p: &std::path::Path| {
             std::fs::read(p).map_err(|e| IngestError::Setup(format!("{}: {e}", p.display())))
         };
@@ -153,7 +157,7 @@ pub async fn run(
     let (client, mut el) = AsyncClient::new(opts, 4096);
     // Acks are small packets: without NODELAY, Nagle holds them back ~40 ms.
     el.network_options.set_tcp_nodelay(true);
-    let writers = cfg.ingest.writers.max(1);
+    let writers = cfg.ingest.writers;
     let (txs, rxs): (Vec<_>, Vec<_>) = (0..writers).map(|_| mpsc::unbounded_channel()).unzip();
     let loop_stop = CancellationToken::new();
     let el_task = tokio::spawn(event_loop(
@@ -166,11 +170,11 @@ pub async fn run(
     ));
     let settings = Arc::new(WriterSettings {
         node: cfg.node_name.clone(),
-        tz: cfg.campus_tz().unwrap_or(chrono_tz::Asia::Kolkata),
+        tz: cfg.campus.timezone,
         clock: cfg.campus.session_clock,
         default_grace_minutes: cfg.attendance.default_grace_minutes,
-        early_arrival_minutes: cfg.ingest.early_arrival_minutes,
-        max_future_skew_s: cfg.ingest.max_future_skew_s,
+        early_arrival_minutes: (cfg.ingest.early_arrival.as_secs() / 60) as i64,
+        max_future_skew_s: cfg.ingest.max_future_skew.as_secs() as i64,
         demo_devices: cfg.attendance.demo_devices.iter().cloned().collect(),
     });
     let mut tasks = tokio::task::JoinSet::new();
@@ -183,7 +187,7 @@ pub async fn run(
             stop: stop.clone(),
             max_messages: cfg.ingest.max_batch_messages,
             max_punches: cfg.ingest.max_batch_punches,
-            linger: cfg.linger(),
+            linger: cfg.ingest.linger,
         };
         tasks.spawn(w.run(rx));
     }

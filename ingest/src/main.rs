@@ -1,100 +1,390 @@
-//! `rollcall-ingest`: see the library docs.
+//! `rollcall-ingest`: see the library docs and `rollcall-ingest --help`.
+//!
+//! The command line follows rollcalld's: `--config/-c` given after the subcommand (before it
+//! also works, as older scripts write it), `--log-format text|json`, and the log filter in
+//! `ROLLCALL_LOG` (`RUST_LOG` is still read when `ROLLCALL_LOG` is not set). Logs go to stderr, so
+//! what a command prints on stdout can be piped.
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use chrono::{NaiveDate, Utc};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use rollcall_ingest::config::Config;
+use rollcall_ingest::jobs::{self, DateRange, Job, JobContext, Manual, ManualResult};
 use std::path::PathBuf;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(version, about = "Rollcall's central ingestion service")]
 struct Cli {
     /// Configuration file.
-    #[arg(short, long, default_value = "/etc/rollcall/ingest.toml")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        default_value = "/etc/rollcall/ingest.toml"
+    )]
     config: PathBuf,
     /// Log format.
-    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
-    log_format: String,
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    log_format: LogFormat,
     #[command(subcommand)]
-    cmd: Option<Cmd>,
+    command: Option<Command>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
-enum Cmd {
-    /// Consume and run jobs (the default).
+enum Command {
+    /// Consume and run the scheduled jobs (the default).
     Run,
-    /// Validate the configuration file and exit.
+    /// Check the configuration file and exit (0 = valid), listing every problem.
     Validate,
     /// Apply migrations (and, in standalone mode, create missing CampsHub360 tables).
     Migrate,
     /// Report whether the database has everything ingest needs; exit 1 naming what is missing.
     Check,
+    /// List the attendance jobs and their last runs, or run one now.
+    Jobs(JobsArgs),
+}
+
+const JOBS_EXAMPLES: &str = "\
+Jobs: generate_sessions, open_close, statistics, retention, device_health.
+
+Examples:
+  # every job, its schedule on this replica and its last 3 runs
+  rollcall-ingest jobs -c /etc/rollcall/ingest.toml
+
+  # the timetable changed: see what regenerating the next days would create, then do it
+  rollcall-ingest jobs run generate_sessions --dry-run
+  rollcall-ingest jobs run generate_sessions
+
+  # create the sessions of a whole week (past dates too, e.g. after an outage)
+  rollcall-ingest jobs run generate_sessions --from 2025-01-06 --to 2025-01-12
+
+  # ingest was down on Tuesday: open and close that day's sessions, marking absentees
+  rollcall-ingest jobs run open_close --from 2025-01-07
+
+  # a correction was approved: recompute statistics and eligibility now
+  rollcall-ingest jobs run statistics
+
+  # what eligibility would be if late did not count as attended (changes nothing)
+  rollcall-ingest jobs run statistics --late-counts-as-attended false --dry-run
+
+  # run open/close as of a chosen instant (campus time, or RFC 3339 with an offset)
+  rollcall-ingest jobs run open_close --at '2025-01-06 10:58'
+
+A run takes the same lock and writes the same claim (rollcall.job_run) as the scheduled runs, so
+it never overlaps a replica's run of the same job; it waits --wait for one to finish.
+A dry run does everything in a transaction that is rolled back and prints the job's detail.";
+
+#[derive(Args)]
+#[command(after_long_help = JOBS_EXAMPLES, after_help = JOBS_EXAMPLES)]
+struct JobsArgs {
+    #[command(subcommand)]
+    action: Option<JobsAction>,
+}
+
+#[derive(Subcommand)]
+enum JobsAction {
+    /// List every job, its schedule on this replica and its last runs (the default).
+    List {
+        /// Runs to show per job.
+        #[arg(long, default_value_t = 3)]
+        last: u32,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run one job now (committed), or with --dry-run see what it would change.
+    #[command(after_help = JOBS_EXAMPLES)]
+    Run {
+        /// The job.
+        #[arg(value_parser = job_name)]
+        job: Job,
+        /// The job's "now": RFC 3339 with an offset (2025-01-06T10:58:00+05:30) or campus
+        /// time (2025-01-06 10:58). Default: now.
+        #[arg(long)]
+        at: Option<String>,
+        /// First campus date (generate_sessions, open_close): generate or open/close the
+        /// sessions of these dates only. Default: generation's usual window; open/close: all.
+        #[arg(long)]
+        from: Option<NaiveDate>,
+        /// Last campus date (default: --from).
+        #[arg(long, requires = "from")]
+        to: Option<NaiveDate>,
+        /// Do everything in a transaction that is rolled back; print what would change.
+        #[arg(long)]
+        dry_run: bool,
+        /// statistics: count late as attended or not for this run, instead of
+        /// attendance.late_counts_as_attended (the next scheduled run uses the file again).
+        #[arg(long)]
+        late_counts_as_attended: Option<bool>,
+        /// How long to wait for a replica (or another manual run) running the same job.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        wait: Duration,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn job_name(s: &str) -> Result<Job, String> {
+    Job::from_name(s).ok_or_else(|| {
+        let names: Vec<&str> = Job::ALL.iter().map(|j| j.name()).collect();
+        format!("unknown job {s:?}: one of {}", names.join(", "))
+    })
 }
 
 fn main() -> anyhow::Result<()> {
     rollcall_ingest::exit_on_panic();
-    tokio::runtime::Runtime::new()?.block_on(run(Cli::parse()))
-}
-
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    if cli.log_format == "json" {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init();
-    } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
-    }
-    let cfg = Config::load(&cli.config)?;
-    match cli.cmd.unwrap_or(Cmd::Run) {
-        Cmd::Validate => println!("{}: ok", cli.config.display()),
-        Cmd::Migrate => {
-            let pool = rollcall_ingest::pg_tls::pool(&cfg.database, 2)?;
-            let mut c = pool
-                .get()
-                .await
-                .map_err(|e| rollcall_ingest::pg_tls::pool_error(e, &cfg.database))
-                .context("connecting to the database")?;
-            let r = rollcall_ingest::db::schema::migrate(&mut c, cfg.database.schema_mode).await?;
-            println!(
-                "created tables: {:?}; applied migrations: {:?}",
-                r.created_tables, r.applied
-            );
-        }
-        Cmd::Check => {
-            let pool = rollcall_ingest::pg_tls::pool(&cfg.database, 2)?;
-            let c = pool
-                .get()
-                .await
-                .map_err(|e| rollcall_ingest::pg_tls::pool_error(e, &cfg.database))
-                .context("connecting to the database")?;
-            let missing = rollcall_ingest::db::schema::check(&c).await?;
-            if missing.is_empty() {
-                println!("ok: the database has everything rollcall-ingest needs");
-            } else {
-                for m in &missing {
-                    println!("missing: {m}");
-                }
+    let cli = Cli::parse();
+    init_logs(cli.log_format);
+    let command = cli.command.unwrap_or(Command::Run);
+    if let Command::Validate = command {
+        return match Config::load(&cli.config) {
+            Ok(_) => {
+                println!("{}: valid", cli.config.display());
+                Ok(())
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", cli.config.display());
                 std::process::exit(1);
             }
-        }
-        Cmd::Run => {
-            let stop = CancellationToken::new();
-            let s = stop.clone();
-            tokio::spawn(async move {
-                let mut term =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        };
+    }
+    let cfg = Config::load(&cli.config).with_context(|| {
+        format!(
+            "{} (check it with `rollcall-ingest validate -c {0}`)",
+            cli.config.display()
+        )
+    })?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        match command {
+            Command::Validate => unreachable!("answered above"),
+            Command::Migrate => migrate(&cfg).await,
+            Command::Check => check(&cfg).await,
+            Command::Jobs(args) => match args.action.unwrap_or(JobsAction::List {
+                last: 3,
+                json: false,
+            }) {
+                JobsAction::List { last, json } => list(&cfg, last, json).await,
+                JobsAction::Run {
+                    job,
+                    at,
+                    from,
+                    to,
+                    dry_run,
+                    late_counts_as_attended,
+                    wait,
+                    json,
+                } => {
+                    let at = match at {
+                        Some(text) => jobs::parse_instant(&text, cfg.campus.timezone)
+                            .map_err(anyhow::Error::msg)?,
+                        None => Utc::now(),
+                    };
+                    let dates = match from {
+                        Some(from) => Some(
+                            DateRange::new(from, to.unwrap_or(from)).map_err(anyhow::Error::msg)?,
+                        ),
+                        None => None,
+                    };
+                    let mut ctx = JobContext::from_config(&cfg);
+                    if let Some(late) = late_counts_as_attended {
+                        anyhow::ensure!(
+                            job == Job::Statistics,
+                            "--late-counts-as-attended is for statistics only"
+                        );
+                        ctx.late_counts_as_attended = late;
+                    }
+                    let m = Manual {
+                        job,
+                        at,
+                        dates,
+                        dry_run,
+                        wait,
+                    };
+                    run_job(&cfg, &m, &ctx, json).await
                 }
-                tracing::info!("shutdown requested");
-                s.cancel();
-            });
-            rollcall_ingest::run(cfg, stop).await?;
+            },
+            Command::Run => {
+                let stop = CancellationToken::new();
+                let s = stop.clone();
+                tokio::spawn(async move {
+                    wait_for_signal().await;
+                    tracing::info!("shutdown requested");
+                    s.cancel();
+                });
+                Ok(rollcall_ingest::run(cfg, stop).await?)
+            }
+        }
+    })
+}
+
+async fn connect(cfg: &Config) -> anyhow::Result<deadpool_postgres::Object> {
+    let pool = rollcall_ingest::pg_tls::pool(&cfg.database, 2)?;
+    pool.get()
+        .await
+        .map_err(|e| rollcall_ingest::pg_tls::pool_error(e, &cfg.database))
+        .context("connecting to the database")
+}
+
+async fn migrate(cfg: &Config) -> anyhow::Result<()> {
+    let mut c = connect(cfg).await?;
+    let r = rollcall_ingest::db::schema::migrate(&mut c, cfg.database.schema_mode).await?;
+    println!(
+        "created tables: {:?}; applied migrations: {:?}",
+        r.created_tables, r.applied
+    );
+    Ok(())
+}
+
+async fn check(cfg: &Config) -> anyhow::Result<()> {
+    let c = connect(cfg).await?;
+    let missing = rollcall_ingest::db::schema::check(&c).await?;
+    if missing.is_empty() {
+        println!("ok: the database has everything rollcall-ingest needs");
+        return Ok(());
+    }
+    for m in &missing {
+        println!("missing: {m}");
+    }
+    std::process::exit(1);
+}
+
+async fn list(cfg: &Config, last: u32, json: bool) -> anyhow::Result<()> {
+    let pool = rollcall_ingest::pg_tls::pool(&cfg.database, 2)?;
+    let history = jobs::history(&pool, last.into())
+        .await
+        .map_err(|e| match e {
+            rollcall_ingest::db::DbError::Pool(p) => {
+                anyhow::Error::from(rollcall_ingest::pg_tls::pool_error(p, &cfg.database))
+            }
+            other => other.into(),
+        })
+        .context("reading rollcall.job_run (run `rollcall-ingest migrate` if it is missing)")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&history)?);
+        return Ok(());
+    }
+    for h in &history {
+        let job = Job::from_name(h.job).expect("history lists known jobs");
+        let every = job.interval(cfg);
+        let schedule = if !cfg.jobs.enabled {
+            "not scheduled on this replica (jobs.enabled = false)".to_string()
+        } else if every.is_zero() {
+            "not scheduled on this replica (interval 0s)".to_string()
+        } else {
+            format!("every {}", humantime::format_duration(every))
+        };
+        println!("{}: {schedule}", h.job);
+        if h.runs.is_empty() {
+            println!("  never ran");
+        }
+        for r in &h.runs {
+            let took = r
+                .finished_at
+                .map(|f| format!("{:.2}s", (f - r.started_at).as_seconds_f64()))
+                .unwrap_or_else(|| "unfinished".into());
+            let how = if r.manual {
+                "manual".to_string()
+            } else {
+                format!("slot {}", r.slot.format("%Y-%m-%dT%H:%M:%SZ"))
+            };
+            println!(
+                "  {} {:<6} {how} on {} ({took}) {}",
+                r.started_at.format("%Y-%m-%dT%H:%M:%SZ"),
+                r.status,
+                r.node,
+                r.detail
+            );
         }
     }
     Ok(())
+}
+
+async fn run_job(cfg: &Config, m: &Manual, ctx: &JobContext, json: bool) -> anyhow::Result<()> {
+    let pool = rollcall_ingest::pg_tls::pool(&cfg.database, 2)?;
+    let result = jobs::run_manual(&pool, m, ctx).await.map_err(|e| match e {
+        jobs::ManualError::Db(rollcall_ingest::db::DbError::Pool(p)) => {
+            anyhow::Error::from(rollcall_ingest::pg_tls::pool_error(p, &cfg.database))
+        }
+        other => other.into(),
+    })?;
+    let (what, detail, ok) = match &result {
+        ManualResult::Ran(d) => ("ran", d.clone(), true),
+        ManualResult::DryRun(d) => ("dry run", d.clone(), true),
+        ManualResult::Failed(e) => ("failed", serde_json::json!({ "error": e }), false),
+    };
+    if json {
+        let out = serde_json::json!({
+            "job": m.job.name(),
+            "at": m.at,
+            "from": m.dates.map(|d| d.from.to_string()),
+            "to": m.dates.map(|d| d.to.to_string()),
+            "result": what,
+            "detail": detail,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        let dates = m
+            .dates
+            .map(|d| format!(" for {} to {}", d.from, d.to))
+            .unwrap_or_default();
+        let note = match result {
+            ManualResult::Ran(_) => "committed, recorded in rollcall.job_run",
+            ManualResult::DryRun(_) => "rolled back: nothing changed; this is what it would do",
+            ManualResult::Failed(_) => {
+                "nothing changed; the failure is recorded in rollcall.job_run"
+            }
+        };
+        println!(
+            "{} {what} at {}{dates} ({note})\n{}",
+            m.job.name(),
+            m.at.format("%Y-%m-%dT%H:%M:%SZ"),
+            serde_json::to_string_pretty(&detail)?
+        );
+    }
+    if !ok {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = int.recv() => tracing::info!("SIGINT"),
+    }
+}
+
+/// As rollcalld: the filter from `ROLLCALL_LOG` (else `RUST_LOG`, the older spelling), stderr,
+/// colours only on a terminal.
+fn init_logs(format: LogFormat) {
+    let filter = ["ROLLCALL_LOG", "RUST_LOG"]
+        .iter()
+        .find_map(|var| tracing_subscriber::EnvFilter::try_from_env(var).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info,rumqttc=warn"));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
 }

@@ -10,7 +10,8 @@ import re, sys
 TABLES = [
     "students_academicyear", "students_studentbatch", "students_student",
     "academics_coursesection", "academics_courseenrollment",
-    "attendance_configuration", "attendance_holiday", "attendance_biometric_device",
+    "attendance_academicperiod", "attendance_configuration", "attendance_holiday",
+    "attendance_biometric_device",
     "attendance_timetable_slot", "attendance_session", "attendance_record",
     "attendance_audit_log", "attendance_statistics", "attendance_student_snapshot",
     "attendance_correction_request",

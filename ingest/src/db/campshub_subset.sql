@@ -198,6 +198,30 @@ CREATE INDEX academics_c_student_ed6491_idx ON public.academics_courseenrollment
 CREATE INDEX academics_courseenrollment_course_section_id_1af52e9b ON public.academics_courseenrollment USING btree (course_section_id);
 CREATE INDEX academics_courseenrollment_student_id_7b445581 ON public.academics_courseenrollment USING btree (student_id);
 CREATE INDEX idx_enroll_section_active ON public.academics_courseenrollment USING btree (course_section_id) WHERE ((status)::text = 'ENROLLED'::text);
+-- table: attendance_academicperiod
+CREATE TABLE public.attendance_academicperiod (
+    id uuid NOT NULL,
+    is_current boolean NOT NULL,
+    is_active boolean NOT NULL,
+    period_start date NOT NULL,
+    period_end date NOT NULL,
+    description text NOT NULL,
+    created_at timestamp with time zone NOT NULL,
+    updated_at timestamp with time zone NOT NULL,
+    academic_year_id bigint NOT NULL,
+    created_by_id uuid,
+    semester_id bigint NOT NULL
+);
+ALTER TABLE ONLY public.attendance_academicperiod
+    ADD CONSTRAINT attendance_academicperio_academic_year_id_semeste_8a8be478_uniq UNIQUE (academic_year_id, semester_id);
+ALTER TABLE ONLY public.attendance_academicperiod
+    ADD CONSTRAINT attendance_academicperiod_pkey PRIMARY KEY (id);
+CREATE INDEX attendance__academi_7f56aa_idx ON public.attendance_academicperiod USING btree (academic_year_id, semester_id);
+CREATE INDEX attendance__is_curr_29d159_idx ON public.attendance_academicperiod USING btree (is_current, is_active);
+CREATE INDEX attendance__period__39104f_idx ON public.attendance_academicperiod USING btree (period_start, period_end);
+CREATE INDEX attendance_academicperiod_academic_year_id_96b9e6c9 ON public.attendance_academicperiod USING btree (academic_year_id);
+CREATE INDEX attendance_academicperiod_created_by_id_91bef964 ON public.attendance_academicperiod USING btree (created_by_id);
+CREATE INDEX attendance_academicperiod_semester_id_c5985a49 ON public.attendance_academicperiod USING btree (semester_id);
 -- table: attendance_configuration
 CREATE TABLE public.attendance_configuration (
     id bigint NOT NULL,

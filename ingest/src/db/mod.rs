@@ -1,10 +1,12 @@
 //! PostgreSQL: error classification, migrations and schema check
-//! ([`schema`]), the batch writer ([`writer`]) and the device heartbeat writes.
+//! ([`schema`]), the batch writer ([`writer`]), the device heartbeat writes and the
+//! `attendance_configuration` settings ([`settings`]).
 
 mod attendance;
 pub mod batch;
 pub(crate) mod devices;
 pub mod schema;
+pub mod settings;
 pub mod writer;
 
 use tokio_postgres::error::SqlState;

@@ -106,6 +106,16 @@ const READ_COLUMNS: &[(&str, &[&str])] = &[
     ("attendance_configuration", &["key", "value", "is_active"]),
     ("attendance_holiday", &["date", "affects_attendance"]),
     (
+        "attendance_academicperiod",
+        &[
+            "id",
+            "is_current",
+            "is_active",
+            "period_start",
+            "period_end",
+        ],
+    ),
+    (
         "attendance_biometric_device",
         &[
             "id",
@@ -311,7 +321,7 @@ mod tests {
     #[test]
     fn subset_has_every_table_and_parses_columns() {
         let t = subset_tables();
-        assert_eq!(t.len(), 15);
+        assert_eq!(t.len(), 16);
         let rec = t.iter().find(|x| x.0 == "attendance_record").unwrap();
         let cols = subset_columns(rec.1);
         assert!(

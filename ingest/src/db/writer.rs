@@ -22,6 +22,7 @@ use super::attendance::{advance_cursors, insert_ledger, mark_duplicates, upsert_
 pub use super::batch::{AckOut, BatchReport, RefusalOut, WriterSettings};
 use super::batch::{Item, attach_refusals, items as unique_items, partition};
 use super::devices;
+use super::settings::{self, Setting};
 use crate::admit::{Clock, DeviceFacts, admit};
 use crate::decide::{self, Decision, DeviceInfo, Lookup, Outcome, Rules, SessionInfo};
 use crate::punch::{BatchIn, Envelope, Message};
@@ -124,7 +125,8 @@ pub async fn write_batch(
     let mut decisions: Vec<Decision> = Vec::new();
     let mut inserted: Vec<bool> = Vec::new();
     if !items.is_empty() {
-        let grace = config_minutes(&tx, "GRACE_PERIOD_MINUTES", s.default_grace_minutes).await?;
+        let grace =
+            settings::get(&tx, Setting::GracePeriodMinutes, s.default_grace_minutes).await?;
         let rules = Rules {
             grace: Duration::minutes(grace),
             early: Duration::minutes(s.early_arrival_minutes),
@@ -202,24 +204,6 @@ async fn existing_keys(
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect())
-}
-
-/// Reads an integer setting from `attendance_configuration`, falling back to `default`.
-pub async fn config_minutes(
-    tx: &impl tokio_postgres::GenericClient,
-    key: &str,
-    default: i64,
-) -> Result<i64, DbError> {
-    let row = tx
-        .query_opt(
-            "SELECT value FROM attendance_configuration WHERE key = $1 AND is_active",
-            &[&key],
-        )
-        .await?;
-    Ok(row
-        .and_then(|r| r.get::<_, String>(0).trim().parse::<f64>().ok())
-        .map(|v| v as i64)
-        .unwrap_or(default))
 }
 
 /// What the database says about the batch's students, sessions and enrolments. Sessions are

@@ -6,12 +6,22 @@
 //! us skip), inserts the claim row `rollcall.job_run (job, slot)` (a conflict means the slot
 //! already ran), does the work, records the result and commits: the claim and the work commit
 //! together or not at all, so a replica killed mid-job leaves the slot free for the others. A
-//! failed run is recorded as `failed` and may be claimed again.
+//! failed run is recorded as `failed` and may be claimed again. A replica that finds the lock
+//! taken tries the same slot again a few seconds later (the holder may be a manual run, not
+//! that slot's run).
+//!
+//! `rollcall-ingest jobs run` ([`manual`]) takes the same lock and writes its own claim row, so
+//! a manual run and a replica never do a job's work at the same time, and the history shows both.
 
+mod manual;
 mod sessions;
 mod stats;
 mod upkeep;
 
+pub use manual::{
+    DateRange, JobHistory, MAX_RANGE_DAYS, Manual, ManualError, ManualResult, PastRun, history,
+    parse_instant, run_manual,
+};
 pub use sessions::{generate_sessions, open_close};
 pub use stats::statistics;
 pub use upkeep::{device_health, retention};
@@ -19,7 +29,7 @@ pub use upkeep::{device_health, retention};
 use crate::config::{Config, SessionClock};
 use crate::db::DbError;
 use crate::metrics::{JobLabel, Metrics};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use deadpool_postgres::Pool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,14 +72,25 @@ impl Job {
         }
     }
 
-    fn interval_s(self, c: &Config) -> u64 {
+    /// The job named `name` (as [`Job::name`] spells it).
+    pub fn from_name(name: &str) -> Option<Job> {
+        Job::ALL.into_iter().find(|j| j.name() == name)
+    }
+
+    /// Its interval; zero: not scheduled.
+    pub fn interval(self, c: &Config) -> Duration {
         match self {
-            Job::GenerateSessions => c.jobs.generate_sessions_every_s,
-            Job::OpenClose => c.jobs.open_close_every_s,
-            Job::Statistics => c.jobs.statistics_every_s,
-            Job::Retention => c.jobs.retention_every_s,
-            Job::DeviceHealth => c.jobs.device_health_every_s,
+            Job::GenerateSessions => c.jobs.generate_sessions_every,
+            Job::OpenClose => c.jobs.open_close_every,
+            Job::Statistics => c.jobs.statistics_every,
+            Job::Retention => c.jobs.retention_every,
+            Job::DeviceHealth => c.jobs.device_health_every,
         }
+    }
+
+    /// Whether a run can be limited to a range of campus dates.
+    pub fn takes_dates(self) -> bool {
+        matches!(self, Job::GenerateSessions | Job::OpenClose)
     }
 }
 
@@ -82,7 +103,7 @@ pub struct JobContext {
     pub tz: chrono_tz::Tz,
     /// Session clock.
     pub clock: SessionClock,
-    /// Days ahead to generate.
+    /// Days ahead of today to generate.
     pub days_ahead: i64,
     /// Fallback grace.
     pub default_grace_minutes: i64,
@@ -103,15 +124,15 @@ impl JobContext {
     pub fn from_config(c: &Config) -> Self {
         JobContext {
             node: c.node_name.clone(),
-            tz: c.campus_tz().unwrap_or(chrono_tz::Asia::Kolkata),
+            tz: c.campus.timezone,
             clock: c.campus.session_clock,
-            days_ahead: c.jobs.generate_days_ahead,
+            days_ahead: c.jobs.generate_days_ahead.into(),
             default_grace_minutes: c.attendance.default_grace_minutes,
             late_counts_as_attended: c.attendance.late_counts_as_attended,
             default_threshold_percent: c.attendance.default_threshold_percent,
             default_retention_years: c.attendance.default_retention_years,
-            ledger_retention_days: c.jobs.ledger_retention_days,
-            device_silent_after_s: c.jobs.device_silent_after_s,
+            ledger_retention_days: (c.jobs.ledger_retention.as_secs() / 86_400).max(1) as i64,
+            device_silent_after_s: c.jobs.device_silent_after.as_secs() as i64,
         }
     }
 }
@@ -121,28 +142,34 @@ impl JobContext {
 pub enum RunResult {
     /// This replica ran it; the job's summary.
     Ran(serde_json::Value),
-    /// Another replica holds the job right now, or the slot already ran.
+    /// The slot already ran.
     Skipped,
+    /// Another replica or a manual run holds the job right now: try the slot again shortly.
+    Busy,
     /// It failed (recorded in `rollcall.job_run`).
     Failed(String),
 }
 
-/// The slot an instant falls in.
-pub fn slot_of(now: DateTime<Utc>, interval_s: u64) -> DateTime<Utc> {
-    let i = interval_s.max(1) as i64;
+/// The slot an instant falls in (intervals are bounded by the configuration to a month).
+pub fn slot_of(now: DateTime<Utc>, interval: Duration) -> DateTime<Utc> {
+    let i = interval.as_secs().clamp(1, i64::MAX as u64) as i64;
     let t = now.timestamp().div_euclid(i) * i;
     DateTime::from_timestamp(t, 0).unwrap_or(now)
 }
+
+/// The job's advisory lock (one per job, shared by every replica and manual run).
+const LOCK_SQL: &str = "(1919249516, hashtext($1))";
 
 async fn work(
     job: Job,
     tx: &tokio_postgres::Transaction<'_>,
     ctx: &JobContext,
     now: DateTime<Utc>,
+    dates: Option<(NaiveDate, NaiveDate)>,
 ) -> Result<serde_json::Value, DbError> {
     match job {
-        Job::GenerateSessions => generate_sessions(tx, ctx, now).await,
-        Job::OpenClose => open_close(tx, ctx, now).await,
+        Job::GenerateSessions => generate_sessions(tx, ctx, now, dates).await,
+        Job::OpenClose => open_close(tx, ctx, now, dates).await,
         Job::Statistics => statistics(tx, ctx, now).await,
         Job::Retention => retention(tx, ctx, now).await,
         Job::DeviceHealth => device_health(tx, ctx, now).await,
@@ -161,13 +188,13 @@ pub async fn run_slot(
     let tx = c.transaction().await?;
     let locked: bool = tx
         .query_one(
-            "SELECT pg_try_advisory_xact_lock(1919249516, hashtext($1))",
+            &format!("SELECT pg_try_advisory_xact_lock{LOCK_SQL}"),
             &[&job.name()],
         )
         .await?
         .get(0);
     if !locked {
-        return Ok(RunResult::Skipped);
+        return Ok(RunResult::Busy);
     }
     let claimed = tx
         .query_opt(
@@ -182,7 +209,7 @@ pub async fn run_slot(
         return Ok(RunResult::Skipped);
     }
     tx.execute("SAVEPOINT job", &[]).await?;
-    match work(job, &tx, ctx, now).await {
+    match work(job, &tx, ctx, now, None).await {
         Ok(detail) => {
             tx.execute(
                 "UPDATE rollcall.job_run SET finished_at = clock_timestamp(), detail = $3 WHERE job = $1 AND slot = $2",
@@ -215,8 +242,8 @@ pub async fn run(cfg: &Config, pool: Pool, metrics: Arc<Metrics>, stop: Cancella
     let ctx = Arc::new(JobContext::from_config(cfg));
     let mut tasks = tokio::task::JoinSet::new();
     for job in Job::ALL {
-        let interval = job.interval_s(cfg);
-        if interval == 0 {
+        let interval = job.interval(cfg);
+        if interval.is_zero() {
             continue;
         }
         let (pool, ctx, metrics, stop) = (pool.clone(), ctx.clone(), metrics.clone(), stop.clone());
@@ -241,6 +268,7 @@ pub async fn run(cfg: &Config, pool: Pool, metrics: Arc<Metrics>, stop: Cancella
                             last = Some(slot);
                             "skipped"
                         }
+                        Ok(RunResult::Busy) => "busy",
                         Ok(RunResult::Failed(e)) => {
                             warn!(job = job.name(), %slot, error = %e, "job failed");
                             last = Some(slot);
@@ -254,7 +282,7 @@ pub async fn run(cfg: &Config, pool: Pool, metrics: Arc<Metrics>, stop: Cancella
                     metrics.job_runs.get_or_create(&JobLabel { job: job.name().into(), result: result.into() }).inc();
                 }
                 // Wake at the next slot (or in 5 s to retry), whichever is first.
-                let next = slot_of(Utc::now(), interval).timestamp() + interval as i64;
+                let next = slot_of(Utc::now(), interval).timestamp() + interval.as_secs() as i64;
                 let wait = (next - Utc::now().timestamp()).clamp(1, 5) as u64;
                 tokio::select! {
                     _ = stop.cancelled() => break,
@@ -266,43 +294,6 @@ pub async fn run(cfg: &Config, pool: Pool, metrics: Arc<Metrics>, stop: Cancella
     while tasks.join_next().await.is_some() {}
 }
 
-/// Reads a configuration value (`attendance_configuration`), typed loosely like Django's
-/// `get_typed_value`.
-pub(crate) async fn setting(
-    tx: &tokio_postgres::Transaction<'_>,
-    key: &str,
-) -> Result<Option<String>, DbError> {
-    Ok(tx
-        .query_opt(
-            "SELECT value FROM attendance_configuration WHERE key = $1 AND is_active",
-            &[&key],
-        )
-        .await?
-        .map(|r| r.get::<_, String>(0).trim().to_string()))
-}
-
-pub(crate) async fn setting_bool(
-    tx: &tokio_postgres::Transaction<'_>,
-    key: &str,
-    default: bool,
-) -> Result<bool, DbError> {
-    Ok(setting(tx, key)
-        .await?
-        .map(|v| matches!(v.to_lowercase().as_str(), "true" | "1" | "yes"))
-        .unwrap_or(default))
-}
-
-pub(crate) async fn setting_f64(
-    tx: &tokio_postgres::Transaction<'_>,
-    key: &str,
-    default: f64,
-) -> Result<f64, DbError> {
-    Ok(setting(tx, key)
-        .await?
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,7 +301,7 @@ mod tests {
     #[test]
     fn slots_are_interval_multiples() {
         let t = DateTime::from_timestamp(3_725, 0).unwrap();
-        assert_eq!(slot_of(t, 3600).timestamp(), 3600);
-        assert_eq!(slot_of(t, 60).timestamp(), 3720);
+        assert_eq!(slot_of(t, Duration::from_secs(3600)).timestamp(), 3600);
+        assert_eq!(slot_of(t, Duration::from_secs(60)).timestamp(), 3720);
     }
 }

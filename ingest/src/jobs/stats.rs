@@ -10,8 +10,9 @@
 //! range grows. Here each (student, section, academic year, semester) keeps one row: older rows
 //! of the same key with other dates are replaced.
 
-use super::{JobContext, setting_f64};
+use super::JobContext;
 use crate::db::DbError;
+use crate::db::settings::{self, Setting};
 use chrono::{DateTime, Utc};
 use tokio_postgres::Transaction;
 
@@ -21,7 +22,8 @@ pub async fn statistics(
     ctx: &JobContext,
     now: DateTime<Utc>,
 ) -> Result<serde_json::Value, DbError> {
-    let threshold = setting_f64(tx, "THRESHOLD_PERCENT", ctx.default_threshold_percent).await?;
+    let threshold =
+        settings::get(tx, Setting::ThresholdPercent, ctx.default_threshold_percent).await?;
     tx.execute(
         "CREATE TEMP TABLE rollcall_stats ON COMMIT DROP AS
          SELECT r.student_id, s.course_section_id,

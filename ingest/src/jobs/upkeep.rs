@@ -1,7 +1,8 @@
 //! Retention cleanup and device health (which also records changes of device enablement).
 
-use super::{JobContext, setting_f64};
+use super::JobContext;
 use crate::db::DbError;
+use crate::db::settings::{self, Setting};
 use chrono::{DateTime, Duration, Utc};
 use tokio_postgres::Transaction;
 
@@ -16,13 +17,12 @@ pub async fn retention(
     ctx: &JobContext,
     now: DateTime<Utc>,
 ) -> Result<serde_json::Value, DbError> {
-    let years = setting_f64(
+    let years = settings::get(
         tx,
-        "DATA_RETENTION_YEARS",
+        Setting::DataRetentionYears,
         ctx.default_retention_years as f64,
     )
-    .await?
-    .max(1.0);
+    .await?;
     let cutoff_t = now - Duration::days((years * 365.0) as i64);
     let cutoff = cutoff_t.date_naive();
     tx.execute(
