@@ -20,11 +20,10 @@ use rollcall_daemon::journal::actor::JournalHandle;
 use rollcall_daemon::metrics::Metrics;
 use rollcall_daemon::roster::Roster;
 use rollcall_drivers::ReaderEvent;
-use rollcall_protocol::v1::{ClockState, CredentialKind, Punch, Subject};
+use rollcall_protocol::v1::{Punch, Subject};
 use rollcall_tests::acker::Acker;
 use rollcall_tests::mosquitto::Mosquitto;
 use rollcall_tests::rollcalld::{GatewayOptions, Rollcalld};
-use uuid::Uuid;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
@@ -37,20 +36,8 @@ fn ms(d: Duration) -> String {
 fn punch(n: u64) -> Punch {
     Punch {
         seq: 0,
-        event_id: Uuid::now_v7(),
-        captured_at_ms: 1_764_000_000_000 + n as i64,
-        clock: ClockState {
-            ntp_synced: true,
-            offset_ms: Some(0),
-            boot_id: Uuid::from_u128(7),
-            monotonic_ms: n,
-        },
-        reader_id: "door-card".into(),
-        reader_kind: "rdm6300".into(),
-        credential: CredentialKind::Card,
         subject: Subject::Student(format!("2024CS{:05}", n % 100_000)),
-        score: None,
-        flags: 0,
+        ..rollcall_tests::fixtures::punch(n)
     }
 }
 
@@ -221,7 +208,7 @@ fn main() -> anyhow::Result<()> {
         // rollcalld opens the journal and is killed -9 (no broker: nothing is deleted).
         let opts = GatewayOptions {
             capacity: backlog + 1,
-            ..GatewayOptions::new(rollcall_tests::mosquitto::free_port()?)
+            ..GatewayOptions::new(rollcall_tests::free_port()?)
         };
         let config = opts.write(&dir.path().join("gw"))?;
         let mut gw = Rollcalld::start(Path::new(env!("CARGO_BIN_EXE_rollcalld")), &config).await?;

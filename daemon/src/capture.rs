@@ -37,7 +37,7 @@ pub struct ReaderInfo {
 pub struct Decision {
     /// The reader it was presented to.
     pub reader: String,
-    /// The outcome.
+    /// Accepted, unknown, duplicate, or not stored (and why): what the indicators showed.
     pub outcome: Outcome,
     /// Its seq, when stored.
     pub seq: Option<u64>,

@@ -9,7 +9,7 @@ use rollcall_drivers::{IndicatorConfig, ReaderConfig, ReaderKind};
 use rollcall_protocol::v1::valid_id;
 use serde::Deserialize;
 
-/// The whole configuration.
+/// rollcalld's configuration file, parsed; [`Config::validate`] checks it before start.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -89,7 +89,8 @@ pub struct MqttConfig {
     /// Plain TCP, only to a broker on this machine (loopback), e.g. a local bridge or a demo.
     #[serde(default)]
     pub allow_plaintext: bool,
-    /// MQTT keep-alive.
+    /// How often the client pings an idle broker; the broker drops a client silent for 1.5
+    /// times this and publishes its last will.
     #[serde(default = "default_keep_alive", with = "humantime_serde")]
     pub keep_alive: Duration,
     /// Most punches per published batch.
@@ -431,12 +432,12 @@ impl Config {
             .unwrap_or_else(|| format!("rollcalld-{}", self.device.id))
     }
 
-    /// The journal file.
+    /// Where the journal lives: `journal.redb` in the state directory.
     pub fn journal_path(&self) -> PathBuf {
         self.device.state_dir.join("journal.redb")
     }
 
-    /// The control socket.
+    /// The control socket's path: `control.socket`, else `control.sock` in the state directory.
     pub fn control_socket(&self) -> PathBuf {
         self.control
             .socket

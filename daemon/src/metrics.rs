@@ -30,7 +30,7 @@ pub enum Outcome {
 /// Label set of `rollcall_punches_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
-    /// The outcome.
+    /// What became of the punch (the `outcome` label).
     pub outcome: Outcome,
 }
 
@@ -82,7 +82,7 @@ pub struct Metrics {
     pub punches: Family<OutcomeLabels, Counter>,
     /// Unacked punches in the journal.
     pub journal_depth: Gauge,
-    /// Journal capacity.
+    /// Most unacked punches the journal holds (`journal.capacity`); past it, punches are refused.
     pub journal_capacity: Gauge,
     /// Age of the oldest unacked punch, seconds.
     pub oldest_unacked_age_seconds: Gauge,

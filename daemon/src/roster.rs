@@ -16,7 +16,8 @@ use std::path::Path;
 use rollcall_protocol::v1::{MAX_ID_LEN, Subject, valid_subject};
 use serde::Deserialize;
 
-/// A loaded roster.
+/// Who is expected in this room: card UIDs and fingerprint slots mapped to student ids,
+/// loaded from `roster.path`.
 #[derive(Debug, Clone, Default)]
 pub struct Roster {
     /// Version of the roster file, when given.

@@ -322,7 +322,7 @@ async fn refused_punches_are_deleted_counted_logged_and_shown_in_the_status() ->
     let broker = Mosquitto::start()?;
     let acker = Acker::start(broker.port()).await?;
     acker.set_acking(false);
-    let metrics_port = rollcall_tests::mosquitto::free_port()?;
+    let metrics_port = rollcall_tests::free_port()?;
     let mut opts = GatewayOptions::new(broker.port());
     opts.ack_timeout = "30s".into();
     opts.metrics_port = Some(metrics_port);
@@ -450,7 +450,7 @@ async fn an_oversized_or_garbage_ack_is_dropped_without_a_reconnect() -> anyhow:
     let dir = tempfile::tempdir()?;
     let broker = Mosquitto::start()?;
     let _acker = Acker::start(broker.port()).await?;
-    let metrics_port = rollcall_tests::mosquitto::free_port()?;
+    let metrics_port = rollcall_tests::free_port()?;
     let mut opts = GatewayOptions::new(broker.port());
     opts.metrics_port = Some(metrics_port);
     let gw = Rollcalld::start(bin(), &opts.write(dir.path())?).await?;
@@ -512,7 +512,7 @@ async fn full_journal_refuses_with_storage_full_and_keeps_what_it_has() -> anyho
     let broker = Mosquitto::start()?;
     let acker = Acker::start(broker.port()).await?;
     acker.set_acking(false);
-    let metrics_port = rollcall_tests::mosquitto::free_port()?;
+    let metrics_port = rollcall_tests::free_port()?;
     let mut opts = GatewayOptions::new(broker.port());
     opts.capacity = 5;
     opts.ack_timeout = "1s".into();
@@ -565,7 +565,7 @@ async fn http_get(port: u16, path: &str) -> anyhow::Result<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_journal_stops_start_with_the_file_and_the_fix() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let config = GatewayOptions::new(rollcall_tests::mosquitto::free_port()?).write(dir.path())?;
+    let config = GatewayOptions::new(rollcall_tests::free_port()?).write(dir.path())?;
     let journal = dir.path().join("state").join("journal.redb");
     std::fs::write(&journal, vec![0xA5u8; 8192])?;
     let err = Rollcalld::start(bin(), &config)
@@ -601,7 +601,7 @@ async fn corrupt_journal_stops_start_with_the_file_and_the_fix() -> anyhow::Resu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_at_the_control_socket_path_stops_start_and_is_kept() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let config = GatewayOptions::new(rollcall_tests::mosquitto::free_port()?).write(dir.path())?;
+    let config = GatewayOptions::new(rollcall_tests::free_port()?).write(dir.path())?;
     let precious = dir.path().join("notes.txt");
     std::fs::write(&precious, "not a socket")?;
     let mut text = std::fs::read_to_string(&config)?;
@@ -685,7 +685,7 @@ async fn state_is_private_whatever_the_umask() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_state_directory_of_another_user_is_refused() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let config = GatewayOptions::new(rollcall_tests::mosquitto::free_port()?).write(dir.path())?;
+    let config = GatewayOptions::new(rollcall_tests::free_port()?).write(dir.path())?;
     let state = dir.path().join("state");
     // Tests run as root; 65534 is `nobody`.
     std::os::unix::fs::chown(&state, Some(65534), Some(65534))?;

@@ -133,7 +133,7 @@ impl DeviceFacts {
 /// The limits that apply to time.
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
-    /// The time now.
+    /// Now, on the centre's clock (passed in: the rules never read the clock).
     pub now: DateTime<Utc>,
     /// How far ahead of `now` a capture time may be.
     pub max_future: Duration,

@@ -52,7 +52,7 @@ impl Outcome {
         Outcome::Held,
     ];
 
-    /// Stable spelling.
+    /// As written in `rollcall.ledger.outcome` and the `outcome` metric label; never renamed.
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Recorded => "recorded",
@@ -145,7 +145,7 @@ pub struct Rules {
     pub tz: chrono_tz::Tz,
     /// Refuse punches stamped further in the future than this.
     pub max_future: Duration,
-    /// The time now.
+    /// Now, on the centre's clock (passed in: the rules never read the clock).
     pub now: DateTime<Utc>,
 }
 

@@ -34,10 +34,10 @@ use tracing::{info, warn};
 /// The service's failures.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
-    /// Configuration.
+    /// The configuration file is missing or invalid.
     #[error(transparent)]
     Config(#[from] config::ConfigError),
-    /// Database.
+    /// PostgreSQL refused or failed (connecting, migrating, writing).
     #[error(transparent)]
     Db(#[from] db::DbError),
     /// Something to fix before starting (files, TLS material).

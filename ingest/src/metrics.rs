@@ -20,10 +20,10 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-/// One label.
+/// The `kind` label of the message, punch and dead-letter counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Label {
-    /// Value.
+    /// A message kind, punch outcome or dead-letter reason.
     pub kind: String,
 }
 
@@ -169,7 +169,7 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
-    /// Text exposition.
+    /// Every metric in Prometheus's text exposition format, for `/metrics`.
     pub fn encode(&self) -> String {
         let mut s = String::new();
         // Writing into a String cannot fail.

@@ -43,7 +43,7 @@ pub enum Credential {
 }
 
 impl Credential {
-    /// Ledger spelling.
+    /// As written in `rollcall.ledger.credential`.
     pub fn as_str(self) -> &'static str {
         match self {
             Credential::Card => "card",
@@ -74,7 +74,8 @@ pub struct PunchIn {
     pub offset_ms: Option<i64>,
     /// Boot id: monotonic times compare only within one boot (clock correction).
     pub boot_id: Uuid,
-    /// CLOCK_BOOTTIME ms.
+    /// Milliseconds since boot (CLOCK_BOOTTIME) at capture: with `boot_id`, corrects a wrong
+    /// wall clock from a later heartbeat.
     pub monotonic_ms: u64,
     /// Reader id.
     pub reader_id: String,
@@ -82,7 +83,7 @@ pub struct PunchIn {
     pub reader_kind: String,
     /// Card or fingerprint.
     pub credential: Credential,
-    /// Who.
+    /// The student matched on the device, or an unknown card (hashed) or finger.
     pub subject: SubjectIn,
     /// Match score.
     pub score: Option<u16>,
@@ -120,7 +121,7 @@ pub struct BatchIn {
     pub site: String,
     /// Device id (topic and payload agree).
     pub device_id: String,
-    /// Journal epoch.
+    /// The device journal's epoch: seqs restart only with a new one.
     pub epoch: u64,
     /// Punches, strictly increasing seq.
     pub punches: Vec<PunchIn>,
@@ -136,7 +137,7 @@ impl BatchIn {
     }
 }
 
-/// A heartbeat.
+/// A device's status message (`v1::Status`) as ingest keeps it: health of the device row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StatusIn {
     /// Device id.
@@ -160,7 +161,7 @@ pub struct StatusIn {
 pub enum Message {
     /// Punches to write.
     Punches(BatchIn),
-    /// A heartbeat.
+    /// A status message: updates the device row, and may release held punches of its boot.
     Status(StatusIn),
     /// Refused: goes to the dead-letter table.
     Dead(DeadLetter),
@@ -169,7 +170,7 @@ pub enum Message {
 /// A message as received, with what it decoded to.
 #[derive(Debug, Clone)]
 pub struct Envelope {
-    /// Topic.
+    /// The topic it arrived on; its device level must agree with the payload's.
     pub topic: String,
     /// Raw payload (kept for dead letters).
     pub payload: bytes::Bytes,
@@ -216,7 +217,8 @@ impl DeadReason {
     }
 }
 
-/// A refused message.
+/// A message that cannot be processed (undecodable, invalid, from a foreign device): kept
+/// once in `rollcall.dead_letter` with the reason.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeadLetter {
     /// Topic it came on.

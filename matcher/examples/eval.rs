@@ -15,7 +15,7 @@
 //! finger (the threshold with zero false identifications, strangers included).
 
 use anyhow::{Context, Result, bail};
-use rollcall_matcher::{Comparer, Roster, Template, parse};
+use rollcall_matcher::{Comparer, Roster, THRESHOLD, Template, parse};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -178,10 +178,15 @@ fn verification(genuine: &mut [f32], impostor: &mut [f32]) -> (f64, f64, f64) {
 
 struct DbResult {
     name: &'static str,
+    genuine: Vec<f32>,
+    impostor: Vec<f32>,
     rates: Rates,
     comparisons: usize,
     seconds: f64,
     max_impostor: f32,
+    /// FMR and FNMR at the crate's roster threshold.
+    fmr: f64,
+    fnmr: f64,
 }
 
 fn evaluate(name: &'static str, prints: &[Print], comparer: &mut Comparer) -> DbResult {
@@ -201,6 +206,13 @@ fn evaluate(name: &'static str, prints: &[Print], comparer: &mut Comparer) -> Db
     let comparisons = genuine.len() + impostor.len();
     let max_impostor = impostor.iter().copied().fold(0.0, f32::max);
     let (eer, fnmr_at_1, fnmr_at_0) = verification(&mut genuine, &mut impostor);
+    let rates_at = |t: f32| {
+        (
+            share_at_or_above(&impostor, t),
+            1.0 - share_at_or_above(&genuine, t),
+        )
+    };
+    let (fmr, fnmr) = rates_at(THRESHOLD);
 
     let mut roster = Roster::new();
     for finger in 0..FINGERS {
@@ -235,10 +247,14 @@ fn evaluate(name: &'static str, prints: &[Print], comparer: &mut Comparer) -> Db
     };
     DbResult {
         name,
+        genuine,
+        impostor,
         rates,
         comparisons,
         seconds,
         max_impostor,
+        fmr,
+        fnmr,
     }
 }
 
@@ -294,7 +310,12 @@ fn main() -> Result<()> {
         row(
             result.name,
             &result.rates,
-            &format!("{:.3}", result.max_impostor),
+            &format!(
+                "{:.3} | {} | {}",
+                result.max_impostor,
+                pct(result.fmr),
+                pct(result.fnmr)
+            ),
         );
         all.push(result);
     }
@@ -308,6 +329,7 @@ fn main() -> Result<()> {
     if kept.len() != rates.len() {
         row("mean without 2004 DB1", &Rates::mean(&kept), "");
     }
+    pooled_thresholds(&all);
     let comparisons: usize = all.iter().map(|r| r.comparisons).sum();
     let seconds: f64 = all.iter().map(|r| r.seconds).sum();
     println!();
@@ -324,6 +346,39 @@ fn main() -> Result<()> {
     );
     roster_timing(&loaded, &mut comparer);
     Ok(())
+}
+
+/// Thresholds over all databases' impostor pairs pooled: the score a deployment would fix, with
+/// the FNMR it costs on the pooled genuine pairs.
+fn pooled_thresholds(all: &[DbResult]) {
+    let mut impostor: Vec<f32> = all
+        .iter()
+        .flat_map(|r| r.impostor.iter().copied())
+        .collect();
+    let mut genuine: Vec<f32> = all.iter().flat_map(|r| r.genuine.iter().copied()).collect();
+    impostor.sort_by(f32::total_cmp);
+    genuine.sort_by(f32::total_cmp);
+    println!();
+    println!(
+        "pooled over {} genuine and {} impostor pairs (threshold T = {THRESHOLD}):",
+        genuine.len(),
+        impostor.len()
+    );
+    for fmr in [0.01, 0.001, 0.0001] {
+        let allowed = (fmr * impostor.len() as f64).floor() as usize;
+        let t = impostor[impostor.len() - 1 - allowed];
+        let t = f32::from_bits(t.to_bits() + 1);
+        println!(
+            "  FMR <= {:>6}: score >= {t:.4}, FNMR {}",
+            pct(fmr).trim(),
+            pct(1.0 - share_at_or_above(&genuine, t))
+        );
+    }
+    println!(
+        "  at T: FMR {} FNMR {}",
+        pct(share_at_or_above(&impostor, THRESHOLD)),
+        pct(1.0 - share_at_or_above(&genuine, THRESHOLD))
+    );
 }
 
 /// Times searches of a 150-student roster with 3 impressions each, built from the data's fingers

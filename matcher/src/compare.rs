@@ -156,12 +156,11 @@ impl Comparer {
         let efficiency = |k: usize| lambda[k] / initial[k];
         self.order
             .sort_unstable_by(|&x, &y| efficiency(y).total_cmp(&efficiency(x)));
-        let local = self.order[..keep]
+        self.order[..keep]
             .iter()
             .map(|&k| self.lambda[k])
             .sum::<f32>()
-            / pair_count(wanted) as f32;
-        local
+            / pair_count(wanted) as f32
     }
 
     fn relax(&mut self, a: &Template, b: &Template) {

@@ -420,12 +420,20 @@ fn split_blocks(data: &[u8], counts_header: bool) -> Option<Vec<ExtensionBlock<'
 
 impl Record {
     /// Writes the record in its [`Format`] (ISO angles rounded to 360/256-degree units, ANSI to
-    /// 2-degree units). ANSI records over 65,535 bytes use the long length form.
+    /// 2-degree units). ANSI records over 65,535 bytes use the long length form. What the format
+    /// cannot hold is cut: views past 255, minutiae past 255 per view, coordinates to 14 bits,
+    /// extended data past 65,535 bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
         let body: usize = self
             .views
             .iter()
-            .map(|v| VIEW_HEADER + v.minutiae.len() * MINUTIA_BYTES + 2 + v.extended_data.len())
+            .take(255)
+            .map(|v| {
+                VIEW_HEADER
+                    + v.minutiae.len().min(255) * MINUTIA_BYTES
+                    + 2
+                    + v.extended_data.len().min(0xffff)
+            })
             .sum();
         let mut out = Vec::with_capacity(ANSI_LONG_HEADER + body);
         out.extend_from_slice(MAGIC);
@@ -479,8 +487,9 @@ impl Record {
                 });
                 out.push(m.quality.unwrap_or(0));
             }
-            out.extend_from_slice(&(view.extended_data.len() as u16).to_be_bytes());
-            out.extend_from_slice(&view.extended_data);
+            let extended = &view.extended_data[..view.extended_data.len().min(0xffff)];
+            out.extend_from_slice(&(extended.len() as u16).to_be_bytes());
+            out.extend_from_slice(extended);
         }
         out
     }

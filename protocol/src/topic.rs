@@ -48,7 +48,7 @@ impl Kind {
 pub struct Topic<'a> {
     /// Campus / site id.
     pub site: &'a str,
-    /// Device id.
+    /// The device the topic belongs to (its `attendance_biometric_device.device_id`).
     pub device_id: &'a str,
     /// What it carries.
     pub kind: Kind,

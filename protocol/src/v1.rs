@@ -131,7 +131,7 @@ pub enum CredentialKind {
     /// RFID / NFC card or fob.
     #[n(0)]
     Card,
-    /// Fingerprint.
+    /// A fingerprint, matched on the module or by the gateway.
     #[n(1)]
     Fingerprint,
 }
@@ -273,9 +273,9 @@ pub enum DecodeError {
     /// The message is larger than [`MAX_MESSAGE_BYTES`].
     #[error("message of {size} bytes exceeds the limit of {max} bytes")]
     TooLarge {
-        /// Size received.
+        /// Bytes received.
         size: usize,
-        /// Limit.
+        /// The most this message type may take.
         max: usize,
     },
     /// Not valid CBOR for this message type.

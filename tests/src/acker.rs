@@ -46,7 +46,7 @@ impl Seen {
     }
 }
 
-/// The running acker.
+/// The acker's subscription task and what it has seen; the task stops when dropped.
 #[derive(Debug)]
 pub struct Acker {
     seen: Arc<Mutex<Seen>>,

@@ -5,9 +5,37 @@
 //! * [`pki`]: a throwaway CA and certificates for TLS tests (openssl CLI).
 //! * [`acker`]: a stand-in for the centre that acks what it receives (tests only).
 //! * [`rollcalld`]: runs the real rollcalld binary as a child process.
+//! * [`binaries`]: finds (building if needed) the workspace's binaries.
+//! * [`fixtures`]: one valid punch to start from.
+//! * [`free_port`] and [`skip`]: a port to listen on; a missing input that must not pass
+//!   silently under CI.
 
 pub mod acker;
+pub mod binaries;
+pub mod fixtures;
 pub mod mosquitto;
 pub mod pki;
 pub mod postgres;
 pub mod rollcalld;
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Whether this is a CI run (`CI=true`, as GitHub Actions, GitLab CI and most others set it).
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// Skips the part of a test that needs an input this machine lacks, saying so; under CI a
+/// skip is a failure, so a green CI run never hides a test that did not run. `what` is the
+/// part skipped, `missing` what is absent, `how` how to provide it.
+pub fn skip(what: &str, missing: &str, how: &str) {
+    if under_ci() {
+        panic!("{what} cannot run: {missing}. {how}. (Under CI, CI=true, a skipped test fails.)");
+    }
+    println!("SKIPPED {what}: {missing}. {how}.");
+}

@@ -1,7 +1,7 @@
 //! A real Mosquitto broker, started by the test as a child process on a free loopback port in a
 //! temporary directory, so each test has its own broker that it can kill and restart.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -41,10 +41,8 @@ pub fn binary() -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(path))
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago.
-pub fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
+/// For callers that found it here first; it lives at the crate root.
+pub use crate::free_port;
 
 impl Mosquitto {
     /// Starts a broker with persistence in its own temporary directory.

@@ -160,12 +160,13 @@ impl Pki {
         (self.dir.join("server.pem"), self.dir.join("server.key"))
     }
 
-    /// The CA certificate.
+    /// The CA certificate (PEM) that signed every certificate made here: what brokers and
+    /// clients trust.
     pub fn ca(&self) -> PathBuf {
         self.dir.join("ca.pem")
     }
 
-    /// The directory.
+    /// The temporary directory holding the CA, certificates and keys.
     pub fn dir(&self) -> &Path {
         &self.dir
     }

@@ -18,7 +18,6 @@
 //! ```
 
 use anyhow::{Context, Result, anyhow, bail};
-use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -108,10 +107,6 @@ fn postgres_user() -> Result<(u32, u32)> {
     bail!("running as root and there is no `postgres` system user to run initdb/postgres as")
 }
 
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 impl Postgres {
     /// initdb and start with default options.
     pub fn start() -> Result<Self> {
@@ -162,7 +157,7 @@ impl Postgres {
         let mut pg = Postgres {
             dir,
             bindir,
-            port: free_port()?,
+            port: crate::free_port()?,
             child: None,
             run_as,
             opts,

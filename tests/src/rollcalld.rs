@@ -12,11 +12,11 @@ use tokio::net::UnixStream;
 /// What a test may vary in a gateway's configuration.
 #[derive(Debug, Clone)]
 pub struct GatewayOptions {
-    /// Device id.
+    /// `device.id`, and so the topics the gateway publishes on (default `room-101`).
     pub device_id: String,
     /// Broker port on 127.0.0.1.
     pub broker_port: u16,
-    /// Journal capacity.
+    /// `journal.capacity`: unacked punches before the gateway answers storage full.
     pub capacity: u64,
     /// Duplicate window, humantime (e.g. "0s").
     pub duplicate_window: String,
@@ -24,7 +24,7 @@ pub struct GatewayOptions {
     pub ack_timeout: String,
     /// Metrics port, if any.
     pub metrics_port: Option<u16>,
-    /// Batch size.
+    /// `mqtt.batch_max`: most punches per published batch.
     pub batch_max: u64,
     /// Batches in flight.
     pub window: usize,
@@ -116,7 +116,7 @@ listen = "{metrics}"
     }
 }
 
-/// A running rollcalld.
+/// A rollcalld child process, its control socket and its log file; killed when dropped.
 #[derive(Debug)]
 pub struct Rollcalld {
     child: Option<Child>,

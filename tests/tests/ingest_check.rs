@@ -62,15 +62,13 @@ async fn check_names_what_is_missing() {
             Vec::<String>::new()
         );
     } else {
-        println!(
-            "SKIPPED (real schema part): ../shared/reference/campshub360-schema.sql not present"
-        );
+        ingest_common::skip_real_schema("the real-schema part of this test");
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_and_migrate_subcommands_report_and_fix_a_standalone_database() {
-    let bin = ingest_binary();
+    let bin = rollcall_tests::binaries::ingest();
     let pg = Postgres::start().unwrap();
     let url = pg.create_database("cli").unwrap();
     let dir = tempfile::tempdir().unwrap();

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_killed_mid_stream_loses_and_duplicates_nothing() {
-    let bin = ingest_binary();
+    let bin = rollcall_tests::binaries::ingest();
     let db = ingest_common::db(Schema::Standalone).await.unwrap();
     let broker = Mosquitto::start().unwrap();
     let c = campus(&db.client, SessionClock::WallclockAsUtc).await;

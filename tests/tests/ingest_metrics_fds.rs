@@ -5,7 +5,6 @@
 
 mod ingest_common;
 
-use ingest_common::ingest_binary;
 use ingest_common::service::config;
 use rollcall_tests::mosquitto::Mosquitto;
 use std::io::{Read, Write};
@@ -48,7 +47,7 @@ async fn metrics_endpoint_answers_again_after_running_out_of_descriptors() {
         .unwrap();
     let broker = Mosquitto::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let port = rollcall_tests::mosquitto::free_port().unwrap();
+    let port = rollcall_tests::free_port().unwrap();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let cfg = dir.path().join("ingest.toml");
     std::fs::write(
@@ -61,7 +60,7 @@ async fn metrics_endpoint_answers_again_after_running_out_of_descriptors() {
     .unwrap();
     let log = dir.path().join("ingest.log");
     let out = std::fs::File::create(&log).unwrap();
-    let child = Command::new(ingest_binary())
+    let child = Command::new(rollcall_tests::binaries::ingest())
         .args(["-c", cfg.to_str().unwrap(), "run"])
         .env("RUST_LOG", "warn")
         .stdout(out.try_clone().unwrap())
@@ -138,7 +137,10 @@ async fn metrics_endpoint_answers_again_after_running_out_of_descriptors() {
         }
         std::thread::sleep(Duration::from_millis(200));
     };
-    assert!(answer.contains("rollcall_ingest_broker_connects_total"), "{answer}");
+    assert!(
+        answer.contains("rollcall_ingest_broker_connects_total"),
+        "{answer}"
+    );
     // And keeps answering.
     for _ in 0..5 {
         assert!(scrape(addr).unwrap().starts_with("HTTP/1.1 200"));

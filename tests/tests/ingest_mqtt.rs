@@ -17,7 +17,7 @@ both_schemas!(punch_travels_from_device_to_record_and_the_ack_comes_back);
 async fn punch_travels_from_device_to_record_and_the_ack_comes_back(db: Db) {
     let broker = Mosquitto::start().unwrap();
     let c = campus(&db.client, SessionClock::WallclockAsUtc).await;
-    let metrics_port = rollcall_tests::mosquitto::free_port().unwrap();
+    let metrics_port = rollcall_tests::free_port().unwrap();
     let toml = format!(
         "{}[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n",
         config(&db.url, &broker.url(), "a", false)

@@ -6,7 +6,6 @@
 
 mod ingest_common;
 
-use ingest_common::ingest_binary;
 use rollcall_ingest::config::Config;
 use rollcall_tests::mosquitto::Mosquitto;
 use rollcall_tests::pki::Pki;
@@ -38,7 +37,7 @@ fn config(url: &str, ca: Option<&Path>) -> String {
 fn ingest(dir: &Path, toml: &str, cmd: &str) -> Output {
     let cfg = dir.join("ingest.toml");
     std::fs::write(&cfg, toml).unwrap();
-    Command::new(ingest_binary())
+    Command::new(rollcall_tests::binaries::ingest())
         .args(["-c", cfg.to_str().unwrap(), cmd])
         .env("RUST_LOG", "warn")
         .output()

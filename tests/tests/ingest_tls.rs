@@ -28,7 +28,7 @@ impl Drop for TlsBroker {
 
 fn tls_broker(pki: &Pki) -> TlsBroker {
     let dir = tempfile::tempdir().unwrap();
-    let port = rollcall_tests::mosquitto::free_port().unwrap();
+    let port = rollcall_tests::free_port().unwrap();
     let acl = dir.path().join("acl");
     std::fs::write(
         &acl,

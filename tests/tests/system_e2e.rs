@@ -10,32 +10,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use ingest_common::{Db, count, ingest_binary, ins};
+use ingest_common::{Db, count, ins};
 use rollcall_tests::mosquitto::Mosquitto;
 use rollcall_tests::rollcalld::{GatewayOptions, Reply, Rollcalld, parse_reply};
 use tokio_postgres::Client;
 
 const DEVICE: &str = "room-101"; // GatewayOptions' default device id
 const DRAIN: Duration = Duration::from_secs(60);
-
-/// The rollcalld binary of this workspace, built (or found up to date) by cargo, next to the
-/// test binary's profile directory, as `ingest_binary` does for rollcall-ingest.
-fn rollcalld_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "-q", "-p", "rollcall-daemon", "--bin", "rollcalld"]);
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        cmd.arg("--release");
-    }
-    let status = cmd
-        .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap())
-        .status()
-        .unwrap();
-    assert!(status.success(), "building rollcalld");
-    profile_dir.join("rollcalld")
-}
 
 /// The seeded campus: room R101 with device `room-101`, a session open now in it (started a
 /// minute ago, so a tap now is `present`), S001 and S002 enrolled in its course section (the
@@ -160,7 +141,7 @@ impl Ingest {
         let config = dir.join("ingest.toml");
         std::fs::write(&config, ingest_config(db_url, broker_url)).unwrap();
         let mut me = Ingest {
-            bin: ingest_binary(),
+            bin: rollcall_tests::binaries::ingest(),
             config,
             log: dir.join("ingest.log"),
             child: None,
@@ -262,7 +243,7 @@ async fn a_tap_becomes_one_attendance_record_and_is_acked_back(db: Db) {
     let config = GatewayOptions::new(broker.port())
         .write(dir.path())
         .unwrap();
-    let gw = Rollcalld::start(&rollcalld_binary(), &config)
+    let gw = Rollcalld::start(&rollcall_tests::binaries::rollcalld(), &config)
         .await
         .unwrap();
 
@@ -407,7 +388,7 @@ async fn kill_9_of_both_sides_counts_every_punch_exactly_once(db: Db) {
             .collect(),
     );
     let config = opts.write(dir.path()).unwrap();
-    let bin = rollcalld_binary();
+    let bin = rollcall_tests::binaries::rollcalld();
     let mut rng = Rng::from_env_or_clock();
     let next = std::sync::atomic::AtomicU64::new(0);
     let mut accepted: BTreeMap<u64, String> = BTreeMap::new();

@@ -64,7 +64,7 @@ pub enum JournalError {
          administrators, and start rollcalld again; it will create a new journal with a new epoch"
     )]
     Corrupt {
-        /// The file.
+        /// Path of the journal file.
         path: String,
         /// What was found.
         detail: String,
@@ -78,9 +78,9 @@ pub enum JournalError {
          rollcalld runs as (see the systemd unit's StateDirectory) and be on a writable file system"
     )]
     Access {
-        /// The file.
+        /// Path of the journal file.
         path: String,
-        /// The cause.
+        /// What the operating system answered.
         #[source]
         source: io::Error,
     },
@@ -90,18 +90,18 @@ pub enum JournalError {
     /// Any other I/O or storage failure.
     #[error("journal {path}: {source}")]
     Storage {
-        /// The file.
+        /// Path of the journal file.
         path: String,
-        /// The cause.
+        /// What redb answered.
         #[source]
         source: redb::Error,
     },
     /// A stored punch could not be decoded (the file is damaged).
     #[error("journal {path}: punch {seq} is damaged: {detail}")]
     Damaged {
-        /// The file.
+        /// Path of the journal file.
         path: String,
-        /// The punch.
+        /// Seq of the damaged punch.
         seq: u64,
         /// What the decoder said.
         detail: String,

@@ -38,7 +38,7 @@ fn lock(disk: &Mutex<Disk>) -> MutexGuard<'_, Disk> {
 }
 
 impl PowerCutBackend {
-    /// A blank disk.
+    /// A blank disk that is powered on, and its switch.
     pub fn new() -> (Self, PowerSwitch) {
         Self::from_image(Vec::new())
     }

@@ -1,27 +1,15 @@
-use rand::{Rng, SeedableRng, rngs::StdRng};
-use rollcall_protocol::v1::{ClockState, CredentialKind, Punch, Subject};
-use uuid::Uuid;
+use proptest::prelude::*;
+use proptest::sample::Index;
+use rollcall_protocol::v1::{Punch, Subject};
 
-use super::powercut::PowerCutBackend;
+use super::powercut::{PowerCutBackend, PowerSwitch};
 use super::*;
 
+/// Punch `n` for the journal to number (student `S{n}`).
 fn punch(n: u64) -> Punch {
     Punch {
         seq: 0,
-        event_id: Uuid::from_u128(n as u128),
-        captured_at_ms: 1_700_000_000_000 + n as i64,
-        clock: ClockState {
-            ntp_synced: true,
-            offset_ms: None,
-            boot_id: Uuid::nil(),
-            monotonic_ms: n,
-        },
-        reader_id: "door-card".into(),
-        reader_kind: "simulated-card".into(),
-        credential: CredentialKind::Card,
-        subject: Subject::Student(format!("S{n}")),
-        score: None,
-        flags: 0,
+        ..rollcall_tests::fixtures::punch(n)
     }
 }
 
@@ -399,58 +387,127 @@ fn backend_len(b: &PowerCutBackend) -> u64 {
     StorageBackend::len(b).expect("len")
 }
 
-/// Power is cut at random moments while appending and acking; after each cut the journal is
-/// reopened from what reached the disk. Every punch whose append returned Ok must be there,
-/// byte for byte, and new seqs must not reuse any seq handed out before.
-#[test]
-fn power_cut_keeps_every_committed_punch() {
-    let mut rng = StdRng::seed_from_u64(0x5EED);
-    for round in 0..40 {
-        let mut image = Vec::new();
-        let mut epoch = None;
-        let mut committed: Vec<Punch> = Vec::new();
-        let mut acked = 0;
-        let mut highest_seq_seen = 0;
-        let mut counter = 0;
-        for cycle in 0..4 {
-            let (backend, switch) = PowerCutBackend::from_image(image);
-            let mut j = Journal::open_backend(backend, "mem", 1_000_000)
-                .unwrap_or_else(|e| panic!("round {round} cycle {cycle}: reopen failed: {e}"));
-            assert_eq!(*epoch.get_or_insert(j.epoch()), j.epoch(), "epoch survives");
-            assert!(
-                j.acked() <= acked,
-                "acked can only go back (a lost deletion), never forward"
-            );
-            acked = j.acked();
-            assert!(
-                j.last_seq() >= highest_seq_seen,
-                "a committed punch vanished, or a seq would be reused"
-            );
-            let expect: Vec<&Punch> = committed.iter().filter(|p| p.seq > acked).collect();
-            let got = j.read_punches(acked + 1, highest_seq_seen).expect("read");
-            assert_eq!(got.len(), expect.len(), "round {round} cycle {cycle}");
-            for (g, e) in got.iter().zip(expect) {
-                assert_eq!(g, e, "round {round} cycle {cycle}");
+/// What a test does to the journal between power cuts.
+#[derive(Debug, Clone)]
+enum Op {
+    /// Append a batch of this many new punches.
+    Append(u64),
+    /// Ack up to a seq between the acked position (exclusive) and the last seq (inclusive).
+    Ack(Index),
+    /// Cut power, keeping a prefix of the writes made since the last sync (the last one kept
+    /// torn in half, or not), then reopen the journal from what survived.
+    Cut { keep: Index, tear: bool },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        8 => (1u64..20).prop_map(Op::Append),
+        2 => any::<Index>().prop_map(Op::Ack),
+        1 => (any::<Index>(), any::<bool>()).prop_map(|(keep, tear)| Op::Cut { keep, tear }),
+    ]
+}
+
+/// The journal on a disk that loses power, and what its answers promised: every punch whose
+/// append returned Ok, the acked position, the highest seq handed out.
+struct PowerCutModel {
+    journal: Journal,
+    switch: PowerSwitch,
+    epoch: u64,
+    committed: Vec<Punch>,
+    acked: u64,
+    highest_seq_seen: u64,
+    next_punch: u64,
+}
+
+impl PowerCutModel {
+    fn new() -> Self {
+        let (backend, switch) = PowerCutBackend::new();
+        let journal = Journal::open_backend(backend, "mem", 1_000_000).expect("create");
+        Self {
+            epoch: journal.epoch(),
+            journal,
+            switch,
+            committed: Vec::new(),
+            acked: 0,
+            highest_seq_seen: 0,
+            next_punch: 0,
+        }
+    }
+
+    fn apply(&mut self, op: Op) -> Result<(), TestCaseError> {
+        match op {
+            Op::Append(n) => {
+                let mut batch = punches(self.next_punch..self.next_punch + n);
+                self.next_punch += n;
+                let ok = self.journal.append(&mut batch).expect("append");
+                self.committed.extend(batch.into_iter().take(ok));
+                self.highest_seq_seen = self.journal.last_seq();
             }
-            for _ in 0..rng.random_range(1..30) {
-                if rng.random_bool(0.2) && j.last_seq() > acked {
-                    let to = rng.random_range(acked + 1..=j.last_seq());
-                    j.ack(to).expect("ack");
-                    acked = to;
-                } else {
-                    let n = rng.random_range(1..20);
-                    let mut batch = punches(counter..counter + n);
-                    counter += n;
-                    let ok = j.append(&mut batch).expect("append");
-                    committed.extend(batch.into_iter().take(ok));
-                    highest_seq_seen = j.last_seq();
+            Op::Ack(i) => {
+                let last = self.journal.last_seq();
+                if last > self.acked {
+                    let to = self.acked + 1 + i.index((last - self.acked) as usize) as u64;
+                    self.journal.ack(to).expect("ack");
+                    self.acked = to;
                 }
             }
-            // Writes redb made after its last sync are what a cut can partially keep.
-            let keep = rng.random_range(0..=switch.unsynced_writes());
-            image = switch.cut(keep, rng.random_bool(0.5));
-            drop(j);
+            Op::Cut { keep, tear } => {
+                // Writes redb made after its last sync are what a cut can partially keep.
+                let keep = keep.index(self.switch.unsynced_writes() + 1);
+                let image = self.switch.cut(keep, tear);
+                self.reopen(image)?;
+            }
         }
+        Ok(())
+    }
+
+    /// Reopens from `image` and checks that it kept every promise.
+    fn reopen(&mut self, image: Vec<u8>) -> Result<(), TestCaseError> {
+        let (backend, switch) = PowerCutBackend::from_image(image);
+        let journal = Journal::open_backend(backend, "mem", 1_000_000)
+            .map_err(|e| TestCaseError::fail(format!("reopen failed: {e}")))?;
+        prop_assert_eq!(journal.epoch(), self.epoch, "epoch survives");
+        prop_assert!(
+            journal.acked() <= self.acked,
+            "acked can only go back (a lost deletion), never forward"
+        );
+        prop_assert!(
+            journal.last_seq() >= self.highest_seq_seen,
+            "a committed punch vanished, or a seq would be reused"
+        );
+        self.acked = journal.acked();
+        let expect: Vec<&Punch> = self
+            .committed
+            .iter()
+            .filter(|p| p.seq > self.acked)
+            .collect();
+        let got = journal
+            .read_punches(self.acked + 1, self.highest_seq_seen)
+            .expect("read");
+        prop_assert_eq!(got.len(), expect.len(), "punches after the acked position");
+        for (g, e) in got.iter().zip(expect) {
+            prop_assert_eq!(g, e);
+        }
+        (self.journal, self.switch) = (journal, switch);
+        Ok(())
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Power is cut at any moment while appending and acking; after each cut the journal is
+    /// reopened from what reached the disk. Every punch whose append returned Ok must be there,
+    /// byte for byte, and new seqs must not reuse any seq handed out before.
+    #[test]
+    fn power_cut_keeps_every_committed_punch(ops in proptest::collection::vec(op(), 0..60)) {
+        let mut model = PowerCutModel::new();
+        for op in ops {
+            model.apply(op)?;
+        }
+        // The last cut, keeping nothing unsynced, and the last check.
+        let image = model.switch.cut(0, false);
+        model.reopen(image)?;
     }
 }
 

@@ -31,7 +31,7 @@ pub enum PacketKind {
 }
 
 impl PacketKind {
-    /// The PID byte.
+    /// The packet identifier byte on the wire.
     pub fn pid(self) -> u8 {
         match self {
             PacketKind::Command => 0x01,
@@ -112,7 +112,7 @@ pub fn checksum(pid: u8, len: u16, payload: &[u8]) -> u16 {
 pub enum Decoded {
     /// A whole, checked packet occupying the first `len` bytes of the buffer.
     Packet {
-        /// The packet.
+        /// The packet, checksum verified.
         packet: Packet,
         /// Bytes it occupied.
         len: usize,

@@ -34,7 +34,7 @@ pub enum Ef01Error {
     /// The module answered with a failure code.
     #[error("{command}: module answered {code}")]
     Module {
-        /// The instruction.
+        /// Name of the instruction the module failed (e.g. `Search`).
         command: &'static str,
         /// Its confirmation code.
         code: Confirm,
@@ -42,7 +42,7 @@ pub enum Ef01Error {
     /// The module answered something that does not fit the instruction.
     #[error("{command}: unexpected reply: {reason}")]
     Protocol {
-        /// The instruction.
+        /// Name of the instruction whose reply did not fit (e.g. `Search`).
         command: &'static str,
         /// What was wrong.
         reason: String,
@@ -74,7 +74,8 @@ pub enum Identify {
     NoFinger,
     /// The finger matched this slot.
     Match {
-        /// Library slot.
+        /// The matching template's slot in the module's library (the roster maps slots to
+        /// students).
         slot: u16,
         /// Match score.
         score: u16,

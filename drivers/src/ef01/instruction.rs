@@ -346,7 +346,7 @@ impl SystemParameters {
         32 << self.packet_size_code.min(3)
     }
 
-    /// Baud rate.
+    /// The UART speed in bit/s: 9600 times the baud multiplier.
     pub fn baud(&self) -> u32 {
         9600 * u32::from(self.baud_multiplier)
     }

@@ -7,7 +7,7 @@
 //! ```
 //! The preamble and postamble are optional on the wire; parsing keys on the `00 FF` start code.
 
-/// The ACK frame.
+/// The ACK frame the chip sends before every answer: it heard the command.
 pub const ACK: [u8; 6] = [0x00, 0x00, 0xFF, 0x00, 0xFF, 0x00];
 /// The NACK frame (asks the other side to send its last frame again).
 pub const NACK: [u8; 6] = [0x00, 0x00, 0xFF, 0xFF, 0x00, 0x00];
@@ -18,7 +18,7 @@ pub const TFI_CHIP: u8 = 0xD5;
 /// Frame identifier of the application-level error frame.
 pub const TFI_ERROR: u8 = 0x7F;
 
-/// A checked frame.
+/// A frame whose length and data checksums are right.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
     /// `00 00 FF 00 FF 00`.
@@ -68,9 +68,9 @@ impl Frame {
 pub enum Decoded {
     /// A frame occupying the first `len` bytes (leading zeros included).
     Frame {
-        /// The frame.
+        /// The frame, checksums verified.
         frame: Frame,
-        /// Bytes consumed.
+        /// Bytes to drop from the front of the buffer, leading zeros included.
         len: usize,
     },
     /// A frame has started; at least this many more bytes are needed.

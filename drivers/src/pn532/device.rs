@@ -59,7 +59,7 @@ pub enum Pn532Error {
          that the board's mode switches select HSU (UART), and 115200 baud"
     )]
     Timeout {
-        /// Command code.
+        /// The command byte that went unanswered (e.g. `0x4A` InListPassiveTarget).
         command: u8,
         /// How many times it was sent.
         attempts: u32,
@@ -67,7 +67,7 @@ pub enum Pn532Error {
     /// The chip answered with the error frame or something unexpected.
     #[error("command {command:#04x}: {reason}")]
     Protocol {
-        /// Command code.
+        /// The command byte whose answer was wrong.
         command: u8,
         /// What was wrong.
         reason: String,
@@ -79,9 +79,9 @@ pub enum Pn532Error {
 pub struct Firmware {
     /// IC (0x32 for a PN532).
     pub ic: u8,
-    /// Version.
+    /// Firmware version (1 for the PN532 v1.6).
     pub version: u8,
-    /// Revision.
+    /// Firmware revision (6 for the PN532 v1.6).
     pub revision: u8,
     /// Supported protocols bit field.
     pub support: u8,
@@ -190,7 +190,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Pn532<T> {
             .map(drop)
     }
 
-    /// GetFirmwareVersion.
+    /// Asks the chip who it is (GetFirmwareVersion, 0x02): the first sign of a wired,
+    /// powered chip in HSU mode.
     pub async fn firmware_version(&mut self) -> Result<Firmware, Pn532Error> {
         match self.command(&[0x02], self.timeout).await?[..] {
             [_, ic, version, revision, support, ..] => Ok(Firmware {

@@ -22,7 +22,8 @@ pub enum Fault {
     Garbage,
 }
 
-/// The simulated chip.
+/// A PN532 in HSU (UART) mode at byte level: answers commands with the frames the
+/// real chip sends, holds at most one card in its field, and injects faults on request.
 #[derive(Debug, Default)]
 pub struct Pn532Sim {
     input: Vec<u8>,

@@ -17,13 +17,14 @@ pub struct WriterSettings {
     pub node: String,
     /// Campus time zone.
     pub tz: chrono_tz::Tz,
-    /// Session clock.
+    /// How the campus stores session times: CampsHub360's wall clock as UTC, or true instants.
     pub clock: SessionClock,
     /// Grace when not configured in `attendance_configuration`.
     pub default_grace_minutes: i64,
     /// Early arrival window.
     pub early_arrival_minutes: i64,
-    /// Future-skew limit.
+    /// Seconds a capture time may be ahead of the centre's clock; further ahead, the punch is
+    /// held unless a heartbeat of its boot corrects it.
     pub max_future_skew_s: i64,
     /// Devices whose simulated punches count (`[attendance] demo_devices`).
     pub demo_devices: HashSet<String>,
@@ -32,13 +33,13 @@ pub struct WriterSettings {
 /// Punches of one commit refused for one reason, as the device's ack reports them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefusalOut {
-    /// The reason.
+    /// Why the centre did not count them.
     pub reason: Reason,
     /// Lowest refused seq.
     pub first_seq: u64,
     /// Highest refused seq.
     pub last_seq: u64,
-    /// How many.
+    /// How many punches between `first_seq` and `last_seq` were refused for this reason.
     pub count: u64,
 }
 
@@ -47,9 +48,9 @@ pub struct RefusalOut {
 pub struct AckOut {
     /// Site (topic level).
     pub site: String,
-    /// Device.
+    /// The device acked: the topic's device level and the ack's `device_id`.
     pub device_id: String,
-    /// Epoch.
+    /// The journal epoch the seqs belong to; the device ignores an ack for another epoch.
     pub epoch: u64,
     /// Highest contiguous seq committed.
     pub up_to_seq: u64,
@@ -83,7 +84,7 @@ pub struct BatchReport {
 /// One punch with its message and device (`None`: not registered).
 #[derive(Debug, Clone, Copy)]
 pub struct Item<'a> {
-    /// Its message.
+    /// The batch it came in (device, epoch, site).
     pub batch: &'a BatchIn,
     /// The punch.
     pub punch: &'a PunchIn,
@@ -92,7 +93,7 @@ pub struct Item<'a> {
 }
 
 impl Item<'_> {
-    /// The ledger key.
+    /// The ledger key, `(device_id, epoch, seq)`: what makes a re-sent punch a duplicate.
     pub fn key(&self) -> (&str, u64, u64) {
         (
             self.batch.device_id.as_str(),

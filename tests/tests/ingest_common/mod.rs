@@ -30,6 +30,18 @@ pub fn real_schema_file() -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
+/// Skips `what` for want of the real schema file (a failure under CI).
+pub fn skip_real_schema(what: &str) {
+    let expected = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/reference/campshub360-schema.sql");
+    rollcall_tests::skip(
+        what,
+        &format!("{} is missing", expected.display()),
+        "Put CampsHub360's schema there (pg_dump --schema-only of a CampsHub360 database, \
+         as shipped in the shared reference folder next to the workspace)",
+    );
+}
+
 pub struct Db {
     pub pg: Postgres,
     pub url: String,
@@ -44,18 +56,24 @@ pub async fn connect(url: &str) -> Client {
     c
 }
 
-/// A server with one database in `schema` mode, migrated. `None` (with a message) when the
-/// real schema file is absent.
+/// A server with one database in `schema` mode, migrated. `None` when the real schema file is
+/// absent: the test is skipped, which fails it under CI ([`skip_real_schema`]).
 pub async fn db(schema: Schema) -> Option<Db> {
-    let pg = Postgres::start().expect("start postgres");
-    let url = pg.create_database("campus").expect("create db");
-    let mode = match schema {
-        Schema::Standalone => SchemaMode::Standalone,
+    let real = match schema {
+        Schema::Standalone => None,
         Schema::Real => {
             let Some(f) = real_schema_file() else {
-                println!("SKIPPED: ../shared/reference/campshub360-schema.sql not present");
+                skip_real_schema("this test on the real CampsHub360 schema");
                 return None;
             };
+            Some(f)
+        }
+    };
+    let pg = Postgres::start().expect("start postgres");
+    let url = pg.create_database("campus").expect("create db");
+    let mode = match real {
+        None => SchemaMode::Standalone,
+        Some(f) => {
             pg.psql_file("campus", &f).expect("load real schema");
             SchemaMode::Existing
         }
@@ -281,23 +299,12 @@ pub fn ist(hms: &str) -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
+/// The fixture punch `seq` of `subject`, captured at `at`.
 pub fn punch(seq: u64, at: DateTime<Utc>, subject: v1::Subject) -> v1::Punch {
     v1::Punch {
-        seq,
-        event_id: Uuid::now_v7(),
         captured_at_ms: at.timestamp_millis(),
-        clock: v1::ClockState {
-            ntp_synced: true,
-            offset_ms: None,
-            boot_id: Uuid::nil(),
-            monotonic_ms: seq * 1000,
-        },
-        reader_id: "door".into(),
-        reader_kind: "r503".into(),
-        credential: v1::CredentialKind::Fingerprint,
         subject,
-        score: Some(120),
-        flags: 0,
+        ..rollcall_tests::fixtures::punch(seq)
     }
 }
 
@@ -402,28 +409,6 @@ macro_rules! both_schemas {
 pub mod device;
 pub mod service;
 
-/// The rollcall-ingest binary, built (or found up to date) by cargo.
-pub fn ingest_binary() -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-    let bin = profile_dir.join("rollcall-ingest");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = std::process::Command::new(cargo);
-    cmd.args([
-        "build",
-        "-q",
-        "-p",
-        "rollcall-ingest",
-        "--bin",
-        "rollcall-ingest",
-    ]);
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        cmd.arg("--release");
-    }
-    let status = cmd
-        .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap())
-        .status()
-        .unwrap();
-    assert!(status.success(), "building rollcall-ingest");
-    bin
-}
+/// For the test files that import it from here (the hostile suite).
+#[allow(unused_imports)]
+pub use rollcall_tests::binaries::ingest as ingest_binary;
