@@ -6,7 +6,8 @@ scripts/install-deps.sh
 echo "## Machine"
 echo
 echo "- CPU: $(lscpu | sed -n 's/^Model name: *//p') ($(nproc) cores), memory $(free -g | awk '/Mem:/ {print $2}') GiB"
-echo "- Disk under target/: $(df -h target 2>/dev/null | awk 'NR==2 {print $1, $2}')"
+target_dir="${CARGO_TARGET_DIR:-target}"   # where cargo builds and the benchmarks write
+echo "- Disk under $target_dir/: $(df -h "$target_dir" 2>/dev/null | awk 'NR==2 {print $1, $2}')"
 echo
 echo "## Edge (rollcalld)"
 echo

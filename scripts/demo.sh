@@ -13,15 +13,19 @@
 # the centre's ack (sent after COMMIT) comes back; every 5 s (DEMO_SUMMARY_EVERY) a `db:` line
 # shows what PostgreSQL holds. Stop with Ctrl-C. Try, from another terminal, while it runs:
 #   target/debug/rollcalld tap --socket <dir>/state/control.sock card door-card 0000000005
+# (target/ is cargo's target directory: $CARGO_TARGET_DIR when set; the demo prints the path.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The binaries are where cargo builds them: CARGO_TARGET_DIR (relative to this directory, as
+# cargo reads it) or target/.
+bin="${CARGO_TARGET_DIR:-target}/debug"
 
 edge_only=false
 for arg in "$@"; do
   case "$arg" in
     --edge-only) edge_only=true ;;
     -h | --help)
-      sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)
@@ -99,10 +103,10 @@ demo_devices = ["demo-gateway"]   # its readers are simulated: count their punch
 [jobs]
 enabled = false              # no timetable in the demo: the seed opens the class itself
 EOF
-  target/debug/rollcall-ingest -c "$dir/ingest.toml" migrate >/dev/null
+  "$bin/rollcall-ingest" migrate -c "$dir/ingest.toml" >/dev/null
   "${psql[@]}" -d campus -f scripts/demo-seed.sql
   echo "demo: seeded device demo-gateway (room DEMO-101), students DEMO001..DEMO040, a class open now"
-  RUST_LOG=${INGEST_LOG:-info} target/debug/rollcall-ingest -c "$dir/ingest.toml" run \
+  ROLLCALL_LOG=${INGEST_LOG:-info} "$bin/rollcall-ingest" run -c "$dir/ingest.toml" \
     >"$dir/ingest.log" 2>&1 &
   pids+=($!)
   # A punch published before ingest's subscription is in place has no subscriber and is dropped
@@ -132,6 +136,6 @@ fi
 
 # --- the gateway --------------------------------------------------------------------------------
 echo "demo: state in $dir/state"
-echo "demo: tap by hand with: target/debug/rollcalld tap --socket $dir/state/control.sock card door-card 0000000005"
-ROLLCALL_LOG=${ROLLCALL_LOG:-info,rumqttc=warn} target/debug/rollcalld run --simulate \
+echo "demo: tap by hand with: $bin/rollcalld tap --socket $dir/state/control.sock card door-card 0000000005"
+ROLLCALL_LOG=${ROLLCALL_LOG:-info,rumqttc=warn} "$bin/rollcalld" run --simulate \
   --state-dir "$dir/state" --broker-port "$port" --demo-every "${DEMO_EVERY:-1s}"

@@ -139,7 +139,13 @@ pub enum CredentialKind {
 /// Who the device decided punched.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Encode, Decode)]
 pub enum Subject {
-    /// A student on the room's roster (CampsHub360 `students_student.id`, as text).
+    /// A student on the room's roster, named the way the roster names them. The one rule, for
+    /// roster files, this message and the centre alike: the text is either the student's
+    /// CampsHub360 `students_student.id` (a UUID, hyphenated, lower or upper case:
+    /// `0191f7a2-5c4e-7d3a-9b1c-2f3e4d5a6b7c`) or their `students_student.roll_number`
+    /// (unique, at most 20 characters, so never mistaken for an id: `2024CS001`). The centre
+    /// resolves both to the same student; text that names no student is stored as an unknown
+    /// credential. It must pass [`valid_subject`].
     #[n(0)]
     Student(#[n(0)] String),
     /// A card not on the roster: a keyed hash (BLAKE3, device-held key) of its UID, so the UID
