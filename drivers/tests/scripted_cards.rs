@@ -109,3 +109,95 @@ async fn rdm6300_datasheet_frame_repeated_is_one_tap() {
         "repeats collapsed, then end of input"
     );
 }
+
+// RFConfiguration MaxRetries 02: D4 32 05 FF 01 02, LEN 6, LCS FA, DCS F3.
+const MAX_RETRIES_2: &[u8] = &[
+    0x00, 0x00, 0xFF, 0x06, 0xFA, 0xD4, 0x32, 0x05, 0xFF, 0x01, 0x02, 0xF3, 0x00,
+];
+// D5 33: LEN 2, LCS FE, DCS F8.
+const MAX_RETRIES_REPLY: &[u8] = &[0x00, 0x00, 0xFF, 0x02, 0xFE, 0xD5, 0x33, 0xF8, 0x00];
+// D5 4B | 1 target | Tg 1 | SENS_RES 00 04 | SEL_RES 08 | len 4 | DE AD BE EF: LEN 0C, LCS F4,
+// DCS 96.
+const TARGET_DEADBEEF: &[u8] = &[
+    0x00, 0x00, 0xFF, 0x0C, 0xF4, 0xD5, 0x4B, 0x01, 0x01, 0x00, 0x04, 0x08, 0x04, 0xDE, 0xAD, 0xBE,
+    0xEF, 0x96, 0x00,
+];
+
+#[tokio::test(start_paused = true)]
+async fn pn532_that_power_cycled_is_woken_before_the_retry() {
+    // The chip browned out after MaxRetries was set: it sleeps and does not even ACK the poll.
+    // The driver sends the wake-up preamble, SAMConfiguration and MaxRetries again, then the
+    // poll, within one call: one timeout, no reader-down cycle.
+    let start = tokio::time::Instant::now();
+    let mock = Builder::new()
+        .write(MAX_RETRIES_2)
+        .read(ACK)
+        .read(MAX_RETRIES_REPLY)
+        .write(IN_LIST_PASSIVE_TARGET)
+        .wait(Duration::from_secs(1))
+        .write(WAKE)
+        .write(SAM_CONFIGURATION)
+        .read(ACK)
+        .read(SAM_REPLY)
+        .write(MAX_RETRIES_2)
+        .read(ACK)
+        .read(MAX_RETRIES_REPLY)
+        .write(IN_LIST_PASSIVE_TARGET)
+        .read(ACK)
+        .read(TARGET_DEADBEEF)
+        .build();
+    let mut dev = Pn532::new(mock);
+    dev.set_passive_retries(2).await.unwrap();
+    let target = dev.poll(Duration::from_millis(500)).await.unwrap().unwrap();
+    assert_eq!(target.uid, [0xDE, 0xAD, 0xBE, 0xEF]);
+    assert!(
+        start.elapsed() < Duration::from_millis(1_100),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn pn532_error_frame_is_an_error_not_a_retry() {
+    // An unknown command 01: D4 01, LEN 2, LCS FE, DCS -(D4+01) = 2B. The chip ACKs it, then
+    // answers the error frame 00 00 FF 01 FF 7F 81 00.
+    let mock = Builder::new()
+        .write(&[0x00, 0x00, 0xFF, 0x02, 0xFE, 0xD4, 0x01, 0x2B, 0x00])
+        .read(ACK)
+        .read(&[0x00, 0x00, 0xFF, 0x01, 0xFF, 0x7F, 0x81, 0x00])
+        .build();
+    let err = Pn532::new(mock)
+        .command(&[0x01], Duration::from_millis(500))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("error frame"), "{err}");
+}
+
+#[tokio::test]
+async fn pn532_extended_frames_both_ways() {
+    // Diagnose line test (00 00) with 258 bytes A5: TFI + 260 = 261 = 01 05, LCS -(01+05) = FA;
+    // 258 x A5 = 0xA64A, so DCS = -(D4+00+00+4A) = E2. The echo D5 01 00 + the same bytes:
+    // same lengths, DCS -(D5+01+00+4A) = E0.
+    let payload = vec![0xA5; 258];
+    let mut request = vec![
+        0x00, 0x00, 0xFF, 0xFF, 0xFF, 0x01, 0x05, 0xFA, 0xD4, 0x00, 0x00,
+    ];
+    request.extend_from_slice(&payload);
+    request.extend_from_slice(&[0xE2, 0x00]);
+    let mut reply = vec![
+        0x00, 0x00, 0xFF, 0xFF, 0xFF, 0x01, 0x05, 0xFA, 0xD5, 0x01, 0x00,
+    ];
+    reply.extend_from_slice(&payload);
+    reply.extend_from_slice(&[0xE0, 0x00]);
+    let mock = Builder::new()
+        .write(&request)
+        .read(ACK)
+        .read(&reply)
+        .build();
+    let command = [&[0x00, 0x00][..], &payload].concat();
+    let got = Pn532::new(mock)
+        .command(&command, Duration::from_millis(500))
+        .await
+        .unwrap();
+    assert_eq!(got, [&[0x01, 0x00][..], &payload].concat());
+}

@@ -1,9 +1,12 @@
 //! PN532 HSU frames, pure.
 //!
 //! ```text
-//! normal:  00 | 00 FF | LEN | LCS | TFI | data... | DCS | 00
-//!          LEN counts TFI + data; LCS = -LEN; DCS = -(TFI + data)   (mod 256)
-//! ACK:     00 00 FF 00 FF 00          NACK: 00 00 FF FF 00 00
+//! normal:   00 | 00 FF | LEN | LCS | TFI | data... | DCS | 00
+//!           LEN counts TFI + data; LCS = -LEN; DCS = -(TFI + data)   (mod 256)
+//! extended: 00 | 00 FF | FF FF | LENM LENL | LCS | TFI | data... | DCS | 00
+//!           for more than 254 data bytes; LCS = -(LENM + LENL)
+//! ACK:      00 00 FF 00 FF 00          NACK: 00 00 FF FF 00 00
+//! error:    00 00 FF 01 FF 7F 81 00    (the chip's answer to a command it does not support)
 //! ```
 //! The preamble and postamble are optional on the wire; parsing keys on the `00 FF` start code.
 
@@ -17,6 +20,11 @@ pub const TFI_HOST: u8 = 0xD4;
 pub const TFI_CHIP: u8 = 0xD5;
 /// Frame identifier of the application-level error frame.
 pub const TFI_ERROR: u8 = 0x7F;
+/// The error frame: what the chip answers (after its ACK) to a command it does not support or
+/// whose parameters make no sense.
+pub const ERROR_FRAME: [u8; 8] = [0x00, 0x00, 0xFF, 0x01, 0xFF, 0x7F, 0x81, 0x00];
+/// Most bytes after the TFI in one frame: the PN532's 265-byte frame buffer holds TFI + 264.
+pub const MAX_DATA: usize = 264;
 
 /// A frame whose length and data checksums are right.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,17 +51,30 @@ impl Frame {
         }
     }
 
-    /// The frame's bytes, with preamble and postamble. Data longer than 254 bytes does not fit
-    /// a normal frame and is truncated.
+    /// The frame's bytes, with preamble and postamble: a normal frame up to 254 data bytes, an
+    /// extended one beyond. Data beyond [`MAX_DATA`] bytes does not fit the chip and is cut.
     pub fn encode(&self) -> Vec<u8> {
         match self {
             Frame::Ack => ACK.to_vec(),
             Frame::Nack => NACK.to_vec(),
             Frame::Info { tfi, data } => {
-                let data = &data[..data.len().min(254)];
-                let len = (data.len() + 1) as u8;
+                let data = &data[..data.len().min(MAX_DATA)];
                 let sum = data.iter().fold(*tfi, |s, b| s.wrapping_add(*b));
-                let mut out = vec![0x00, 0x00, 0xFF, len, len.wrapping_neg(), *tfi];
+                let mut out = vec![0x00, 0x00, 0xFF];
+                match u8::try_from(data.len() + 1) {
+                    Ok(len) if len < 0xFF => out.extend_from_slice(&[len, len.wrapping_neg()]),
+                    _ => {
+                        let [m, l] = ((data.len() + 1) as u16).to_be_bytes();
+                        out.extend_from_slice(&[
+                            0xFF,
+                            0xFF,
+                            m,
+                            l,
+                            m.wrapping_add(l).wrapping_neg(),
+                        ]);
+                    }
+                }
+                out.push(*tfi);
                 out.extend_from_slice(data);
                 out.push(sum.wrapping_neg());
                 out.push(0x00);
@@ -89,9 +110,9 @@ pub enum FrameError {
     /// TFI + data + DCS is not 0 mod 256.
     #[error("bad data checksum")]
     BadDataChecksum,
-    /// Extended frames (LEN = FF FF with a 2-byte length) are not used by this driver.
-    #[error("extended frame not supported")]
-    Extended,
+    /// An extended frame longer than the chip's buffer.
+    #[error("extended frame of {0} bytes: longer than the PN532's 265-byte buffer")]
+    TooLong(u16),
 }
 
 impl FrameError {
@@ -135,13 +156,40 @@ pub fn parse(buf: &[u8]) -> Result<Decoded, FrameError> {
                 len: with_postamble(header),
             });
         }
-        (0xFF, 0xFF) => return Err(FrameError::Extended),
+        (0xFF, 0xFF) => return parse_extended(buf, start),
         _ => {}
     }
     if len.wrapping_add(lcs) != 0 || len == 0 {
         return Err(FrameError::BadLengthChecksum);
     }
-    let end = header + usize::from(len) + 1;
+    info(buf, header, usize::from(len))
+}
+
+/// An extended frame: `00 FF FF FF LENM LENL LCS TFI data DCS`, `start` at its `00 FF`.
+fn parse_extended(buf: &[u8], start: usize) -> Result<Decoded, FrameError> {
+    let header = start + 7;
+    let (Some(&m), Some(&l), Some(&lcs)) =
+        (buf.get(start + 4), buf.get(start + 5), buf.get(start + 6))
+    else {
+        return Ok(Decoded::NeedMore(header - buf.len()));
+    };
+    if m.wrapping_add(l).wrapping_add(lcs) != 0 {
+        return Err(FrameError::BadLengthChecksum);
+    }
+    let len = u16::from_be_bytes([m, l]);
+    if len == 0 {
+        return Err(FrameError::BadLengthChecksum);
+    }
+    if usize::from(len) > MAX_DATA + 1 {
+        return Err(FrameError::TooLong(len));
+    }
+    info(buf, header, usize::from(len))
+}
+
+/// The TFI, data and DCS of an information frame whose `len` bytes start at `header`.
+fn info(buf: &[u8], header: usize, len: usize) -> Result<Decoded, FrameError> {
+    let with_postamble = |n: usize| n + usize::from(buf.get(n) == Some(&0x00));
+    let end = header + len + 1;
     if buf.len() < end {
         return Ok(Decoded::NeedMore(end - buf.len()));
     }
@@ -267,6 +315,69 @@ mod tests {
             Err(FrameError::Garbage(2))
         );
         assert_eq!(parse(&[0x55, 0x12]), Err(FrameError::Garbage(2)));
+    }
+
+    #[test]
+    fn parses_the_error_frame() {
+        assert_eq!(
+            frame(&[0x00, 0x00, 0xFF, 0x01, 0xFF, 0x7F, 0x81, 0x00]),
+            Frame::Info {
+                tfi: 0x7F,
+                data: vec![]
+            }
+        );
+        assert_eq!(
+            Frame::Info {
+                tfi: TFI_ERROR,
+                data: vec![]
+            }
+            .encode(),
+            ERROR_FRAME
+        );
+    }
+
+    #[test]
+    fn parses_extended_frames() {
+        // D5 01 00 as an extended frame: LENM 00, LENL 03, LCS -(00+03) = FD,
+        // DCS -(D5+01+00) = -D6 = 2A.
+        let small = [
+            0x00, 0x00, 0xFF, 0xFF, 0xFF, 0x00, 0x03, 0xFD, 0xD5, 0x01, 0x00, 0x2A, 0x00,
+        ];
+        assert_eq!(
+            frame(&small),
+            Frame::Info {
+                tfi: 0xD5,
+                data: vec![0x01, 0x00]
+            }
+        );
+        for cut in 1..small.len() - 1 {
+            assert!(
+                matches!(parse(&small[..cut]), Ok(Decoded::NeedMore(_))),
+                "{cut} bytes"
+            );
+        }
+        let mut bad = small;
+        bad[7] = 0xFE;
+        assert_eq!(parse(&bad), Err(FrameError::BadLengthChecksum));
+        // 259 data bytes + TFI = 260 = 01 04: LCS -(01+04) = FB.
+        let data = vec![0xA5; 259];
+        let bytes = Frame::Info {
+            tfi: 0xD4,
+            data: data.clone(),
+        }
+        .encode();
+        assert_eq!(bytes[..8], [0x00, 0x00, 0xFF, 0xFF, 0xFF, 0x01, 0x04, 0xFB]);
+        assert_eq!(bytes.len(), 8 + 260 + 2);
+        assert_eq!(frame(&bytes), Frame::Info { tfi: 0xD4, data });
+        // Up to 253 data bytes go in a normal frame; from 254 (LEN would be FF) the encoder
+        // switches to an extended one.
+        assert_eq!(Frame::command(&[0; 253]).encode()[3], 0xFE);
+        assert_eq!(Frame::command(&[0; 254]).encode()[3..5], [0xFF, 0xFF]);
+        // Longer than the chip's buffer: refused, not waited for.
+        assert_eq!(
+            parse(&[0x00, 0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0x00, 0x01]),
+            Err(FrameError::TooLong(0xFF00))
+        );
     }
 
     #[test]

@@ -9,7 +9,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::{Decoder, Encoder, Framed};
 
 use super::codec::{
-    Decoded, Frame, FrameError, TFI_CHIP, TFI_ERROR, TargetA, parse, parse_list_passive_target,
+    Decoded, Frame, FrameError, MAX_DATA, TFI_CHIP, TFI_ERROR, TargetA, parse,
+    parse_list_passive_target,
 };
 
 /// tokio-util codec over [`parse`]; corrupt frames are items so the stream continues.
@@ -144,7 +145,14 @@ pub struct Pn532<T> {
     timeout: Duration,
     retries: u32,
     corrupt: u64,
+    /// What [`Pn532::set_passive_retries`] set, to set again after the chip power-cycled.
+    passive_retries: Option<u8>,
 }
+
+/// The HSU wake-up: 55 55 and zeros (PN532 user manual, HSU wake-up condition).
+const WAKE_UP: [u8; 16] = [0x55, 0x55, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+/// SAMConfiguration, normal mode, timeout 1 s (0x14 x 50 ms), IRQ used.
+const SAM_CONFIGURATION: [u8; 4] = [0x14, 0x01, 0x14, 0x01];
 
 impl<T: AsyncRead + AsyncWrite + Unpin> Pn532<T> {
     /// Wraps a transport; 1 s timeouts, 2 retries.
@@ -154,6 +162,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Pn532<T> {
             timeout: Duration::from_secs(1),
             retries: 2,
             corrupt: 0,
+            passive_retries: None,
         }
     }
 
@@ -176,16 +185,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Pn532<T> {
 
     /// Wakes the chip from power-down (55 55 and zeros), then SAMConfiguration normal mode.
     pub async fn wake_up(&mut self) -> Result<(), Pn532Error> {
-        let io = self.io.get_mut();
-        io.write_all(&[0x55, 0x55, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
-            .await?;
-        io.flush().await?;
+        self.send_wake_up().await?;
         self.sam_configuration().await
     }
 
     /// SAMConfiguration: normal mode, timeout 1 s (0x14 x 50 ms), IRQ used.
     pub async fn sam_configuration(&mut self) -> Result<(), Pn532Error> {
-        self.command(&[0x14, 0x01, 0x14, 0x01], self.timeout)
+        self.command(&SAM_CONFIGURATION, self.timeout)
             .await
             .map(drop)
     }
@@ -211,8 +217,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Pn532<T> {
     /// (0xFF = forever, the chip's default), so polling returns "no card" instead of blocking.
     pub async fn set_passive_retries(&mut self, retries: u8) -> Result<(), Pn532Error> {
         self.command(&[0x32, 0x05, 0xFF, 0x01, retries], self.timeout)
-            .await
-            .map(drop)
+            .await?;
+        self.passive_retries = Some(retries);
+        Ok(())
     }
 
     /// One InListPassiveTarget for a single 106 kbps type A target. `None` when no card answered
@@ -229,20 +236,37 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Pn532<T> {
     }
 
     /// Sends a command (code and parameters), waits for the ACK then the reply; returns the
-    /// reply's data from its code on.
+    /// reply's data from its code on. A command that is not even ACKed went to a chip that
+    /// may have power-cycled and be asleep: before sending it again the driver wakes the chip
+    /// (HSU wake-up, SAMConfiguration, and the MaxRetries it had set), so a brown-out costs one
+    /// timeout instead of a reader-down cycle.
     pub async fn command(
         &mut self,
         data: &[u8],
         reply_timeout: Duration,
     ) -> Result<Vec<u8>, Pn532Error> {
         let code = data.first().copied().unwrap_or(0);
+        if data.len() > MAX_DATA {
+            return Err(Pn532Error::Protocol {
+                command: code,
+                reason: format!(
+                    "{} bytes do not fit the chip's frame ({MAX_DATA} at most)",
+                    data.len()
+                ),
+            });
+        }
         let attempts = self.retries + 1;
+        let mut asleep = false;
         for attempt in 1..=attempts {
+            if std::mem::take(&mut asleep) {
+                self.rewake(code).await?;
+            }
             self.io.send(Frame::command(data)).await?;
             match self.receive(code, self.timeout).await? {
                 Received::Frame(Frame::Ack) => {}
                 other => {
                     tracing::debug!(command = code, attempt, ?other, "pn532: no ACK, re-sending");
+                    asleep = other == Received::Nothing;
                     self.io.read_buffer_mut().clear();
                     continue;
                 }
@@ -265,7 +289,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Pn532<T> {
                 Received::Frame(Frame::Info { tfi: TFI_ERROR, .. }) => {
                     return Err(Pn532Error::Protocol {
                         command: code,
-                        reason: "chip sent the error frame".into(),
+                        reason: "chip answered the error frame: command not supported by this \
+                                 chip or firmware, or its parameters are wrong"
+                            .into(),
                     });
                 }
                 Received::Nothing | Received::Corrupt => {
@@ -296,6 +322,46 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Pn532<T> {
             command: code,
             attempts,
         })
+    }
+
+    /// The HSU wake-up preamble.
+    async fn send_wake_up(&mut self) -> Result<(), Pn532Error> {
+        let io = self.io.get_mut();
+        io.write_all(&WAKE_UP).await?;
+        io.flush().await?;
+        Ok(())
+    }
+
+    /// Wakes a chip that power-cycled and restores its configuration, before `code` is sent
+    /// again. Each step is tried once: the retried command decides whether the chip is back.
+    async fn rewake(&mut self, code: u8) -> Result<(), Pn532Error> {
+        tracing::info!(
+            command = code,
+            "pn532: no ACK; waking the chip (power cycle?)"
+        );
+        self.send_wake_up().await?;
+        if code != SAM_CONFIGURATION[0] {
+            self.once(&SAM_CONFIGURATION).await?;
+            if let Some(n) = self.passive_retries.filter(|_| code != 0x32) {
+                self.once(&[0x32, 0x05, 0xFF, 0x01, n]).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One exchange without retries; whether the chip answered it.
+    async fn once(&mut self, data: &[u8]) -> Result<bool, Pn532Error> {
+        let code = data[0];
+        self.io.send(Frame::command(data)).await?;
+        if self.receive(code, self.timeout).await? != Received::Frame(Frame::Ack) {
+            self.io.read_buffer_mut().clear();
+            return Ok(false);
+        }
+        let answered = matches!(
+            self.receive(code, self.timeout).await?,
+            Received::Frame(Frame::Info { tfi: TFI_CHIP, data }) if data.first() == Some(&code.wrapping_add(1))
+        );
+        Ok(answered)
     }
 
     /// Next frame within `timeout`, skipping garbage.

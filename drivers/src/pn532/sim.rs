@@ -1,11 +1,18 @@
 //! A byte-level PN532 in HSU mode with an ISO14443A field and fault injection.
+//!
+//! Like the chip it answers every frame it reads with an ACK, then with the reply; a command it
+//! does not implement gets the error frame `00 00 FF 01 FF 7F 81 00`. Frames longer than 254
+//! data bytes travel as extended frames both ways (Diagnose's line test echoes any length up to
+//! the chip's buffer). After [`Pn532Sim::power_cycle`] it sleeps and ignores every frame until
+//! the host sends the HSU wake-up (`55 55 00 ...`), and searches for cards only once
+//! SAMConfiguration has been sent again.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
-use super::codec::{Decoded, Frame, TFI_CHIP, TFI_HOST, parse};
+use super::codec::{Decoded, Frame, TFI_CHIP, TFI_ERROR, TFI_HOST, parse};
 
 /// A fault applied to the chip's next answer to a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +41,7 @@ pub struct Pn532Sim {
     faults: std::collections::VecDeque<Fault>,
     commands: Vec<u8>,
     last_reply: Vec<u8>,
+    asleep: bool,
 }
 
 impl Pn532Sim {
@@ -58,6 +66,21 @@ impl Pn532Sim {
         self.empty_polls
     }
 
+    /// Power off and on: the chip sleeps until the HSU wake-up, forgets SAMConfiguration and
+    /// RFConfiguration, and drops what it was reading. A card in the field stays there.
+    pub fn power_cycle(&mut self) {
+        self.asleep = true;
+        self.configured = false;
+        self.passive_retries = None;
+        self.input.clear();
+        self.last_reply.clear();
+    }
+
+    /// Whether the chip sleeps (waiting for the wake-up preamble).
+    pub fn is_asleep(&self) -> bool {
+        self.asleep
+    }
+
     /// Queues a fault for the next command.
     pub fn inject(&mut self, fault: Fault) {
         self.faults.push_back(fault);
@@ -72,6 +95,19 @@ impl Pn532Sim {
     pub fn receive(&mut self, bytes: &[u8]) -> Vec<u8> {
         self.input.extend_from_slice(bytes);
         let mut out = Vec::new();
+        if self.asleep {
+            // Only the wake-up's 0x55 rouses it; frames before it are lost.
+            match self.input.iter().position(|&b| b == 0x55) {
+                Some(i) => {
+                    self.asleep = false;
+                    self.input.drain(..i);
+                }
+                None => {
+                    self.input.clear();
+                    return out;
+                }
+            }
+        }
         loop {
             match parse(&self.input) {
                 Ok(Decoded::NeedMore(_)) => break,
@@ -107,18 +143,20 @@ impl Pn532Sim {
             out.extend_from_slice(&[0x13, 0x37, 0xFF]);
         }
         out.extend_from_slice(&Frame::Ack.encode());
-        let reply: Option<Vec<u8>> = match (code, &data[1..]) {
-            (0x02, _) => Some(vec![0x03, 0x32, 0x01, 0x06, 0x07]),
+        let reply: Option<Frame> = match (code, &data[1..]) {
+            // Diagnose, communication line test: the parameters come back as they went.
+            (0x00, [0x00, ..]) => Some(chip_frame([&[0x01][..], &data[1..]].concat())),
+            (0x02, _) => Some(chip_frame(vec![0x03, 0x32, 0x01, 0x06, 0x07])),
             (0x14, _) => {
                 self.configured = true;
-                Some(vec![0x15])
+                Some(chip_frame(vec![0x15]))
             }
             (0x32, [0x05, _, _, n, ..]) => {
                 self.passive_retries = Some(*n);
-                Some(vec![0x33])
+                Some(chip_frame(vec![0x33]))
             }
-            (0x32, _) => Some(vec![0x33]),
-            (0x4A, _) if !self.configured => None, // not woken up: real chips stay silent
+            (0x32, _) => Some(chip_frame(vec![0x33])),
+            (0x4A, _) if !self.configured => None, // not configured: real chips stay silent
             (0x4A, _) => match self.card.take() {
                 Some((uid, polls)) => {
                     let (sens, sel) = if uid.len() == 4 {
@@ -131,28 +169,28 @@ impl Pn532Sim {
                     if polls > 1 {
                         self.card = Some((uid, polls - 1));
                     }
-                    Some(r)
+                    Some(chip_frame(r))
                 }
                 None => {
                     self.empty_polls += 1;
                     // With infinite retries the chip keeps searching and says nothing.
                     self.passive_retries
                         .filter(|&n| n != 0xFF)
-                        .map(|_| vec![0x4B, 0x00])
+                        .map(|_| chip_frame(vec![0x4B, 0x00]))
                 }
             },
-            (0x52, _) => Some(vec![0x53, 0x00]),
-            _ => Some(vec![code.wrapping_add(1)]),
+            (0x52, _) => Some(chip_frame(vec![0x53, 0x00])),
+            // Anything else (an unknown code, or one this simulator does not model).
+            _ => Some(Frame::Info {
+                tfi: TFI_ERROR,
+                data: vec![],
+            }),
         };
         let Some(reply) = reply else { return };
         if fault == Some(Fault::NoReply) {
             return;
         }
-        let mut bytes = Frame::Info {
-            tfi: TFI_CHIP,
-            data: reply,
-        }
-        .encode();
+        let mut bytes = reply.encode();
         self.last_reply = bytes.clone();
         match fault {
             Some(Fault::BadChecksum) => {
@@ -163,6 +201,13 @@ impl Pn532Sim {
             _ => {}
         }
         out.extend_from_slice(&bytes);
+    }
+}
+
+fn chip_frame(data: Vec<u8>) -> Frame {
+    Frame::Info {
+        tfi: TFI_CHIP,
+        data,
     }
 }
 
