@@ -9,7 +9,7 @@ use thiserror::Error;
 
 /// Cylinders whose minutiae differ in direction by more than this (a quarter turn, in 1/256
 /// turns) never match.
-pub(crate) const MAX_DIRECTION_DIFF: u8 = 48;
+pub(crate) const MAX_DIRECTION_DIFF: u8 = 40;
 
 /// Pixels per centimetre at 500 dpi, the scale all descriptor parameters are written for.
 const REFERENCE_RESOLUTION: f32 = 197.0;

@@ -50,7 +50,7 @@ fn genuine_pairs_pass_the_threshold_far_more_often_than_impostor_pairs() {
     assert_eq!((genuine, impostor), (112, 128));
     let genuine_rate = genuine_pass as f64 / genuine as f64;
     let impostor_rate = impostor_pass as f64 / impostor as f64;
-    // Measured on this sample: 88 % of genuine pairs pass, no impostor pair does.
+    // Measured on this sample: 92 % of genuine pairs pass, no impostor pair does.
     assert!(genuine_rate >= 0.7, "genuine pairs passing: {genuine_rate}");
     assert!(
         impostor_rate <= 0.03,
