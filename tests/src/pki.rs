@@ -29,22 +29,27 @@ fn openssl(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A new P-256 private key in `dir/name`.
+fn new_key(dir: &Path, name: &str) -> anyhow::Result<()> {
+    openssl(
+        dir,
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            name,
+        ],
+    )
+}
+
 impl Pki {
     /// Creates `ca.pem` and `server.pem`/`server.key` (for 127.0.0.1) in `dir`.
     pub fn create(dir: &Path) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        openssl(
-            dir,
-            &[
-                "genpkey",
-                "-algorithm",
-                "EC",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-out",
-                "ca.key",
-            ],
-        )?;
+        new_key(dir, "ca.key")?;
         openssl(
             dir,
             &[
@@ -93,18 +98,7 @@ impl Pki {
             format!("{name}.csr"),
             format!("{name}.pem"),
         );
-        openssl(
-            &self.dir,
-            &[
-                "genpkey",
-                "-algorithm",
-                "EC",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-out",
-                &key,
-            ],
-        )?;
+        new_key(&self.dir, &key)?;
         openssl(
             &self.dir,
             &[

@@ -251,7 +251,7 @@ impl Postgres {
                     std::thread::sleep(Duration::from_millis(200));
                     break;
                 }
-                if self.psql_raw("postgres", "SELECT 1").is_ok() {
+                if self.psql("postgres", "SELECT 1").is_ok() {
                     self.child = Some(child);
                     return Ok(());
                 }
@@ -268,19 +268,28 @@ impl Postgres {
         }
     }
 
-    fn psql_raw(&self, db: &str, sql: &str) -> Result<String> {
-        let out = Command::new(self.bindir.join("psql"))
+    /// psql, connected to database `db` as postgres over TCP, reading no ~/.psqlrc.
+    fn psql_command(&self, db: &str) -> Command {
+        let mut cmd = Command::new(self.bindir.join("psql"));
+        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
             .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
                 "-U",
                 "postgres",
                 "-d",
                 db,
-            ])
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+            ]);
+        cmd
+    }
+
+    /// Runs SQL through psql in database `db` and returns its unaligned output.
+    pub fn psql(&self, db: &str, sql: &str) -> Result<String> {
+        let out = self
+            .psql_command(db)
+            .args(["-A", "-t", "-c", sql])
             .env("PGCONNECT_TIMEOUT", "2")
             .output()?;
         if !out.status.success() {
@@ -289,27 +298,9 @@ impl Postgres {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// Runs SQL through psql in database `db` and returns its unaligned output.
-    pub fn psql(&self, db: &str, sql: &str) -> Result<String> {
-        self.psql_raw(db, sql)
-    }
-
     /// Runs an SQL file through psql (ON_ERROR_STOP) in database `db`.
     pub fn psql_file(&self, db: &str, file: &Path) -> Result<()> {
-        let out = Command::new(self.bindir.join("psql"))
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                db,
-            ])
-            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f"])
-            .arg(file)
-            .output()?;
+        let out = self.psql_command(db).arg("-f").arg(file).output()?;
         if !out.status.success() {
             bail!(
                 "psql -f {}: {}",
@@ -322,7 +313,7 @@ impl Postgres {
 
     /// Creates database `name` and returns its connection URL.
     pub fn create_database(&self, name: &str) -> Result<String> {
-        self.psql_raw("postgres", &format!("CREATE DATABASE \"{name}\""))?;
+        self.psql("postgres", &format!("CREATE DATABASE \"{name}\""))?;
         Ok(self.url(name))
     }
 
