@@ -302,9 +302,9 @@ fn main() -> Result<()> {
         .sum();
     let prep = prep_start.seconds();
     println!(
-        "| database               |    EER   | FNMR@FMR1% | FNMR@FMR0 |  rank-1  | reject@0FI | max impostor"
+        "| database               |    EER   | FNMR@FMR1% | FNMR@FMR0 |  rank-1  | reject@0FI | max impostor | FMR@T | FNMR@T"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for (name, prints) in &loaded {
         let result = evaluate(name, prints, &mut comparer);
         row(
