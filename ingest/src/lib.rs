@@ -11,11 +11,13 @@
 //! * [`pg_tls`]: TLS to PostgreSQL (rustls) and the pool built with it.
 //! * [`consumer`]: the MQTT loop, batching, acks.
 //! * [`jobs`]: scheduled jobs, exactly once per occurrence across replicas.
+//! * [`adms`]: ZKTeco PUSH (ADMS / iclock) terminals over HTTP, through the same writer.
 //! * [`metrics`], [`config`].
 //!
 //! Entry point: [`run`].
 #![deny(missing_docs)]
 
+pub mod adms;
 pub mod admit;
 pub mod config;
 pub mod consumer;

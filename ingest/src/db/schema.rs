@@ -24,6 +24,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "refusals as ledger rows, held punches, device enablement, clock anchors, refused devices",
         include_str!("rollcall_v2.sql"),
     ),
+    (
+        3,
+        "ZKTeco PUSH terminals: natural keys and seqs, cursors, commands, alerts",
+        include_str!("rollcall_v3.sql"),
+    ),
 ];
 const MIGRATION_LOCK: i64 = 0x726f_6c6c_6361_6c6c; // "rollcall"
 

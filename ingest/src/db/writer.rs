@@ -68,6 +68,32 @@ pub async fn write_batch(
     now: DateTime<Utc>,
 ) -> Result<BatchReport, DbError> {
     let tx = client.transaction().await?;
+    let (report, lap) = write_in(&tx, msgs, s, now).await?;
+    let mut lap = lap;
+    tx.commit().await?;
+    lap.mark("commit");
+    tracing::debug!(phases = %lap, "batch timings");
+    Ok(report)
+}
+
+/// The phases of [`write_batch`] inside the caller's transaction, which commits (or rolls back)
+/// them together with its own rows: the ZKTeco endpoint assigns a terminal record's ledger seq
+/// and writes its punch in one commit ([`crate::adms`]).
+pub(crate) async fn write_in_tx(
+    tx: &tokio_postgres::Transaction<'_>,
+    msgs: &[Envelope],
+    s: &WriterSettings,
+    now: DateTime<Utc>,
+) -> Result<BatchReport, DbError> {
+    Ok(write_in(tx, msgs, s, now).await?.0)
+}
+
+async fn write_in(
+    tx: &tokio_postgres::Transaction<'_>,
+    msgs: &[Envelope],
+    s: &WriterSettings,
+    now: DateTime<Utc>,
+) -> Result<(BatchReport, Lap), DbError> {
     let mut report = BatchReport::default();
     let mut lap = Lap::new();
 
@@ -81,27 +107,27 @@ pub async fn write_batch(
         .collect();
     ids.sort_unstable();
     ids.dedup();
-    let devices: HashMap<String, DeviceInfo> = devices::rows(&tx, &ids, &s.demo_devices).await?;
+    let devices: HashMap<String, DeviceInfo> = devices::rows(tx, &ids, &s.demo_devices).await?;
     let known: Vec<&str> = devices.keys().map(String::as_str).collect();
     if !known.is_empty() {
-        devices::observe_enablement(&tx, Some(&known), now).await?;
+        devices::observe_enablement(tx, Some(&known), now).await?;
     }
 
     let parts = partition(msgs, |d| devices.contains_key(d));
-    devices::write_dead_letters(&tx, &parts.dead, &s.node, now).await?;
+    devices::write_dead_letters(tx, &parts.dead, &s.node, now).await?;
     report.dead = parts.dead.iter().map(|d| d.reason).collect();
-    devices::write_heartbeats(&tx, &parts.statuses, now).await?;
+    devices::write_heartbeats(tx, &parts.statuses, now).await?;
     report.heartbeats = parts.statuses.len() as u64;
-    devices::note_unregistered(&tx, &parts.unregistered, now).await?;
+    devices::note_unregistered(tx, &parts.unregistered, now).await?;
     report.unregistered = parts.unregistered.len() as u64;
     // Held punches of a boot these heartbeats anchor are decided again (and usually counted).
-    let released = devices::take_held(&tx, &parts.statuses).await?;
+    let released = devices::take_held(tx, &parts.statuses).await?;
     report.released = released.iter().map(|b| b.punches.len() as u64).sum();
     // After the heartbeats, so a punch can be corrected by a heartbeat of the same commit.
     let facts = if known.is_empty() {
         DeviceFacts::default()
     } else {
-        devices::facts(&tx, &known).await?
+        devices::facts(tx, &known).await?
     };
 
     let to_decide: Vec<&BatchIn> = parts.batches.iter().copied().chain(&released).collect();
@@ -109,7 +135,7 @@ pub async fn write_batch(
     report.replayed += repeated;
     if !items.is_empty() {
         lap.mark("prelude");
-        let existing = existing_keys(&tx, &items).await?;
+        let existing = existing_keys(tx, &items).await?;
         lap.mark("existing");
         let before = items.len();
         items.retain(|i| {
@@ -126,7 +152,7 @@ pub async fn write_batch(
     let mut inserted: Vec<bool> = Vec::new();
     if !items.is_empty() {
         let grace =
-            settings::get(&tx, Setting::GracePeriodMinutes, s.default_grace_minutes).await?;
+            settings::get(tx, Setting::GracePeriodMinutes, s.default_grace_minutes).await?;
         let rules = Rules {
             grace: Duration::minutes(grace),
             early: Duration::minutes(s.early_arrival_minutes),
@@ -135,7 +161,7 @@ pub async fn write_batch(
             max_future: Duration::seconds(s.max_future_skew_s),
             now,
         };
-        let lookup = lookup(&tx, &items, &rules, facts).await?;
+        let lookup = lookup(tx, &items, &rules, facts).await?;
         lap.mark("lookup");
         decisions = items
             .iter()
@@ -150,12 +176,12 @@ pub async fn write_batch(
             })
             .collect();
         lap.mark("decide");
-        inserted = insert_ledger(&tx, &items, &decisions, &s.node, now).await?;
+        inserted = insert_ledger(tx, &items, &decisions, &s.node, now).await?;
         lap.mark("ledger");
         report.replayed += (items.len() - inserted.iter().filter(|x| **x).count()) as u64;
-        let duplicates = upsert_attendance(&tx, &items, &decisions, &inserted).await?;
+        let duplicates = upsert_attendance(tx, &items, &decisions, &inserted).await?;
         lap.mark("upsert");
-        mark_duplicates(&tx, &items, &duplicates).await?;
+        mark_duplicates(tx, &items, &duplicates).await?;
         for (i, d) in decisions.iter().enumerate() {
             if inserted[i] {
                 let o = if duplicates.contains(&i) {
@@ -171,7 +197,7 @@ pub async fn write_batch(
         }
     }
 
-    let (mut acks, pending) = advance_cursors(&tx, &parts.batches, now).await?;
+    let (mut acks, pending) = advance_cursors(tx, &parts.batches, now).await?;
     attach_refusals(&mut acks, &items, &decisions, &inserted);
     report.acks = acks;
     // Only registered devices: a metric label per unregistered id would let anyone grow it.
@@ -180,10 +206,8 @@ pub async fn write_batch(
         .filter(|(d, _)| devices.contains_key(d))
         .collect();
     lap.mark("cursors");
-    tx.commit().await?;
-    lap.mark("commit");
-    tracing::debug!(punches = items.len(), phases = %lap, "batch timings");
-    Ok(report)
+    tracing::debug!(punches = items.len(), "batch written");
+    Ok((report, lap))
 }
 
 async fn existing_keys(
