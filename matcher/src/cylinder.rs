@@ -66,8 +66,9 @@ const fn cell_offset(i: usize, j: usize) -> (f32, f32) {
 /// Cells whose centre lies inside the disc.
 const DISC_CELLS: usize = count_disc_cells();
 const BITS: usize = DISC_CELLS * DIRECTION_CELLS;
-/// 64-bit words per cylinder.
-pub const WORDS: usize = BITS.div_ceil(64);
+/// 64-bit words per cylinder, rounded up to an even count so the bit counting vectorises in
+/// pairs of words with no scalar tail.
+pub const WORDS: usize = BITS.div_ceil(128) * 2;
 const MIN_MATCHABLE_BITS: u32 =
     (MIN_MATCHABLE * (SPATIAL_CELLS * SPATIAL_CELLS * DIRECTION_CELLS) as f32) as u32;
 
