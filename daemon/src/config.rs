@@ -602,6 +602,24 @@ mod tests {
     }
 
     #[test]
+    fn reader_timing_keys_are_validated_with_the_rest() {
+        let ok = format!(
+            "{GOOD}\n[[reader]]\nid = \"em\"\nkind = \"rdm6300\"\nport = \"/dev/ttyAMA2\"\nrepeat_window = \"600ms\"\n\
+             [[reader]]\nid = \"gate\"\nkind = \"wiegand\"\nd0_line = 17\nd1_line = 27\nmax_bit_interval = \"20ms\"\n"
+        );
+        Config::parse(&ok).expect("valid timing keys");
+        let bad = format!(
+            "{GOOD}\n[[reader]]\nid = \"em\"\nkind = \"rdm6300\"\nport = \"/dev/ttyAMA2\"\nrepeat_window = \"20s\"\n"
+        );
+        let errs = Config::parse(&bad).expect_err("out of range").0;
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("reader[1].repeat_window: 20s is out of range")),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
     fn the_simulated_config_is_valid() {
         let c = Config::simulated(PathBuf::from("/tmp/rollcall-demo"), 1883);
         c.validate().expect("valid");

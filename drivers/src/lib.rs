@@ -30,6 +30,7 @@
 //! id = "door-em"
 //! kind = "rdm6300"
 //! port = "/dev/ttyAMA2"         # 9600 baud by default
+//! # repeat_window = "1200ms"    # frames of one card closer than this are one tap
 //!
 //! [[reader]]                    # MIFARE / NTAG cards (4- or 7-byte UIDs)
 //! id = "door-nfc"
@@ -42,6 +43,7 @@
 //! chip = "/dev/gpiochip0"       # the default
 //! d0_line = 17
 //! d1_line = 27
+//! # max_bit_interval = "25ms"   # slowest reader's bit spacing; 2x this ends a frame
 //!
 //! [[reader]]                    # any kind above, against its simulator, fed by the Presenter
 //! id = "demo-finger"

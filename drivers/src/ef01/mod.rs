@@ -35,6 +35,16 @@
 //! receives login prompts and the driver sees garbage. The default speed is 57600 baud 8N1
 //! (`baud` in the config if the module was changed; 9600 x N).
 //!
+//! # Timing
+//!
+//! A module ignores commands while it boots and sends one `0x55` byte when it is ready:
+//! readers.md gives about 50 ms for an R503, modules in the field were seen deaf for a few
+//! hundred ms. At every start the driver sends HandShake (`0x40`, answered `0x00`), again 50 ms
+//! after the ready byte (so an answer already on its way is not doubled) or every reply timeout
+//! (1 s), for up to 2 s, and only then VfyPwd. GetEcho (`0x53`, answered `0x55`, what Adafruit's
+//! `check_module` sends) is there too. Replies may take 1 s, 3 s for Search, Store, Empty,
+//! DeletChar and GenImg; a command is sent three times before the reader is reported down.
+//!
 //! # Permissions
 //!
 //! The serial device belongs to group `dialout`: `sudo usermod -aG dialout rollcall`, then
@@ -42,7 +52,8 @@
 //!
 //! # Troubleshooting
 //!
-//! - Health says "no valid reply": check V+ (3.3 V), TX/RX crossed, the baud rate, and that no
+//! - Health says "HandShake: no valid reply": the module did not answer within 2 s of the port
+//!   opening (not booted, not powered, not wired). Check V+ (3.3 V), TX/RX crossed, the baud rate, and that no
 //!   getty or other program holds the port (`sudo fuser /dev/ttyAMA0`).
 //! - Frequent "garbage on the line" at debug level: a mini UART, a long unshielded cable, or the
 //!   console is still on. The driver resynchronises on the next `EF 01` and re-sends.

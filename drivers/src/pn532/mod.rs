@@ -30,6 +30,16 @@
 //! (PN532 user manual, section 7.3.1) so each poll returns; if a chip ignores that, the driver
 //! stops the search with an ACK after its timeout.
 //!
+//! # Timing and recovery
+//!
+//! Every command waits up to 1 s for the chip's ACK and its reply, and is sent three times. A
+//! command that is not even ACKed usually means the chip power-cycled (a brown-out on a shared
+//! 3.3 V rail) and sleeps: before sending it again the driver sends the HSU wake-up,
+//! SAMConfiguration and the MaxRetries it had set, so a power cycle costs about one second, not
+//! a reader-down cycle. A command the chip does not support is answered with the error frame
+//! `00 00 FF 01 FF 7F 81 00`: an error, not a retry. Frames longer than 254 bytes travel as
+//! extended frames (`00 FF FF FF LENM LENL LCS ...`), up to the chip's 264 data bytes.
+//!
 //! # Troubleshooting
 //!
 //! - "no answer": mode switches not on HSU, TX/RX not crossed, wrong baud, or the console is on.

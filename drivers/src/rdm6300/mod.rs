@@ -24,8 +24,20 @@
 //! ports); the serial console must be off on that port (`raspi-config` > Interface > Serial).
 //! The device belongs to group `dialout`: `sudo usermod -aG dialout rollcall`.
 //!
+//! # Timing
+//!
+//! A card held in the field repeats its frame. Modules and the libraries written for them
+//! disagree on the period (readers.md says about 220 ms; host libraries wait 300 ms to several
+//! seconds), so frames of one card less than `repeat_window` apart are one tap. The default,
+//! 1.2 s, gives one tap per presentation for any repeat period up to 500 ms even when a frame is
+//! lost (a 1 s gap); the cost is that the same card taken away and shown again within 1.2 s is
+//! the same tap. Another card is always a new tap. Set `repeat_window = "600ms"` (50 ms to 10 s)
+//! for a module known to repeat fast where quick re-taps matter.
+//!
 //! # Troubleshooting
 //!
+//! - One card punches twice while held: the module repeats slower than half the window; raise
+//!   `repeat_window`.
 //! - No taps at all: check 5 V on the module, the coil connector, the divider, and read the port
 //!   by hand (`stty -F /dev/ttyAMA2 9600 raw; xxd /dev/ttyAMA2`): each tap prints `02 ... 03`.
 //! - Corrupt frames at debug level: a mini UART (`ttyS0`) or a missing common ground.

@@ -27,8 +27,18 @@
 //! "permission denied" in the reader's health means exactly this. "busy" means another
 //! program (or a device-tree overlay) holds the line.
 //!
+//! # Timing
+//!
+//! Pulses count from 10 us to 2 ms (SIA: 20-100 us). Bits come 200 us to 20 ms apart under
+//! SIA's timing (most readers: 1-2 ms); `max_bit_interval` (default 25 ms, from 500 us to 100 ms)
+//! bounds it, and twice that without a bit ends the frame, so a card is reported 50 ms after its
+//! last bit by default. Two cards less than that apart would run together: no person taps that
+//! fast. With the old fixed 5 ms gap a slow reader's frame fell apart into one-bit frames.
+//!
 //! # Troubleshooting
 //!
+//! - "1-bit frame" over and over: the reader sends bits further apart than `max_bit_interval`;
+//!   raise it.
 //! - "N-bit frame": the reader is set to another format (many can be switched to 26 or 34 with
 //!   a DIP switch or a config card), or bits were lost: check the common ground.
 //! - Parity errors: noisy long cable; use twisted pairs and keep the cable away from mains.
