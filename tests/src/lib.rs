@@ -7,6 +7,7 @@
 //! * [`rollcalld`]: runs the real rollcalld binary as a child process.
 //! * [`binaries`]: finds (building if needed) the workspace's binaries.
 //! * [`fixtures`]: one valid punch to start from.
+//! * [`zkteco`]: a ZKTeco PUSH (ADMS) terminal speaking the protocol like firmware.
 //! * [`free_port`] and [`skip`]: a port to listen on; a missing input that must not pass
 //!   silently under CI.
 
@@ -17,6 +18,7 @@ pub mod mosquitto;
 pub mod pki;
 pub mod postgres;
 pub mod rollcalld;
+pub mod zkteco;
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> anyhow::Result<u16> {
