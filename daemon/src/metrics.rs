@@ -86,7 +86,7 @@ pub struct Metrics {
     pub journal_capacity: Gauge,
     /// Age of the oldest unacked punch, seconds.
     pub oldest_unacked_age_seconds: Gauge,
-    /// Batches published.
+    /// Batches published to the broker (re-sends included).
     pub batches_published: Counter,
     /// Punches published (re-sends included).
     pub punches_published: Counter,

@@ -84,7 +84,8 @@ impl ReaderKind {
 pub struct ReaderConfig {
     /// Stable id of this reader on this device (appears in punches), e.g. `door-card`.
     pub id: String,
-    /// Device family.
+    /// Which driver reads it (`ef01` alias `r503`, `rdm6300`, `pn532`, `wiegand`, or a simulated
+    /// kind).
     pub kind: ReaderKind,
     /// Serial port for UART readers, e.g. `/dev/ttyAMA0`.
     #[serde(default)]
@@ -306,7 +307,7 @@ pub enum IndicatorKind {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IndicatorConfig {
-    /// Indicator family.
+    /// How it shows the outcome: GPIO LEDs and buzzer, an R503's Aura LED, or the log.
     pub kind: IndicatorKind,
     /// GPIO chip for `gpio` (default `/dev/gpiochip0`).
     #[serde(default)]

@@ -142,7 +142,7 @@ pub struct Clock {
 /// A punch that may count, and the instant it counts at.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Admitted<'a> {
-    /// Its device.
+    /// The device's row, for the decision.
     pub device: &'a DeviceInfo,
     /// The instant on the true clock.
     pub at: DateTime<Utc>,

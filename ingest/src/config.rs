@@ -77,7 +77,7 @@ pub enum ConfigError {
     /// The file could not be read.
     #[error("{path}: {source}")]
     Read {
-        /// The configuration file.
+        /// The configuration file's path.
         path: PathBuf,
         /// Why it could not be read.
         source: std::io::Error,
@@ -85,7 +85,7 @@ pub enum ConfigError {
     /// TOML syntax or an unknown / mistyped key.
     #[error("{path}: {source}")]
     Parse {
-        /// The configuration file.
+        /// The configuration file's path.
         path: PathBuf,
         /// The parser's message (names the key).
         source: toml::de::Error,
@@ -227,7 +227,8 @@ pub struct MqttConfig {
     pub username: Option<String>,
     /// File holding the password (kept out of the config file).
     pub password_file: Option<PathBuf>,
-    /// MQTT keep-alive.
+    /// How often the client pings an idle broker; the broker drops a client silent for 1.5
+    /// times this.
     pub keep_alive: Duration,
 }
 
@@ -343,7 +344,7 @@ const DAY: Duration = Duration::from_secs(86_400);
 /// How each duration is bounded, checked by `validate`.
 #[derive(Debug, Clone, Copy)]
 pub struct Limit {
-    /// The key.
+    /// The configuration key, as the error names it (e.g. `jobs.retention_every`).
     pub key: &'static str,
     /// Least value (a job interval may also be zero: not scheduled).
     pub min: Duration,

@@ -85,7 +85,7 @@ impl Mark {
     }
 }
 
-/// The device row.
+/// What the decision needs of the device's `attendance_biometric_device` row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeviceInfo {
     /// `attendance_biometric_device.id`.
@@ -180,9 +180,9 @@ pub struct Decision {
     pub at: Option<DateTime<Utc>>,
     /// Why, for humans.
     pub detail: String,
-    /// Resolved student.
+    /// The student the subject names, when one does (`students_student.id`).
     pub student: Option<Uuid>,
-    /// Resolved session.
+    /// The class session the punch falls in, when one does.
     pub session: Option<SessionInfo>,
     /// Mark for a recordable punch.
     pub mark: Option<Mark>,

@@ -32,14 +32,14 @@ pub struct Label {
 /// without bound.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DeviceLabel {
-    /// Device id.
+    /// The device's id (only registered devices get a label).
     pub device: String,
 }
 
-/// Job label.
+/// The `job` label of the job counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct JobLabel {
-    /// Job name.
+    /// The job, as `Job::name` spells it (e.g. `generate_sessions`).
     pub job: String,
     /// ok | failed | skipped.
     pub result: String,
@@ -86,7 +86,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Registers everything.
+    /// Every metric at zero, registered under the `rollcall_ingest` prefix.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("rollcall_ingest");
         let m = Metrics {

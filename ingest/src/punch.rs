@@ -77,9 +77,9 @@ pub struct PunchIn {
     /// Milliseconds since boot (CLOCK_BOOTTIME) at capture: with `boot_id`, corrects a wrong
     /// wall clock from a later heartbeat.
     pub monotonic_ms: u64,
-    /// Reader id.
+    /// The reader's id in the device's config (e.g. `door-card`).
     pub reader_id: String,
-    /// Reader family.
+    /// The reader's family (e.g. `rdm6300`, `r503`), as stored in the ledger.
     pub reader_kind: String,
     /// Card or fingerprint.
     pub credential: Credential,
@@ -87,7 +87,7 @@ pub struct PunchIn {
     pub subject: SubjectIn,
     /// Match score.
     pub score: Option<u16>,
-    /// Flag bits.
+    /// `v1::flags` bits (simulated, clock unsynced).
     pub flags: u32,
     /// Which rule of the contract a value breaks (`v1::Punch::check`); its text fields are then
     /// stored escaped.
@@ -140,7 +140,7 @@ impl BatchIn {
 /// A device's status message (`v1::Status`) as ingest keeps it: health of the device row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StatusIn {
-    /// Device id.
+    /// The reporting device; must agree with the topic's device level.
     pub device_id: String,
     /// Firmware / daemon version.
     pub version: String,

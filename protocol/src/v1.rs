@@ -213,7 +213,7 @@ pub struct Refusal {
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 #[cbor(map)]
 pub struct Status {
-    /// The reporting device.
+    /// The reporting device; the centre checks it against the topic's device level.
     #[n(0)]
     pub device_id: String,
     /// rollcalld's version.

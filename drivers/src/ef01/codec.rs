@@ -58,7 +58,7 @@ impl PacketKind {
 pub struct Packet {
     /// Module address the packet is for or from.
     pub address: u32,
-    /// Packet kind.
+    /// Command, data, ack or end of data (the PID byte).
     pub kind: PacketKind,
     /// The payload (instruction code or confirmation code first), without the checksum.
     pub payload: Vec<u8>,

@@ -125,7 +125,8 @@ impl Ef01Sim {
         }
     }
 
-    /// The model imitated.
+    /// The module this simulator answers as: its library size, template length, packet size
+    /// and whether it has an Aura LED.
     pub fn model(&self) -> SimModel {
         self.model
     }

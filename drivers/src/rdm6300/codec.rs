@@ -43,7 +43,7 @@ impl Tag {
 pub enum Decoded {
     /// A valid frame occupying the first `len` bytes.
     Tag {
-        /// The tag read.
+        /// The tag's ID, checksum verified.
         tag: Tag,
         /// Bytes consumed.
         len: usize,

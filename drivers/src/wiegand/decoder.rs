@@ -21,7 +21,7 @@ pub enum Line {
 /// One edge, as the GPIO character device reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Edge {
-    /// The line.
+    /// D0 (a 0 bit) or D1 (a 1 bit).
     pub line: Line,
     /// True for high-to-low (a pulse starts), false for low-to-high (it ends).
     pub falling: bool,
@@ -86,7 +86,7 @@ pub enum WiegandError {
     /// A parity bit is wrong.
     #[error("{bits}-bit frame with a bad {which} parity bit")]
     Parity {
-        /// Frame length.
+        /// Bits in the frame, parity bits included.
         bits: usize,
         /// "leading even" or "trailing odd".
         which: &'static str,
@@ -125,7 +125,8 @@ pub fn decode_bits(bits: &[bool]) -> Result<Card, WiegandError> {
     })
 }
 
-/// Timing limits.
+/// Which low pulses count as bits, and how far apart the bits of one frame may be (a longer
+/// quiet ends the frame).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timing {
     /// Shorter low pulses are noise (default 10 us).

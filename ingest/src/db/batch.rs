@@ -86,7 +86,7 @@ pub struct BatchReport {
 pub struct Item<'a> {
     /// The batch it came in (device, epoch, site).
     pub batch: &'a BatchIn,
-    /// The punch.
+    /// The punch as decoded.
     pub punch: &'a PunchIn,
     /// Its device's row.
     pub device: Option<&'a DeviceInfo>,

@@ -18,9 +18,9 @@ use tokio_postgres::error::SqlState;
 /// Campus dates a run is limited to, both included.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DateRange {
-    /// First date.
+    /// First date, included.
     pub from: NaiveDate,
-    /// Last date.
+    /// Last date, included.
     pub to: NaiveDate,
 }
 
@@ -71,7 +71,7 @@ pub fn parse_instant(text: &str, tz: chrono_tz::Tz) -> Result<DateTime<Utc>, Str
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct Manual {
-    /// The job.
+    /// Which job to run now.
     pub job: Job,
     /// The job's "now".
     pub at: DateTime<Utc>,
@@ -103,7 +103,7 @@ pub enum ManualError {
          try again, or give a longer --wait"
     )]
     Busy {
-        /// The job.
+        /// The job another replica is running.
         job: &'static str,
         /// The wait, written out.
         wait: String,
@@ -114,7 +114,7 @@ pub enum ManualError {
          not --from/--to"
     )]
     NoDates(&'static str),
-    /// The database.
+    /// PostgreSQL failed while running the job.
     #[error(transparent)]
     Db(#[from] DbError),
 }

@@ -36,7 +36,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-/// The jobs.
+/// The scheduled jobs ingest runs (each under its own advisory lock, one replica at a time).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Job {
     /// Sessions from the timetable for the rolling window.
@@ -45,14 +45,15 @@ pub enum Job {
     OpenClose,
     /// Statistics and exam eligibility.
     Statistics,
-    /// Retention cleanup.
+    /// Deletes attendance data older than `DATA_RETENTION_YEARS`, and old ledger rows and dead
+    /// letters.
     Retention,
     /// Silent devices, rooms without punches, changes of device enablement.
     DeviceHealth,
 }
 
 impl Job {
-    /// All jobs.
+    /// Every job; each is scheduled on its own interval.
     pub const ALL: [Job; 5] = [
         Job::GenerateSessions,
         Job::OpenClose,
@@ -97,25 +98,25 @@ impl Job {
 /// What jobs need from the configuration.
 #[derive(Debug, Clone)]
 pub struct JobContext {
-    /// Replica name.
+    /// This replica's `node_name`, recorded with each job run.
     pub node: String,
     /// Campus time zone.
     pub tz: chrono_tz::Tz,
-    /// Session clock.
+    /// How the campus stores session times: CampsHub360's wall clock as UTC, or true instants.
     pub clock: SessionClock,
     /// Days ahead of today to generate.
     pub days_ahead: i64,
-    /// Fallback grace.
+    /// Grace minutes when `GRACE_PERIOD_MINUTES` is not configured in the database.
     pub default_grace_minutes: i64,
     /// Late counts as attended.
     pub late_counts_as_attended: bool,
-    /// Fallback threshold.
+    /// Eligibility threshold (percent) when `THRESHOLD_PERCENT` is not configured.
     pub default_threshold_percent: f64,
-    /// Fallback retention.
+    /// Retention in years when `DATA_RETENTION_YEARS` is not configured.
     pub default_retention_years: i64,
     /// Ledger / dead letter retention.
     pub ledger_retention_days: i64,
-    /// Silent-device threshold.
+    /// An enabled device silent this many seconds is marked `error`.
     pub device_silent_after_s: i64,
 }
 

@@ -141,7 +141,8 @@ pub async fn ins(c: &Client, table: &str, given: &[(&str, &str)]) -> String {
     id
 }
 
-/// The seeded campus.
+/// What [`campus`] seeded: ids of the students, section, sessions and device to use in
+/// assertions.
 pub struct Campus {
     pub students: Vec<Uuid>, // S0, S1 enrolled in section A; S2 not enrolled anywhere
     pub section: i64,
