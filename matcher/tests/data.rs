@@ -116,3 +116,14 @@ fn search_finds_the_enrolled_student_and_rejects_a_stranger() {
         );
     }
 }
+
+#[test]
+fn empty_roster_and_empty_templates_answer_nothing() {
+    let mut comparer = Comparer::new();
+    let roster: Roster<u32> = Roster::new();
+    let probe = sample().swap_remove(0).template;
+    assert!(roster.search(&probe, &mut comparer).is_none());
+    let empty = Template::new(Vec::new());
+    assert_eq!(comparer.compare(&probe, &empty), 0.0);
+    assert_eq!(comparer.compare(&empty, &probe), 0.0);
+}
