@@ -37,6 +37,9 @@
 //!
 //! [metrics]
 //! listen = "0.0.0.0:9464"
+//!
+//! [adms]                               # optional: ZKTeco PUSH terminals (see crate::adms)
+//! listen = "0.0.0.0:8081"
 //! ```
 //!
 //! The file is read once into typed values ([`Config`]): the time zone as a `chrono_tz::Tz`, the
@@ -324,6 +327,8 @@ pub struct Config {
     pub jobs: JobsConfig,
     /// `[metrics]`.
     pub metrics: MetricsConfig,
+    /// `[adms]`: where ZKTeco PUSH terminals reach the service; absent: not served.
+    pub adms: Option<crate::adms::AdmsConfig>,
 }
 
 fn d_pool() -> usize {
@@ -771,6 +776,8 @@ impl Config {
             ));
         }
 
+        let adms = f.adms.map(|a| adms(&mut p, a));
+
         if !p.0.is_empty() {
             return Err(ConfigError::Invalid(p.0));
         }
@@ -823,12 +830,47 @@ impl Config {
             metrics: MetricsConfig {
                 listen: f.metrics.listen,
             },
+            adms,
         })
     }
 
     /// Whether `device`'s SIMULATED punches count as attendance.
     pub fn is_demo_device(&self, device: &str) -> bool {
         self.attendance.demo_devices.iter().any(|d| d == device)
+    }
+}
+
+/// `[adms]`, its problems pushed to `p`.
+fn adms(p: &mut Problems, a: file::Adms) -> crate::adms::AdmsConfig {
+    if a.tls_cert.is_some() != a.tls_key.is_some() {
+        p.push(
+            "adms.tls_cert and adms.tls_key go together: set both (HTTPS) or neither (HTTP)".into(),
+        );
+    }
+    let max_body = a.max_body.unwrap_or(crate::adms::DEFAULT_MAX_BODY as u64);
+    if !(1024..=64 * 1024 * 1024).contains(&max_body) {
+        p.push(format!(
+            "adms.max_body {max_body}: give bytes between 1024 and 67108864 (default 4194304)"
+        ));
+    }
+    let mut secs = |key: &str, v: Option<file::Human>, default: u32| match v {
+        None => default,
+        Some(file::Human(d)) if (1..=3600).contains(&d.as_secs()) => d.as_secs() as u32,
+        Some(file::Human(d)) => {
+            p.push(format!("{key} {d:?}: give 1s to 1h, e.g. \"{default}s\""));
+            default
+        }
+    };
+    let timing = crate::adms::Timing {
+        delay_s: secs("adms.delay", a.delay, 10),
+        error_delay_s: secs("adms.error_delay", a.error_delay, 30),
+    };
+    crate::adms::AdmsConfig {
+        listen: a.listen,
+        tls_cert: a.tls_cert,
+        tls_key: a.tls_key,
+        max_body: max_body.min(64 * 1024 * 1024) as usize,
+        timing,
     }
 }
 

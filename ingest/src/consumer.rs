@@ -168,15 +168,7 @@ pub async fn run(
         metrics.clone(),
         loop_stop.clone(),
     ));
-    let settings = Arc::new(WriterSettings {
-        node: cfg.node_name.clone(),
-        tz: cfg.campus.timezone,
-        clock: cfg.campus.session_clock,
-        default_grace_minutes: cfg.attendance.default_grace_minutes,
-        early_arrival_minutes: (cfg.ingest.early_arrival.as_secs() / 60) as i64,
-        max_future_skew_s: cfg.ingest.max_future_skew.as_secs() as i64,
-        demo_devices: cfg.attendance.demo_devices.iter().cloned().collect(),
-    });
+    let settings = Arc::new(WriterSettings::from_config(cfg));
     let mut tasks = tokio::task::JoinSet::new();
     for rx in rxs {
         let w = Writer {

@@ -17,8 +17,8 @@
 //! Entry point: [`run`].
 #![deny(missing_docs)]
 
-pub mod adms;
 pub mod admit;
+pub mod adms;
 pub mod config;
 pub mod consumer;
 pub mod db;
@@ -120,6 +120,22 @@ pub async fn run_with_metrics(
                 warn!(%addr, error = %e, "metrics endpoint failed");
             }
         });
+    }
+    if let Some(adms_cfg) = cfg.adms.clone() {
+        // Bound before the consumer starts: a wrong address or certificate stops the start.
+        let settings = Arc::new(db::batch::WriterSettings::from_config(&cfg));
+        let (listener, tls) = adms::http::bind(&adms_cfg)
+            .await
+            .map_err(IngestError::Setup)?;
+        info!(listen = %adms_cfg.listen, tls = tls.is_some(), "ZKTeco ADMS endpoint listening");
+        let shared = Arc::new(adms::http::Shared {
+            pool: pool.clone(),
+            settings,
+            timing: adms_cfg.timing,
+            max_body: adms_cfg.max_body,
+        });
+        let s = aux_stop.clone();
+        tracker.spawn(adms::http::serve(listener, tls, shared, s));
     }
     {
         let (c, p, m, s) = (cfg.clone(), pool.clone(), metrics.clone(), shutdown.clone());

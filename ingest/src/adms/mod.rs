@@ -55,12 +55,8 @@ pub mod parse;
 pub mod rules;
 pub mod store;
 
-use crate::db::batch::WriterSettings;
-use deadpool_postgres::Pool;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use tokio_util::sync::CancellationToken;
 
 pub use rules::{ADMS_EPOCH, Command};
 
@@ -99,22 +95,3 @@ pub struct AdmsConfig {
 
 /// Default `adms.max_body`: 100,000 records of about 40 bytes.
 pub const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
-
-/// Binds and serves terminals until `stop`. Fails only at start (address, TLS material).
-pub async fn serve(
-    cfg: &AdmsConfig,
-    pool: Pool,
-    settings: Arc<WriterSettings>,
-    stop: CancellationToken,
-) -> Result<(), String> {
-    let (listener, tls) = http::bind(cfg).await?;
-    tracing::info!(listen = %cfg.listen, tls = tls.is_some(), "ZKTeco ADMS endpoint listening");
-    let shared = Arc::new(http::Shared {
-        pool,
-        settings,
-        timing: cfg.timing,
-        max_body: cfg.max_body,
-    });
-    http::serve(listener, tls, shared, stop).await;
-    Ok(())
-}

@@ -46,6 +46,8 @@ pub(super) struct File {
     pub jobs: Jobs,
     #[serde(default)]
     pub metrics: Metrics,
+    /// ZKTeco PUSH terminals (issue 14); absent: no endpoint.
+    pub adms: Option<Adms>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -124,4 +126,16 @@ pub(super) struct Jobs {
 #[serde(deny_unknown_fields)]
 pub(super) struct Metrics {
     pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Adms {
+    pub listen: SocketAddr,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Bytes.
+    pub max_body: Option<u64>,
+    pub delay: Option<Human>,
+    pub error_delay: Option<Human>,
 }

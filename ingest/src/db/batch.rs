@@ -30,6 +30,22 @@ pub struct WriterSettings {
     pub demo_devices: HashSet<String>,
 }
 
+impl WriterSettings {
+    /// The settings the configuration gives (one place for the MQTT writers and the ZKTeco
+    /// endpoint).
+    pub fn from_config(cfg: &crate::config::Config) -> Self {
+        WriterSettings {
+            node: cfg.node_name.clone(),
+            tz: cfg.campus.timezone,
+            clock: cfg.campus.session_clock,
+            default_grace_minutes: cfg.attendance.default_grace_minutes,
+            early_arrival_minutes: (cfg.ingest.early_arrival.as_secs() / 60) as i64,
+            max_future_skew_s: cfg.ingest.max_future_skew.as_secs() as i64,
+            demo_devices: cfg.attendance.demo_devices.iter().cloned().collect(),
+        }
+    }
+}
+
 /// Punches of one commit refused for one reason, as the device's ack reports them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefusalOut {

@@ -151,8 +151,7 @@ async fn write_in(
     let mut decisions: Vec<Decision> = Vec::new();
     let mut inserted: Vec<bool> = Vec::new();
     if !items.is_empty() {
-        let grace =
-            settings::get(tx, Setting::GracePeriodMinutes, s.default_grace_minutes).await?;
+        let grace = settings::get(tx, Setting::GracePeriodMinutes, s.default_grace_minutes).await?;
         let rules = Rules {
             grace: Duration::minutes(grace),
             early: Duration::minutes(s.early_arrival_minutes),
