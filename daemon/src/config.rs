@@ -641,4 +641,23 @@ mod example_tests {
         assert!(errs.iter().all(|e| e.starts_with("mqtt.tls.")), "{errs:?}");
         assert_eq!(errs.len(), 3, "{errs:?}");
     }
+
+    /// The commented hardware readers at its end are valid too once uncommented.
+    #[test]
+    fn the_examples_hardware_readers_are_valid_when_uncommented() {
+        let text = include_str!("../rollcalld.example.toml");
+        let (head, tail) = text
+            .split_once("# Hardware readers")
+            .expect("the example ends with hardware readers");
+        let readers: String = tail
+            .lines()
+            .skip(1)
+            .map(|l| l.strip_prefix("# ").unwrap_or(l.trim_start_matches('#')))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let errs = Config::parse(&format!("{head}\n{readers}\n"))
+            .expect_err("certificate files do not exist here")
+            .0;
+        assert!(errs.iter().all(|e| e.starts_with("mqtt.tls.")), "{errs:?}");
+    }
 }
