@@ -61,3 +61,49 @@ fn reader_statuses(readers: &[ReaderConfig], health: &ReaderHealthMap) -> Vec<Re
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reader(id: &str, kind: &str) -> ReaderConfig {
+        toml::from_str(&format!(
+            "id = \"{id}\"\nkind = \"{kind}\"\nsimulate = true"
+        ))
+        .expect("reader config")
+    }
+
+    #[test]
+    fn every_configured_reader_is_listed_in_order_and_only_a_down_one_is_unhealthy() {
+        let readers = [
+            reader("door-card", "rdm6300"),
+            reader("door-finger", "r503"),
+            reader("side-card", "pn532"),
+        ];
+        let health = ReaderHealthMap::from([
+            (
+                "door-finger".to_owned(),
+                ReaderHealth::Down("unplugged".into()),
+            ),
+            ("side-card".to_owned(), ReaderHealth::Ok),
+        ]);
+        let got: Vec<_> = reader_statuses(&readers, &health)
+            .into_iter()
+            .map(|r| (r.id, r.kind, r.healthy, r.detail))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("door-card".into(), "rdm6300".into(), true, String::new()),
+                (
+                    "door-finger".into(),
+                    "ef01".into(),
+                    false,
+                    "unplugged".into()
+                ),
+                ("side-card".into(), "pn532".into(), true, String::new()),
+            ],
+            "a reader that never reported counts as healthy"
+        );
+    }
+}
