@@ -12,8 +12,9 @@ use std::f32::consts::TAU;
 
 /// Most pairs taken into relaxation (its cost grows with the square).
 const MAX_RELAXED: usize = 24;
-/// Candidate pairs ordered per pair wanted; weaker ones could only fill a one-to-one choice
-/// after every minutia they involve is taken.
+/// Candidates ordered, per pair wanted, for the greedy one-to-one choice: further down the list
+/// almost every candidate shares a minutia with a pair already chosen. A heuristic: when it is
+/// not enough, the choice ends with fewer pairs, which lowers the score.
 const SHORTLIST_PER_PAIR: usize = 4;
 const RELAX_ROUNDS: usize = 5;
 const RELAX_WEIGHT: f32 = 0.5;
