@@ -108,13 +108,12 @@ impl Comparer {
         }
         self.candidates.clear();
         for (i, (ca, &da)) in a.cylinders.iter().zip(&a.directions).enumerate() {
-            for (j, (cb, &db)) in b.cylinders.iter().zip(&b.directions).enumerate() {
-                if (da.wrapping_sub(db) as i8).unsigned_abs() > MAX_DIRECTION_DIFF {
-                    continue;
-                }
-                let s = cylinder::similarity(ca, cb, &self.roots);
-                if s > 0.0 {
-                    self.candidates.push((s, i as u16, j as u16));
+            for range in direction_window(&b.directions, da) {
+                for (j, cb) in range.clone().zip(&b.cylinders[range]) {
+                    let s = cylinder::similarity(ca, cb, &self.roots);
+                    if s > 0.0 {
+                        self.candidates.push((s, i as u16, j as u16));
+                    }
                 }
             }
         }
@@ -209,6 +208,24 @@ impl Comparer {
     }
 }
 
+/// Index ranges of the (ascending) `directions` within `MAX_DIRECTION_DIFF` of `d`, on the
+/// circle of 256 units: one range, or two when the window wraps past 0.
+fn direction_window(directions: &[u8], d: u8) -> [std::ops::Range<usize>; 2] {
+    let start = |v: u16| directions.partition_point(|&x| u16::from(x) < v);
+    let (lo, hi) = (
+        i16::from(d) - i16::from(MAX_DIRECTION_DIFF),
+        i16::from(d) + i16::from(MAX_DIRECTION_DIFF),
+    );
+    let end_of = |v: i16| start(v as u16 + 1);
+    if lo < 0 {
+        [start((lo + 256) as u16)..directions.len(), 0..end_of(hi)]
+    } else if hi > 255 {
+        [start(lo as u16)..directions.len(), 0..end_of(hi - 256)]
+    } else {
+        [start(lo as u16)..end_of(hi), 0..0]
+    }
+}
+
 /// Sort key putting the most similar pair first (similarities are non-negative, and the bits of
 /// non-negative floats order like the floats).
 fn descending(c: &(f32, u16, u16)) -> std::cmp::Reverse<u32> {
@@ -219,4 +236,27 @@ fn descending(c: &(f32, u16, u16)) -> std::cmp::Reverse<u32> {
 fn pair_count(n: usize) -> usize {
     let z = sigmoid(n as f32, PAIRS_MU, PAIRS_TAU);
     MIN_PAIRS + (z * (MAX_PAIRS - MIN_PAIRS) as f32).round() as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn direction_window_holds_exactly_the_gated_directions_across_the_wrap() {
+        let directions: Vec<u8> = vec![0, 3, 30, 41, 90, 128, 200, 215, 216, 250, 255];
+        for d in 0..=255u8 {
+            let expected: Vec<usize> = (0..directions.len())
+                .filter(|&j| {
+                    (d.wrapping_sub(directions[j]) as i8).unsigned_abs() <= MAX_DIRECTION_DIFF
+                })
+                .collect();
+            let mut got: Vec<usize> = direction_window(&directions, d)
+                .into_iter()
+                .flatten()
+                .collect();
+            got.sort_unstable();
+            assert_eq!(got, expected, "direction {d}");
+        }
+    }
 }

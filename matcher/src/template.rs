@@ -60,7 +60,7 @@ pub enum TemplateError {
 pub struct Template {
     minutiae: Vec<Minutia>,
     pub(crate) cylinders: Vec<Cylinder>,
-    /// For each cylinder, its minutia's direction in 1/256 turns.
+    /// For each cylinder, its minutia's direction in 1/256 turns, in ascending order.
     pub(crate) directions: Vec<u8>,
     /// Row-major `n x n` tables over cylinder-bearing minutiae: distance, direction difference,
     /// and the angle from one minutia's direction to the line towards the other, the last two in
@@ -78,14 +78,13 @@ impl Template {
     /// Prepares a template from minutiae already in the matcher's frame.
     pub fn new(minutiae: Vec<Minutia>) -> Self {
         let hull = Hull::new(minutiae.iter().map(|m| (m.x, m.y)));
-        let mut cylinders = Vec::with_capacity(minutiae.len());
-        let mut kept = Vec::with_capacity(minutiae.len());
-        for i in 0..minutiae.len() {
-            if let Some(c) = cylinder::build(&minutiae, i, &hull) {
-                cylinders.push(c);
-                kept.push(minutiae[i]);
-            }
-        }
+        let mut described: Vec<(Minutia, Cylinder)> = (0..minutiae.len())
+            .filter_map(|i| Some((minutiae[i], cylinder::build(&minutiae, i, &hull)?)))
+            .collect();
+        // In direction order, the cylinders a comparison may pair with one of the other print's
+        // form one or two runs, found by binary search instead of testing every pair.
+        described.sort_by_key(|(m, _)| to_turn_units(m.angle));
+        let (kept, cylinders): (Vec<Minutia>, Vec<Cylinder>) = described.into_iter().unzip();
         let n = kept.len();
         let mut distance = vec![0.0; n * n];
         let mut direction_diff = vec![0; n * n];
