@@ -14,6 +14,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 # binaries under qemu-user (both skipped, saying so, where the target or the tools are missing).
 if command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 && rustup target list --installed 2>/dev/null | grep -q aarch64-unknown-linux-gnu; then
   cargo build --workspace --target aarch64-unknown-linux-gnu
+elif [ "${CI:-}" = true ]; then
+  echo "error: aarch64 workspace build impossible (no aarch64-linux-gnu-gcc or rustup target); scripts/install-deps.sh installs them" >&2
+  exit 1
 else
   echo "skipped: aarch64 workspace build (no aarch64-linux-gnu-gcc or rustup target)"
 fi
