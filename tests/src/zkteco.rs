@@ -353,26 +353,27 @@ impl Terminal {
     }
 
     /// What firmware does in a loop, once: handshake when needed, upload what is pending, poll.
-    /// Errors (server away) are values: the records stay.
-    pub async fn cycle(&mut self) -> std::io::Result<()> {
+    /// Returns whether every request of the cycle was answered OK; a refusal or error answer
+    /// is a value (the records stay), only a broken connection is an error.
+    pub async fn cycle(&mut self) -> std::io::Result<bool> {
         if !self.online {
-            let r = self.handshake().await?;
+            self.handshake().await?;
             if !self.online {
                 self.refusals += 1;
-                let _ = r;
-                return Ok(());
+                return Ok(false);
             }
         }
+        let before = self.refusals;
         self.upload().await?;
-        self.poll().await?;
-        Ok(())
+        let polled = self.poll().await?;
+        Ok(self.refusals == before && polled.0 == 200)
     }
 
     /// Cycles until nothing is pending and the last cycle succeeded, or `within` passes.
     pub async fn sync(&mut self, within: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + within;
         while tokio::time::Instant::now() < deadline {
-            if self.cycle().await.is_ok() && self.online && self.pending() == 0 {
+            if matches!(self.cycle().await, Ok(true)) && self.online && self.pending() == 0 {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;

@@ -418,7 +418,7 @@ async fn assign_seqs(
         let work: Vec<&str> = fresh.iter().map(|(r, _)| r.workcode.as_str()).collect();
         tx.execute(
             "INSERT INTO rollcall.adms_record (serial, pin, local_time, seq, status, verify, workcode, received_at, clock_offset_s)
-             SELECT $1, p, t, s, st, v, w, $8, (SELECT clock_offset_s FROM rollcall.adms_terminal WHERE serial = $1)
+             SELECT $1::varchar, p, t, s, st, v, w, $8, (SELECT clock_offset_s FROM rollcall.adms_terminal WHERE serial = $1::varchar)
              FROM unnest($2::text[], $3::timestamp[], $4::int8[], $5::int4[], $6::int4[], $7::text[]) AS u(p, t, s, st, v, w)",
             &[&serial, &pins, &times, &seqs, &status, &verify, &work, &now],
         )
@@ -573,7 +573,7 @@ pub async fn poll(
     }
     tx.execute(
         "UPDATE rollcall.adms_command SET done_at = $2, result = 'no answer after 5 sends', return_code = NULL
-         WHERE serial = $1 AND done_at IS NULL AND sent_count >= 5 AND sent_at < $2 - interval '1 minute'",
+         WHERE serial = $1 AND done_at IS NULL AND sent_count >= 5 AND sent_at < $2::timestamptz - interval '1 minute'",
         &[&c.serial, &now],
     )
     .await?;
@@ -581,7 +581,7 @@ pub async fn poll(
         .query_opt(
             "UPDATE rollcall.adms_command SET sent_at = $2, sent_count = sent_count + 1
              WHERE id = (SELECT id FROM rollcall.adms_command
-                         WHERE serial = $1 AND done_at IS NULL AND (sent_at IS NULL OR sent_at < $2 - interval '1 minute')
+                         WHERE serial = $1 AND done_at IS NULL AND (sent_at IS NULL OR sent_at < $2::timestamptz - interval '1 minute')
                          ORDER BY id LIMIT 1)
              RETURNING id, command",
             &[&c.serial, &now],
