@@ -102,9 +102,9 @@
 //!
 //! # Speed
 //!
-//! About 19 us per comparison on one core of the evaluation machine (51,000-53,000 per second),
-//! a roster search of 150 students x 3 impressions in 9.2-9.4 ms on average (single searches up
-//! to 17.5 ms on a loaded machine), and 0.6 ms to prepare a template. The hot loop is bit
+//! About 17 us per comparison on one core of the evaluation machine (57,000-63,000 per second),
+//! a roster search of 150 students x 3 impressions in 7.4-8.2 ms on average (single searches up
+//! to 16 ms on a loaded machine), and 0.6 ms to prepare a template. The hot loop is bit
 //! counting over 20 words per cylinder pair: on x86-64 without `popcnt` (the default target) it
 //! is vectorised with SSE2; aarch64 (Raspberry Pi) has a bit count instruction in its base set.
 #![deny(missing_docs)]
