@@ -12,6 +12,10 @@ have openssl || need+=(openssl)
 have python3 || need+=(python3)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 have cc || need+=(gcc)
+# Operator views (issue 11): promtool checks and unit-tests the alert rules; headless Chromium
+# renders the live fleet page in its test.
+have promtool || need+=(prometheus)
+have chromium || need+=(chromium)
 # Cross build and emulation for the Raspberry Pi (aarch64); optional but installed when possible.
 have aarch64-linux-gnu-gcc || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 have qemu-aarch64 || need+=(qemu-user)
@@ -24,7 +28,7 @@ if ((${#need[@]})); then
   $sudo apt-get update -qq
   # Optional packages may be missing on some releases; the required ones must install.
   $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" ||
-    $sudo apt-get install -y -qq --no-install-recommends mosquitto postgresql socat python3 python3-venv gcc
+    $sudo apt-get install -y -qq --no-install-recommends mosquitto postgresql socat python3 python3-venv gcc prometheus chromium
 fi
 
 # The aarch64 standard library for cross builds (rustup only; skipped elsewhere).

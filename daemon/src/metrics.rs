@@ -75,6 +75,13 @@ pub struct ReaderLabels {
     pub reader: String,
 }
 
+/// Label set of `rollcall_client_cert_expiry_timestamp_seconds`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertLabels {
+    /// The certificate file (`mqtt.tls.cert_file`).
+    pub file: String,
+}
+
 /// Every metric of rollcalld.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -104,6 +111,13 @@ pub struct Metrics {
     pub link_up: Gauge,
     /// 1 per healthy reader.
     pub reader_up: Family<ReaderLabels, Gauge>,
+    /// 1 while the kernel says the clock is NTP-synchronised; read at each scrape.
+    pub clock_synced: Gauge,
+    /// notAfter of the MQTT client certificate, unix seconds (0 when the file cannot be read
+    /// or parsed, so the expiry alert fires); read from the file at each scrape, so a renewed
+    /// certificate shows without a restart. Empty without TLS.
+    pub client_cert_expiry: Family<CertLabels, Gauge>,
+    client_cert_file: std::sync::OnceLock<std::path::PathBuf>,
 }
 
 impl Metrics {
@@ -128,6 +142,31 @@ impl Metrics {
                 reason: refusal_label(code),
             })
             .inc_by(count);
+    }
+
+    /// Reports the expiry of the client certificate at `path` (`mqtt.tls.cert_file`).
+    pub fn watch_client_certificate(&self, path: std::path::PathBuf) {
+        let _ = self.client_cert_file.set(path);
+    }
+
+    /// Values read when scraped rather than pushed by the code that owns them.
+    fn refresh(&self) {
+        let (_, clock) = crate::clock::now();
+        self.clock_synced.set(i64::from(clock.ntp_synced));
+        if let Some(path) = self.client_cert_file.get() {
+            let not_after = match certificate_not_after(path) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "client certificate unreadable");
+                    0
+                }
+            };
+            self.client_cert_expiry
+                .get_or_create(&CertLabels {
+                    file: path.display().to_string(),
+                })
+                .set(not_after);
+        }
     }
 
     fn registry(self: &Arc<Self>) -> Registry {
@@ -197,16 +236,45 @@ impl Metrics {
             "1 when the reader answers",
             self.reader_up.clone(),
         );
+        r.register(
+            "clock_synced",
+            "1 when the kernel says the clock is NTP-synchronised",
+            self.clock_synced.clone(),
+        );
+        r.register(
+            "client_cert_expiry_timestamp_seconds",
+            "notAfter of the MQTT client certificate (unix seconds; 0 when unreadable)",
+            self.client_cert_expiry.clone(),
+        );
         r
     }
 
     /// The text exposition of every metric.
     pub fn render(self: &Arc<Self>) -> String {
+        self.refresh();
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry());
         out
     }
+}
+
+/// The notAfter (unix seconds) of the first certificate in the PEM file at `path`.
+pub fn certificate_not_after(path: &std::path::Path) -> Result<i64, String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    use x509_cert::der::Decode;
+    let der =
+        CertificateDer::from_pem_file(path).map_err(|e| format!("no PEM certificate: {e}"))?;
+    let cert = x509_cert::Certificate::from_der(der.as_ref())
+        .map_err(|e| format!("not an X.509 certificate: {e}"))?;
+    let secs = cert
+        .tbs_certificate
+        .validity
+        .not_after
+        .to_unix_duration()
+        .as_secs();
+    i64::try_from(secs).map_err(|_| "notAfter out of range".to_owned())
 }
 
 /// Serves `/metrics` on `listener` until `shutdown`.
@@ -273,6 +341,61 @@ mod tests {
         assert_eq!(
             text.matches("rollcall_refused_punches_total{").count(),
             3,
+            "{text}"
+        );
+    }
+
+    /// `openssl req -x509 -newkey ec -days 3650 -subj /CN=room-101`; `openssl x509 -enddate`
+    /// says notAfter=Nov 26 09:08:43 2036 GMT, which `date +%s` makes 2111303323.
+    const CERT: &str = "-----BEGIN CERTIFICATE-----\n\
+MIIBfDCCASGgAwIBAgIUd6EtKTKN45NeiVndxoEeJhOuyHwwCgYIKoZIzj0EAwIw\n\
+EzERMA8GA1UEAwwIcm9vbS0xMDEwHhcNMjYxMTI5MDkwODQzWhcNMzYxMTI2MDkw\n\
+ODQzWjATMREwDwYDVQQDDAhyb29tLTEwMTBZMBMGByqGSM49AgEGCCqGSM49AwEH\n\
+A0IABOjm474tWaAUKXGOVq9lcM8vx/YeLZgrZhWbj0WoqNpe9BjJNFOkFmUKNy7E\n\
+ES37cTkg1DCMMS0Owpe+Wp9b8qSjUzBRMB0GA1UdDgQWBBSoQB9yQOl3B61uE4UD\n\
+5mapUGpdEjAfBgNVHSMEGDAWgBSoQB9yQOl3B61uE4UD5mapUGpdEjAPBgNVHRMB\n\
+Af8EBTADAQH/MAoGCCqGSM49BAMCA0kAMEYCIQDmoyLLVmhiSk7vFCD1fmpfZo1g\n\
+Q+ur9CUrgAfLS1E7WAIhAMkFkfuzQOtdkhXbhlPtkPadJlPWgrm75wYwuzGrgLbr\n\
+-----END CERTIFICATE-----";
+
+    #[test]
+    fn client_certificate_expiry_is_its_not_after_and_zero_when_unreadable() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("device.crt");
+        std::fs::write(&good, CERT).unwrap();
+        assert_eq!(certificate_not_after(&good), Ok(2_111_303_323));
+        let m = Arc::new(Metrics::default());
+        assert!(
+            !m.render()
+                .contains("rollcall_client_cert_expiry_timestamp_seconds{"),
+            "no TLS, no sample"
+        );
+        m.watch_client_certificate(good.clone());
+        let text = m.render();
+        assert!(
+            text.contains(&format!(
+                "rollcall_client_cert_expiry_timestamp_seconds{{file=\"{}\"}} 2111303323",
+                good.display()
+            )),
+            "{text}"
+        );
+        std::fs::write(
+            &good,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        assert!(certificate_not_after(&good).is_err());
+        assert!(
+            m.render().contains("} 0\n"),
+            "an unreadable certificate reads as expired"
+        );
+    }
+
+    #[test]
+    fn clock_state_is_read_at_each_scrape() {
+        let text = Arc::new(Metrics::default()).render();
+        assert!(
+            text.contains("rollcall_clock_synced 0") || text.contains("rollcall_clock_synced 1"),
             "{text}"
         );
     }

@@ -44,6 +44,9 @@ pub async fn run(
     let hash_key = load_or_create_key(&state_dir.join("card-hash.key"))?;
     let roster = load_roster(&config)?;
     let metrics = Arc::new(Metrics::default());
+    if let Some(tls) = &config.mqtt.tls {
+        metrics.watch_client_certificate(tls.cert_file.clone());
+    }
     let mut tasks = Tasks::new(&shutdown);
 
     if !config.metrics.listen.is_empty() {

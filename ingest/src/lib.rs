@@ -12,6 +12,7 @@
 //! * [`consumer`]: the MQTT loop, batching, acks.
 //! * [`jobs`]: scheduled jobs, exactly once per occurrence across replicas.
 //! * [`adms`]: ZKTeco PUSH (ADMS / iclock) terminals over HTTP, through the same writer.
+//! * [`fleet`]: the read-only live fleet page (`/fleet`) and the gauges only the database knows.
 //! * [`metrics`], [`config`].
 //!
 //! Entry point: [`run`].
@@ -23,6 +24,7 @@ pub mod config;
 pub mod consumer;
 pub mod db;
 pub mod decide;
+pub mod fleet;
 pub mod jobs;
 pub mod metrics;
 pub mod pg_tls;
@@ -114,12 +116,18 @@ pub async fn run_with_metrics(
     let tracker = tokio_util::task::TaskTracker::new();
     let aux_stop = CancellationToken::new();
     if let Some(addr) = cfg.metrics.listen {
-        let (m, s) = (metrics.clone(), aux_stop.clone());
+        let fleet = Arc::new(fleet::Fleet::new(pool.clone(), &cfg));
+        let (m, f, s) = (metrics.clone(), fleet.clone(), aux_stop.clone());
         tracker.spawn(async move {
-            if let Err(e) = metrics::serve(addr, m, s).await {
+            if let Err(e) = metrics::serve(addr, m, Some(f), s).await {
                 warn!(%addr, error = %e, "metrics endpoint failed");
             }
         });
+        tracker.spawn(fleet::refresh_gauges(
+            fleet,
+            metrics.clone(),
+            aux_stop.clone(),
+        ));
     }
     if let Some(adms_cfg) = cfg.adms.clone() {
         // Bound before the consumer starts: a wrong address or certificate stops the start.

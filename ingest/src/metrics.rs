@@ -20,11 +20,53 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-/// The `kind` label of the message, punch and dead-letter counters.
+/// The `kind` label of the message counter (punches, status, dead).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Label {
-    /// A message kind, punch outcome or dead-letter reason.
+    /// A message kind.
     pub kind: String,
+}
+
+/// The `outcome` label of the punch counter, named as rollcalld names its own punch outcomes.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// A ledger outcome (recorded, duplicate, ...).
+    pub outcome: String,
+}
+
+/// The `reason` label of the dead-letter counter, named as rollcalld names refusal reasons.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// A dead-letter reason (undecodable, oversized, ...).
+    pub reason: String,
+}
+
+/// A label set made of one value, so [`Metrics::inc`] serves every one-label counter.
+pub trait OneLabel {
+    /// The label set with `value`.
+    fn of(value: &str) -> Self;
+}
+
+impl OneLabel for Label {
+    fn of(value: &str) -> Self {
+        Label { kind: value.into() }
+    }
+}
+
+impl OneLabel for OutcomeLabel {
+    fn of(value: &str) -> Self {
+        OutcomeLabel {
+            outcome: value.into(),
+        }
+    }
+}
+
+impl OneLabel for ReasonLabel {
+    fn of(value: &str) -> Self {
+        ReasonLabel {
+            reason: value.into(),
+        }
+    }
 }
 
 /// Device label. Only ever created for a device registered in the database: a label per id
@@ -52,11 +94,11 @@ pub struct Metrics {
     /// MQTT messages by kind (punches, status, dead).
     pub messages: Family<Label, Counter>,
     /// New punches by outcome.
-    pub punches: Family<Label, Counter>,
+    pub punches: Family<OutcomeLabel, Counter>,
     /// Replayed punches (already in the ledger).
     pub replayed: Counter,
     /// Dead letters by reason.
-    pub dead_letters: Family<Label, Counter>,
+    pub dead_letters: Family<ReasonLabel, Counter>,
     /// Punches per transaction.
     pub batch_punches: Histogram,
     /// Seconds from BEGIN to COMMIT.
@@ -77,6 +119,19 @@ pub struct Metrics {
     pub silent_devices: Gauge,
     /// MQTT connections established (CONNACKs received).
     pub broker_connects: Counter,
+    /// Rooms flagged with an open session and no punches (`rollcall.room_alert` rows not
+    /// cleared), refreshed from the database by [`crate::fleet::refresh_gauges`].
+    pub open_room_alerts: Gauge,
+    /// Registered gateways by what their last status says (`online`, `offline` after a last
+    /// will, `silent` past the threshold), refreshed like [`Metrics::open_room_alerts`].
+    pub gateways: Family<StateLabel, Gauge>,
+}
+
+/// The `state` label of the gateway gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    /// online | offline | silent.
+    pub state: &'static str,
 }
 
 impl Default for Metrics {
@@ -103,6 +158,8 @@ impl Metrics {
             job_runs: Family::default(),
             silent_devices: Gauge::default(),
             broker_connects: Counter::default(),
+            open_room_alerts: Gauge::default(),
+            gateways: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -166,6 +223,16 @@ impl Metrics {
             "MQTT connections established (CONNACKs); a climbing value means a reconnect loop",
             m.broker_connects.clone(),
         );
+        registry.register(
+            "open_room_alerts",
+            "Rooms with an open session and no punches (uncleared rollcall.room_alert rows)",
+            m.open_room_alerts.clone(),
+        );
+        registry.register(
+            "gateways",
+            "Registered gateways by state: online, offline (last will) or silent",
+            m.gateways.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -177,13 +244,12 @@ impl Metrics {
         s
     }
 
-    /// Counts `n` under `label` of a family.
-    pub fn inc(family: &Family<Label, Counter>, label: &str, n: u64) {
-        family
-            .get_or_create(&Label {
-                kind: label.to_string(),
-            })
-            .inc_by(n);
+    /// Counts `n` under `label` of a one-label family.
+    pub fn inc<L>(family: &Family<L, Counter>, label: &str, n: u64)
+    where
+        L: OneLabel + Clone + std::hash::Hash + Eq,
+    {
+        family.get_or_create(&L::of(label)).inc_by(n);
     }
 }
 
@@ -232,10 +298,13 @@ impl LogLimiter {
     }
 }
 
-/// Serves `GET /metrics` until cancelled. Fails only when `addr` cannot be bound.
+/// Serves `GET /metrics` until cancelled, and with `fleet` the read-only fleet page
+/// (`GET /fleet`, `GET /fleet.json`, see [`crate::fleet`]). Fails only when `addr` cannot be
+/// bound.
 pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
+    fleet: Option<Arc<crate::fleet::Fleet>>,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -262,16 +331,26 @@ pub async fn serve(
                 }
             },
         };
-        let m = metrics.clone();
+        let (m, fleet) = (metrics.clone(), fleet.clone());
         tokio::spawn(async move {
             let _slot = slot;
             let _ = tokio::time::timeout(SCRAPE_TIMEOUT, async {
                 let mut buf = [0u8; 2048];
-                // The request is not parsed: every path answers the metrics.
-                let _ = sock.read(&mut buf).await;
-                let body = m.encode();
+                let n = sock.read(&mut buf).await?;
+                // Only the fleet paths are routed; every other path answers the metrics.
+                let page = match (&fleet, crate::fleet::Page::of_request(&buf[..n])) {
+                    (Some(f), Some(page)) => Some(f.answer(page).await),
+                    _ => None,
+                };
+                let (content_type, body) = match page {
+                    Some(answer) => answer,
+                    None => (
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        m.encode(),
+                    ),
+                };
                 let head = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n",
                     body.len()
                 );
                 sock.write_all(head.as_bytes()).await?;
@@ -322,7 +401,7 @@ mod tests {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = probe.local_addr().unwrap();
         drop(probe);
-        let server = tokio::spawn(serve(addr, m, stop.clone()));
+        let server = tokio::spawn(serve(addr, m, None, stop.clone()));
         // Idle connections fill every slot; one more scrape must still be answered once they go.
         let mut idle = Vec::new();
         for _ in 0..MAX_SCRAPES {

@@ -120,11 +120,11 @@ async fn punch_travels_from_device_to_record_and_the_ack_comes_back(db: Db) {
     };
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(
-        text.contains("rollcall_ingest_punches_total{kind=\"recorded\"} 2"),
+        text.contains("rollcall_ingest_punches_total{outcome=\"recorded\"} 2"),
         "{text}"
     );
     assert!(
-        text.contains("rollcall_ingest_dead_letters_total{kind=\"undecodable\"} 1"),
+        text.contains("rollcall_ingest_dead_letters_total{reason=\"undecodable\"} 1"),
         "{text}"
     );
     ingest.shutdown().await;
