@@ -8,11 +8,18 @@
 //! Two dialects: [`Dialect::Classic`] (`iClock Proxy/1.09`, space-separated seven-field lines,
 //! `\n`, upper-case keys, `INFO=` on every poll) and [`Dialect::Android`] (tab-separated lines
 //! with the extra fields Android firmwares add, `\r\n`, lower-case keys, no `INFO`).
+//!
+//! HTTPS, as the terminals that support it speak it: [`Terminal::with_tls`] makes every request
+//! a TLS connection (rustls, through the `tokio-rustls` rumqttc already re-exports) to a server
+//! whose certificate the given CA signed.
 
 use chrono::NaiveDateTime;
+use rumqttc::tokio_rustls::{TlsConnector, rustls};
 use std::collections::VecDeque;
-use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// How the firmware writes its requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,7 +85,11 @@ pub struct Terminal {
     pub reboots: u32,
     /// Uploads answered with anything but `OK` (kept, retried).
     pub refusals: u32,
+    /// Round-trip time of each ATTLOG upload answered `OK` (the server answers after COMMIT),
+    /// with the records it carried.
+    pub upload_times: Vec<(Duration, usize)>,
     next_id: u64,
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// An HTTP answer: status and body.
@@ -102,8 +113,35 @@ impl Terminal {
             ran: Vec::new(),
             reboots: 0,
             refusals: 0,
+            upload_times: Vec::new(),
             next_id: 1,
+            tls: None,
         }
+    }
+
+    /// The same terminal speaking HTTPS, trusting only the CA certificate (PEM) at `ca`; the
+    /// server's certificate must name the host of `server` (an IP address or a DNS name).
+    pub fn with_tls(mut self, ca: &Path) -> std::io::Result<Terminal> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let bad = |e: &dyn std::fmt::Display| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{}: {e}", ca.display()),
+            )
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(ca).map_err(|e| bad(&e))? {
+            roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad(&e))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        self.tls = Some(Arc::new(config));
+        Ok(self)
     }
 
     fn key(&self, k: &'static str) -> String {
@@ -165,20 +203,25 @@ impl Terminal {
         path_query: &str,
         body: &[u8],
     ) -> std::io::Result<Reply> {
+        let head = format!(
+            "{method} {path_query} HTTP/1.1\r\nHost: {}\r\nUser-Agent: {}\r\nAccept: */*\r\nConnection: close\r\n\
+             Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+            self.server,
+            self.user_agent(),
+            body.len()
+        );
         let fut = async {
-            let mut s = tokio::net::TcpStream::connect(&self.server).await?;
-            let head = format!(
-                "{method} {path_query} HTTP/1.1\r\nHost: {}\r\nUser-Agent: {}\r\nAccept: */*\r\nConnection: close\r\n\
-                 Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
-                self.server,
-                self.user_agent(),
-                body.len()
-            );
-            s.write_all(head.as_bytes()).await?;
-            s.write_all(body).await?;
-            let mut buf = Vec::new();
-            s.read_to_end(&mut buf).await?;
-            Ok::<_, std::io::Error>(buf)
+            let s = tokio::net::TcpStream::connect(&self.server).await?;
+            match &self.tls {
+                None => exchange(s, head.as_bytes(), body).await,
+                Some(tls) => {
+                    let host = self.server.rsplit_once(':').map_or(&*self.server, |h| h.0);
+                    let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+                    let s = TlsConnector::from(tls.clone()).connect(name, s).await?;
+                    exchange(s, head.as_bytes(), body).await
+                }
+            }
         };
         let buf = tokio::time::timeout(Duration::from_secs(30), fut)
             .await
@@ -237,11 +280,13 @@ impl Terminal {
             let Some(last) = chunk.last().map(|r| r.id) else {
                 return Ok(sent);
             };
+            let t0 = Instant::now();
             let reply = self.post_records(&chunk, last).await?;
             if !Self::is_ok(&reply) {
                 self.refusals += 1;
                 return Ok(sent);
             }
+            self.upload_times.push((t0.elapsed(), chunk.len()));
             self.cursor = last;
             sent += chunk.len();
         }
@@ -379,5 +424,23 @@ impl Terminal {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         false
+    }
+}
+
+/// Writes one request and reads the answer to the end of the connection. A TLS server that
+/// closes without `close_notify` after a complete answer is an end, not an error.
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    head: &[u8],
+    body: &[u8],
+) -> std::io::Result<Vec<u8>> {
+    s.write_all(head).await?;
+    s.write_all(body).await?;
+    s.flush().await?;
+    let mut buf = Vec::new();
+    match s.read_to_end(&mut buf).await {
+        Ok(_) => Ok(buf),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !buf.is_empty() => Ok(buf),
+        Err(e) => Err(e),
     }
 }

@@ -10,6 +10,7 @@ use rollcall_ingest::adms::{Command, store::queue_command};
 use rollcall_ingest::config::SessionClock;
 use rollcall_protocol::v1;
 use rollcall_tests::mosquitto::Mosquitto;
+use rollcall_tests::pki::Pki;
 use rollcall_tests::zkteco::{Dialect, Terminal};
 use std::time::Duration;
 
@@ -22,9 +23,14 @@ fn wall(hms: &str) -> NaiveDateTime {
 
 /// The service with its ADMS endpoint on a free port; returns it and `host:port`.
 async fn service(db: &Db, broker: &Mosquitto) -> (Ingest, String) {
+    service_with(db, broker, "").await
+}
+
+/// [`service`] with more `[adms]` lines (`tls_cert = ...`).
+async fn service_with(db: &Db, broker: &Mosquitto, adms: &str) -> (Ingest, String) {
     let port = rollcall_tests::free_port().unwrap();
     let toml = format!(
-        "{}[adms]\nlisten = \"127.0.0.1:{port}\"\nmax_body = 65536\n",
+        "{}[adms]\nlisten = \"127.0.0.1:{port}\"\nmax_body = 65536\n{adms}",
         config(&db.url, &broker.url(), "adms", false)
     );
     let ingest = start(&toml);
@@ -443,6 +449,96 @@ async fn hostile_requests_are_answered_and_good_records_still_flow() {
         .await,
         2
     );
+    assert!(!ingest.task.is_finished());
+    ingest.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminal_uploads_over_https_once_and_plain_http_to_the_https_port_fails_cleanly() {
+    let db = ingest_common::db(Schema::Standalone).await.unwrap();
+    let broker = Mosquitto::start().unwrap();
+    campus(&db.client, SessionClock::WallclockAsUtc).await;
+    register(&db, "ZK-TLS", "R101").await;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::create(&dir.path().join("pki")).unwrap();
+    let (cert, key) = pki.server();
+    let (ingest, addr) = service_with(
+        &db,
+        &broker,
+        &format!(
+            "tls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ),
+    )
+    .await;
+    let ledger = "SELECT count(*) FROM rollcall.ledger WHERE device_id = 'ZK-TLS'";
+
+    // Over HTTPS: handshake, batched uploads, poll; then everything again after a stamp reset.
+    let mut t = Terminal::new("ZK-TLS", &addr, Dialect::Classic)
+        .with_tls(&pki.ca())
+        .unwrap();
+    t.chunk = 2;
+    for (i, pin) in ["R000", "R001", "R002", "R000", "R001"].iter().enumerate() {
+        t.punch(pin, wall(&format!("09:0{i}:00")), 1);
+    }
+    assert!(t.sync(WAIT).await, "HTTPS terminal never synced");
+    assert_eq!(t.upload_times.len(), 3, "three batches answered OK");
+    assert_eq!(n(&db, ledger).await, 5);
+    t.reset_stamp();
+    assert!(t.sync(WAIT).await);
+    assert_eq!(n(&db, ledger).await, 5, "re-sent over HTTPS, counted once");
+    assert_eq!(
+        n(
+            &db,
+            "SELECT count(*) FROM rollcall.adms_record WHERE serial = 'ZK-TLS'"
+        )
+        .await,
+        5
+    );
+
+    // Plain HTTP to the HTTPS port, while the HTTPS terminal uploads: the plain request gets
+    // no HTTP answer and stores nothing; the other upload is not disturbed.
+    let mut plain = Terminal::new("ZK-TLS", &addr, Dialect::Classic);
+    plain.punch("R002", wall("09:30:00"), 1);
+    t.punch("R002", wall("09:20:00"), 1);
+    let started = std::time::Instant::now();
+    let (plain_reply, synced) = tokio::join!(plain.handshake(), t.sync(WAIT));
+    assert!(synced, "the HTTPS terminal is not disturbed");
+    match &plain_reply {
+        Err(_) => {}
+        Ok((status, _)) => assert_ne!(*status, 200, "{plain_reply:?}"),
+    }
+    assert!(!plain.online);
+    let body = b"R002 2025-01-06 09:30:00 0 1 0 0 0\n";
+    let r = plain
+        .request("POST", "/iclock/cdata?SN=ZK-TLS&table=ATTLOG&Stamp=9", body)
+        .await;
+    assert!(
+        r.as_ref().map_or(true, |(status, _)| *status != 200),
+        "{r:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "plain requests refused at once, not timed out: {:?}",
+        started.elapsed()
+    );
+    // A terminal that does not trust the server's certificate does not get through either.
+    let other = Pki::create(&dir.path().join("other")).unwrap();
+    let mut stranger = Terminal::new("ZK-TLS", &addr, Dialect::Classic)
+        .with_tls(&other.ca())
+        .unwrap();
+    assert!(stranger.handshake().await.is_err());
+
+    assert_eq!(n(&db, ledger).await, 6);
+    assert_eq!(
+        n(&db, "SELECT count(*) FROM rollcall.adms_record WHERE serial = 'ZK-TLS' AND local_time = '2025-01-06 09:30:00'").await,
+        0
+    );
+    // And HTTPS still works afterwards.
+    t.punch("R001", wall("09:21:00"), 1);
+    assert!(t.sync(WAIT).await);
+    assert_eq!(n(&db, ledger).await, 7);
     assert!(!ingest.task.is_finished());
     ingest.shutdown().await;
 }
