@@ -151,6 +151,11 @@ impl Metrics {
 
     /// Values read when scraped rather than pushed by the code that owns them.
     fn refresh(&self) {
+        // Every known refusal reason is exposed from the start (at 0), so `increase()` sees the
+        // first refusal.
+        for reason in REFUSAL_REASONS.into_iter().chain(["other"]) {
+            let _ = self.refused.get_or_create(&RefusalLabels { reason });
+        }
         let (_, clock) = crate::clock::now();
         self.clock_synced.set(i64::from(clock.ntp_synced));
         if let Some(path) = self.client_cert_file.get() {
@@ -340,7 +345,11 @@ mod tests {
         );
         assert_eq!(
             text.matches("rollcall_refused_punches_total{").count(),
-            3,
+            REFUSAL_REASONS.len() + 1,
+            "every known reason and `other`, no more: {text}"
+        );
+        assert!(
+            text.contains("rollcall_refused_punches_total{reason=\"invalid_punch\"} 0"),
             "{text}"
         );
     }

@@ -69,6 +69,15 @@ impl OneLabel for ReasonLabel {
     }
 }
 
+/// Every dead-letter reason, as `DeadReason::as_str` spells them.
+pub const DEAD_LETTER_REASONS: [&str; 5] = [
+    "bad_topic",
+    "oversized",
+    "undecodable",
+    "device_mismatch",
+    "database_rejected",
+];
+
 /// Device label. Only ever created for a device registered in the database: a label per id
 /// seen on the wire would let anyone who can publish grow `/metrics` (and ingest's memory)
 /// without bound.
@@ -233,6 +242,11 @@ impl Metrics {
             "Registered gateways by state: online, offline (last will) or silent",
             m.gateways.clone(),
         );
+        // Every known reason starts at 0, so `increase()` sees the first dead letter after a
+        // start (a series that appears at 1 has no increase).
+        for reason in DEAD_LETTER_REASONS {
+            Metrics::inc(&m.dead_letters, reason, 0);
+        }
         Metrics { registry, ..m }
     }
 
@@ -392,6 +406,36 @@ mod tests {
             text.contains("rollcall_ingest_broker_connects_total 2"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn every_dead_letter_reason_is_exposed_at_zero_from_the_start() {
+        use crate::punch::DeadReason;
+        // Exhaustive: a new reason fails to compile here until it is listed.
+        let spelled = |r: DeadReason| match r {
+            DeadReason::BadTopic
+            | DeadReason::Oversized
+            | DeadReason::Undecodable
+            | DeadReason::DeviceMismatch
+            | DeadReason::DatabaseRejected => r.as_str(),
+        };
+        let all = [
+            DeadReason::BadTopic,
+            DeadReason::Oversized,
+            DeadReason::Undecodable,
+            DeadReason::DeviceMismatch,
+            DeadReason::DatabaseRejected,
+        ];
+        assert_eq!(all.map(spelled), DEAD_LETTER_REASONS);
+        let text = Metrics::new().encode();
+        for r in DEAD_LETTER_REASONS {
+            assert!(
+                text.contains(&format!(
+                    "rollcall_ingest_dead_letters_total{{reason=\"{r}\"}} 0"
+                )),
+                "{text}"
+            );
+        }
     }
 
     #[tokio::test]

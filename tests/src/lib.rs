@@ -6,6 +6,7 @@
 //! * [`acker`]: a stand-in for the centre that acks what it receives (tests only).
 //! * [`rollcalld`]: runs the real rollcalld binary as a child process.
 //! * [`binaries`]: finds (building if needed) the workspace's binaries.
+//! * [`chromium`]: headless Chromium's DOM dump and screenshot, for the fleet page's test.
 //! * [`fixtures`]: one valid punch to start from.
 //! * [`zkteco`]: a ZKTeco PUSH (ADMS) terminal speaking the protocol like firmware.
 //! * [`free_port`] and [`skip`]: a port to listen on; a missing input that must not pass
@@ -13,6 +14,7 @@
 
 pub mod acker;
 pub mod binaries;
+pub mod chromium;
 pub mod fixtures;
 pub mod mosquitto;
 pub mod pki;
