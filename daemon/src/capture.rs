@@ -1,5 +1,8 @@
 //! The accept path: reader event -> identify -> duplicate check -> journal (fsync) -> signal.
 //!
+//! Fingerprint templates from `iso-template` readers are identified here, in software, against
+//! the roster's prepared templates (see `templates.rs`), on a blocking thread.
+//!
 //! A punch is signalled "accepted" only after the journal has committed it. Each reader has its
 //! own task; events that queue up while a commit is running are taken as one burst and go into
 //! one journal transaction (and the journal thread merges bursts of different readers too).
@@ -161,6 +164,12 @@ impl Accept {
                 ReaderEvent::FingerprintNoMatch => {
                     (CredentialKind::Fingerprint, Subject::UnknownFinger, None)
                 }
+                ReaderEvent::FingerprintTemplate { template } => {
+                    match self.identify(reader, template).await {
+                        Some((subject, score)) => (CredentialKind::Fingerprint, subject, score),
+                        None => continue,
+                    }
+                }
                 ReaderEvent::Health(health) => {
                     self.record_health(reader, &health);
                     continue;
@@ -232,6 +241,39 @@ impl Accept {
                 for subject in subjects {
                     self.decide(reader, outcome, None, subject);
                 }
+            }
+        }
+    }
+
+    /// Matches a sensor's template against the roster's (unknown with no score when the roster
+    /// has none). `None` for a record that cannot be read: nothing is stored, the person places
+    /// the finger again.
+    async fn identify(
+        &self,
+        reader: &ReaderInfo,
+        template: Vec<u8>,
+    ) -> Option<(Subject, Option<u16>)> {
+        let template = zeroize::Zeroizing::new(template);
+        let templates = self.roster.templates().cloned();
+        let searched = tokio::task::spawn_blocking(move || match &templates {
+            Some(t) => t
+                .identify(&template)
+                .map(|found| (found.subject.clone(), Some(found.score_u16()))),
+            None => crate::templates::prepare(&template).map(|_| (Subject::UnknownFinger, None)),
+        })
+        .await;
+        match searched {
+            Ok(Ok((subject, score))) => {
+                tracing::debug!(reader = %reader.id, ?score, known = matches!(subject, Subject::Student(_)), "template identified");
+                Some((subject, score))
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(reader = %reader.id, error = %e, "unreadable template from the sensor: not stored (is it set to output ISO/IEC 19794-2?)");
+                None
+            }
+            Err(e) => {
+                tracing::error!(reader = %reader.id, error = %e, "template search failed: not stored");
+                None
             }
         }
     }
@@ -429,6 +471,35 @@ mod tests {
                 })
                 .get(),
             1
+        );
+    }
+
+    #[tokio::test]
+    async fn a_template_without_roster_templates_is_an_unknown_finger_and_garbage_is_not_stored() {
+        let (a, mut rx, journal) = accept(Duration::ZERO, 10);
+        // An ISO/IEC 19794-2 record with one view and no minutiae: 24 + 4 + 2 bytes.
+        let mut record = b"FMR\0 20\0\0\0\0\x1e\0\0\x01\x2c\x01\x90\0\xc5\0\xc5\x01\0".to_vec();
+        record.extend_from_slice(&[0, 0, 60, 0, 0, 0]);
+        assert_eq!(record.len(), 30);
+        let template = |t: &[u8]| ReaderEvent::FingerprintTemplate {
+            template: t.to_vec(),
+        };
+        a.handle_burst(
+            &reader(),
+            vec![template(b"not a record"), template(&record), template(&[])],
+        )
+        .await;
+        assert_eq!(signals(&mut rx, 1).await, [Signal::Unknown]);
+        assert_eq!(
+            journal.stats().borrow().last_seq,
+            1,
+            "garbage is not stored"
+        );
+        let stored = journal.read(1, 10).await.expect("read");
+        let punch: Punch = minicbor::decode(&stored[0]).expect("punch");
+        assert_eq!(
+            (punch.subject, punch.credential, punch.score),
+            (Subject::UnknownFinger, CredentialKind::Fingerprint, None)
         );
     }
 

@@ -136,14 +136,24 @@ pub struct CaptureConfig {
     /// stored. `0s` turns it off.
     #[serde(default = "default_duplicate_window", with = "humantime_serde")]
     pub duplicate_window: Duration,
+    /// `iso-template` readers: the matcher score (0 to 1) at which the best enrolled student is
+    /// accepted; below it the finger is unknown. Default `rollcall_matcher::THRESHOLD` (0.135:
+    /// 0.01 % of impostor comparisons reach it).
+    #[serde(default = "default_match_threshold")]
+    pub match_threshold: f32,
 }
 
 impl Default for CaptureConfig {
     fn default() -> Self {
         Self {
             duplicate_window: default_duplicate_window(),
+            match_threshold: default_match_threshold(),
         }
     }
+}
+
+fn default_match_threshold() -> f32 {
+    rollcall_matcher::THRESHOLD
 }
 
 /// `[metrics]`
@@ -383,6 +393,17 @@ impl Config {
                 ));
             }
         }
+        // Below the 1:1 verification threshold a roster search takes strangers for students
+        // (the false match rate grows with the number of enrolled impressions).
+        let t = self.capture.match_threshold;
+        if !(rollcall_matcher::VERIFICATION_THRESHOLD..=1.0).contains(&t) {
+            errs.push(format!(
+                "capture.match_threshold: {t} is out of range: use {} to 1 (default {}; lower \
+                 values let strangers punch as students)",
+                rollcall_matcher::VERIFICATION_THRESHOLD,
+                rollcall_matcher::THRESHOLD
+            ));
+        }
         if let Some(path) = &self.roster.path
             && !path.is_absolute()
         {
@@ -588,6 +609,23 @@ mod tests {
         with("mqtt", "keep_alive", "65536s").expect_err("beyond 16 bits of seconds");
         with("mqtt", "status_interval", "1h").expect("accepted");
         with("capture", "duplicate_window", "0s").expect("0s turns the window off");
+    }
+
+    #[test]
+    fn the_match_threshold_defaults_to_the_matchers_and_refuses_unsafe_values() {
+        let c = Config::parse(GOOD).expect("valid");
+        assert_eq!(c.capture.match_threshold, rollcall_matcher::THRESHOLD);
+        let with = |v: &str| Config::parse(&format!("{GOOD}\n[capture]\nmatch_threshold = {v}\n"));
+        assert_eq!(with("0.2").expect("0.2").capture.match_threshold, 0.2);
+        with("1.0").expect("1 accepts only perfect scores");
+        for bad in ["0.0", "0.05", "1.5", "-1", "nan", "inf"] {
+            let errs = with(bad).expect_err(bad).0;
+            assert!(
+                errs.iter()
+                    .any(|e| e.starts_with("capture.match_threshold: ") && e.contains("strangers")),
+                "{bad}: {errs:?}"
+            );
+        }
     }
 
     #[test]

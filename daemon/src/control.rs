@@ -8,6 +8,9 @@
 //! < accepted 17 student=2024CS001    outcome, seq ('-' when not stored), subject
 //! > finger door-finger 12            a finger matching library slot 12 ('none' = no match)
 //! < unknown 18 unknown-finger
+//! > finger door-template /data/101_4.iso   to an iso-template reader: the finger whose sensor
+//! < accepted 19 student=2024CS001          produces this ISO/IEC 19794-2 record (a path that
+//!                                          rollcalld reads; absolute, or has a '/' or '.')
 //! > status
 //! < epoch=... last_seq=18 acked=12 depth=6 capacity=2000000
 //! ```
@@ -147,11 +150,16 @@ pub fn parse(line: &str) -> Result<(String, Presentation), String> {
             Ok((reader.to_string(), Presentation::Card(bytes)))
         }
         ["finger", reader, "none"] => Ok((reader.to_string(), Presentation::Finger(None))),
+        ["finger", reader, file] if file.contains(['/', '.']) => {
+            let record = crate::templates::read_bounded(Path::new(file), crate::templates::MAX_RECORD)
+                .map_err(|e| format!("error: {file}: {e}"))?;
+            Ok((reader.to_string(), Presentation::Template(record)))
+        }
         ["finger", reader, slot] => {
-            let slot = slot.parse().map_err(|_| format!("error: {slot:?} is not a slot number or 'none'"))?;
+            let slot = slot.parse().map_err(|_| format!("error: {slot:?} is not a slot number, 'none' or a template file"))?;
             Ok((reader.to_string(), Presentation::Finger(Some(slot))))
         }
-        _ => Err("error: commands are `card <reader> <hex uid>`, `finger <reader> <slot|none>`, `status`".into()),
+        _ => Err("error: commands are `card <reader> <hex uid>`, `finger <reader> <slot|none|file.iso>`, `status`".into()),
     }
 }
 

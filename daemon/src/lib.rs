@@ -20,6 +20,7 @@ pub mod roster;
 pub mod run;
 pub mod sys;
 pub mod systemd;
+pub mod templates;
 pub mod uplink;
 
 pub use config::Config;

@@ -63,9 +63,31 @@ enum Command {
         /// The control socket (default: <state_dir>/control.sock of --simulate).
         #[arg(long, default_value = "/tmp/rollcall-demo/control.sock")]
         socket: PathBuf,
-        /// `card <reader> <hex uid>`, `finger <reader> <slot|none>` or `status`.
+        /// `card <reader> <hex uid>`, `finger <reader> <slot|none|file.iso>` or `status`.
         #[arg(required = true, num_args = 1..)]
         words: Vec<String>,
+    },
+    /// Work on the roster file.
+    Roster {
+        #[command(subcommand)]
+        command: RosterCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RosterCommand {
+    /// Seal an enrolment template (ISO/IEC 19794-2 or ANSI 378) for a student under this
+    /// device's data key and add it to the roster (run as the user rollcalld runs as).
+    AddTemplate {
+        /// Configuration file (names the roster and the state directory with the key).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Student id.
+        #[arg(long)]
+        student: String,
+        /// The template record.
+        #[arg(long)]
+        file: PathBuf,
     },
 }
 
@@ -74,7 +96,20 @@ enum Command {
 fn validate(path: &std::path::Path) -> Result<(), String> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
     if let Some(roster) = config.roster.path.as_deref().filter(|p| p.exists()) {
-        rollcall_daemon::roster::Roster::load(roster).map_err(|e| e.to_string())?;
+        let r = rollcall_daemon::roster::Roster::load(roster).map_err(|e| e.to_string())?;
+        // Templates are opened only when the key exists: validate never creates it.
+        let key = config
+            .device
+            .state_dir
+            .join(rollcall_daemon::templates::KEY_FILE);
+        if !r.template_files().is_empty() && key.exists() {
+            rollcall_daemon::roster::Roster::load_with_templates(
+                roster,
+                &config.device.state_dir,
+                config.capture.match_threshold,
+            )
+            .map_err(|e| e.to_string())?;
+        }
     }
     Ok(())
 }
@@ -98,7 +133,42 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         },
-        Command::Tap { socket, words } => {
+        Command::Roster {
+            command:
+                RosterCommand::AddTemplate {
+                    config,
+                    student,
+                    file,
+                },
+        } => {
+            let cfg = Config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let roster =
+                cfg.roster.path.as_deref().ok_or_else(|| {
+                    anyhow::anyhow!("{}: set roster.path first", config.display())
+                })?;
+            let sealed = rollcall_daemon::templates::add_template(
+                roster,
+                &cfg.device.state_dir,
+                &student,
+                &file,
+            )?;
+            println!(
+                "{student}: {} sealed as {} and added to {}",
+                file.display(),
+                sealed.display(),
+                roster.display()
+            );
+            Ok(())
+        }
+        Command::Tap { socket, mut words } => {
+            // A template file is read by rollcalld, from its own working directory.
+            if let [first, _, file] = words.as_mut_slice()
+                && first == "finger"
+                && file.contains(['/', '.'])
+                && let Ok(absolute) = std::path::absolute(&*file)
+            {
+                *file = absolute.display().to_string();
+            }
             let reply = runtime.block_on(control::send(&socket, &words.join(" ")))?;
             println!("{reply}");
             if reply.starts_with("error") {

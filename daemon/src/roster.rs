@@ -8,13 +8,23 @@
 //! "04A1B2C3" = "2024CS001"
 //! [fingerprints]     # sensor library slot -> student id
 //! "12" = "2024CS001"
+//!
+//! [[template]]       # an enrolled impression for `iso-template` readers, matched in software:
+//! student = "2024CS001"
+//! file = "templates/0190c2a1.rct"   # sealed (see templates.rs); relative to this file
 //! ```
+//!
+//! `rollcalld roster add-template` seals a record and appends its `[[template]]` table; a
+//! student may have several (one per impression; three is the matcher's measured setting).
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rollcall_protocol::v1::{MAX_ID_LEN, Subject, valid_subject};
 use serde::Deserialize;
+
+use crate::templates::{DataKey, Templates};
 
 /// Who is expected in this room: card UIDs and fingerprint slots mapped to student ids,
 /// loaded from `roster.path`.
@@ -24,6 +34,17 @@ pub struct Roster {
     pub version: Option<u64>,
     cards: HashMap<Vec<u8>, String>,
     fingers: HashMap<u16, String>,
+    /// `[[template]]` entries: student and sealed file (relative to the roster file until
+    /// [`Roster::load`] resolves them).
+    template_files: Vec<(String, PathBuf)>,
+    templates: Option<Arc<Templates>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TemplateEntry {
+    student: String,
+    file: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]
@@ -35,6 +56,8 @@ struct RosterFile {
     cards: HashMap<String, String>,
     #[serde(default)]
     fingerprints: HashMap<String, String>,
+    #[serde(default)]
+    template: Vec<TemplateEntry>,
 }
 
 /// A roster file that cannot be used.
@@ -53,7 +76,34 @@ impl Roster {
             message,
         };
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        Self::parse(&text).map_err(err)
+        let mut roster = Self::parse(&text).map_err(err)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for (_, file) in &mut roster.template_files {
+            *file = base.join(&*file);
+        }
+        Ok(roster)
+    }
+
+    /// Loads a roster file and, when it lists templates, opens them with the data key in
+    /// `state_dir` (created if missing) and prepares them for searches at `threshold`.
+    pub fn load_with_templates(
+        path: &Path,
+        state_dir: &Path,
+        threshold: f32,
+    ) -> Result<Self, RosterError> {
+        let mut roster = Self::load(path)?;
+        if roster.template_files.is_empty() {
+            return Ok(roster);
+        }
+        let err = |message: String| RosterError {
+            path: path.display().to_string(),
+            message,
+        };
+        let key = DataKey::load_or_create(&state_dir.join(crate::templates::KEY_FILE))
+            .map_err(|e| err(e.to_string()))?;
+        let templates = Templates::load(&roster.template_files, &key, threshold).map_err(err)?;
+        roster.templates = Some(Arc::new(templates));
+        Ok(roster)
     }
 
     /// Parses roster TOML.
@@ -98,10 +148,23 @@ impl Roster {
             check(&student, &key)?;
             fingers.insert(n, student);
         }
+        let mut template_files = Vec::new();
+        for (i, entry) in file.template.into_iter().enumerate() {
+            let key = format!("template[{i}]");
+            check(&entry.student, &key)?;
+            if entry.file.as_os_str().is_empty() {
+                return Err(format!(
+                    "{key}.file: empty: the sealed template file (`rollcalld roster add-template`                      writes it)"
+                ));
+            }
+            template_files.push((entry.student, entry.file));
+        }
         Ok(Self {
             version: file.version,
             cards,
             fingers,
+            template_files,
+            templates: None,
         })
     }
 
@@ -114,7 +177,25 @@ impl Roster {
             version: None,
             cards: cards.into_iter().collect(),
             fingers: fingers.into_iter().collect(),
+            template_files: Vec::new(),
+            templates: None,
         }
+    }
+
+    /// The same roster matching `iso-template` readers against `templates`.
+    pub fn with_templates(mut self, templates: Templates) -> Self {
+        self.templates = Some(Arc::new(templates));
+        self
+    }
+
+    /// The prepared templates, when the roster lists any (and was loaded with them).
+    pub fn templates(&self) -> Option<&Arc<Templates>> {
+        self.templates.as_ref()
+    }
+
+    /// The `[[template]]` entries: student and sealed file.
+    pub fn template_files(&self) -> &[(String, PathBuf)] {
+        &self.template_files
     }
 
     /// Who owns this card, or a keyed hash of it.
@@ -226,6 +307,14 @@ mod tests {
                 Roster::parse(&format!("[fingerprints]\n\"{slot}\" = \"S1\"\n")).expect_err(slot);
             assert!(e.contains("a slot is a number"), "{slot:?}: {e}");
         }
+        let e = Roster::parse("[[template]]\nstudent = \"S\\n1\"\nfile = \"t/a.rct\"\n")
+            .expect_err("bad student");
+        assert!(e.starts_with("template[0]: student id"), "{e}");
+        let e =
+            Roster::parse("[[template]]\nstudent = \"S1\"\nfile = \"\"\n").expect_err("no file");
+        assert!(e.starts_with("template[0].file: empty"), "{e}");
+        let e = Roster::parse("[[template]]\nstudent = \"S1\"\n").expect_err("no file key");
+        assert!(e.contains("file"), "{e}");
         let r = Roster::parse("[cards]\n\"04 A1\" = \"S1\"\n[fingerprints]\n\"007\" = \"S2\"\n")
             .expect("spaced hex and leading zeros are fine");
         assert_eq!(r.len(), (1, 1));

@@ -352,8 +352,13 @@ fn load_roster(config: &Config) -> anyhow::Result<Roster> {
     if !path.exists() && config.has_simulated_readers() {
         crate::demo::write_roster(path)?;
     }
-    let roster = Roster::load(path)?;
+    let roster = Roster::load_with_templates(
+        path,
+        &config.device.state_dir,
+        config.capture.match_threshold,
+    )?;
     let (cards, fingers) = roster.len();
-    tracing::info!(roster = %path.display(), cards, fingers, "roster loaded");
+    let (students, templates) = roster.templates().map_or((0, 0), |t| t.len());
+    tracing::info!(roster = %path.display(), cards, fingers, students, templates, "roster loaded");
     Ok(roster)
 }

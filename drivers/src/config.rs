@@ -34,6 +34,9 @@ pub enum ReaderKind {
     Pn532,
     /// Wiegand 26/34 reader on two GPIO lines.
     Wiegand,
+    /// A fingerprint sensor that sends ISO/IEC 19794-2 templates on a UART (see
+    /// [`crate::iso_template`]); the daemon matches them in software.
+    IsoTemplate,
 }
 
 impl ReaderKind {
@@ -44,7 +47,9 @@ impl ReaderKind {
             | ReaderKind::Rdm6300
             | ReaderKind::Pn532
             | ReaderKind::Wiegand => CredentialKind::Card,
-            ReaderKind::SimulatedFingerprint | ReaderKind::Ef01 => CredentialKind::Fingerprint,
+            ReaderKind::SimulatedFingerprint | ReaderKind::Ef01 | ReaderKind::IsoTemplate => {
+                CredentialKind::Fingerprint
+            }
         }
     }
 
@@ -57,6 +62,7 @@ impl ReaderKind {
             ReaderKind::Rdm6300 => "rdm6300",
             ReaderKind::Pn532 => "pn532",
             ReaderKind::Wiegand => "wiegand",
+            ReaderKind::IsoTemplate => "iso-template",
         }
     }
 
@@ -64,7 +70,7 @@ impl ReaderKind {
     pub fn is_serial(self) -> bool {
         matches!(
             self,
-            ReaderKind::Ef01 | ReaderKind::Rdm6300 | ReaderKind::Pn532
+            ReaderKind::Ef01 | ReaderKind::Rdm6300 | ReaderKind::Pn532 | ReaderKind::IsoTemplate
         )
     }
 
@@ -72,7 +78,7 @@ impl ReaderKind {
     pub fn default_baud(self) -> u32 {
         match self {
             ReaderKind::Ef01 => 57_600,
-            ReaderKind::Pn532 => 115_200,
+            ReaderKind::Pn532 | ReaderKind::IsoTemplate => 115_200,
             _ => 9_600,
         }
     }
@@ -84,8 +90,8 @@ impl ReaderKind {
 pub struct ReaderConfig {
     /// Stable id of this reader on this device (appears in punches), e.g. `door-card`.
     pub id: String,
-    /// Which driver reads it (`ef01` alias `r503`, `rdm6300`, `pn532`, `wiegand`, or a simulated
-    /// kind).
+    /// Which driver reads it (`ef01` alias `r503`, `rdm6300`, `pn532`, `wiegand`,
+    /// `iso-template`, or a simulated kind).
     pub kind: ReaderKind,
     /// Serial port for UART readers, e.g. `/dev/ttyAMA0`.
     #[serde(default)]

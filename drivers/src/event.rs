@@ -20,6 +20,13 @@ pub enum ReaderEvent {
     },
     /// A finger was read but matched nothing in the library.
     FingerprintNoMatch,
+    /// A sensor that does not match by itself sent the minutiae template of a placed finger
+    /// (`iso-template` readers); the daemon matches it against the roster. Unvalidated bytes
+    /// from outside: parse them with a parser that refuses malformed records.
+    FingerprintTemplate {
+        /// The finger minutiae record (ISO/IEC 19794-2:2005 or ANSI INCITS 378-2004).
+        template: Vec<u8>,
+    },
     /// The reader's health changed (unplugged, recovered, garbage on the line...).
     Health(ReaderHealth),
 }

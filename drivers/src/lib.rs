@@ -11,7 +11,8 @@
 //! Each device family has a pure codec, an async device generic over its transport (a serial
 //! port, a simulator's pipe or a scripted mock all work the same) and a byte-level simulator
 //! with fault injection: [`ef01`] (R305/R307/R503/AS608 fingerprint), [`rdm6300`] (125 kHz
-//! cards), [`pn532`] (13.56 MHz cards, UART), [`wiegand`] (26/34-bit on two GPIO lines), and
+//! cards), [`pn532`] (13.56 MHz cards, UART), [`wiegand`] (26/34-bit on two GPIO lines),
+//! [`iso_template`] (sensors that send ISO/IEC 19794-2 templates), and
 //! [`indicator`] (GPIO LEDs and buzzer, R503 Aura LED, log). Each module's header documents
 //! wiring, Raspberry Pi UART/GPIO setup, permissions and troubleshooting.
 //!
@@ -45,6 +46,11 @@
 //! d1_line = 27
 //! # max_bit_interval = "25ms"   # slowest reader's bit spacing; 2x this ends a frame
 //!
+//! [[reader]]                    # a sensor that sends ISO/IEC 19794-2 templates (matched by
+//! id = "door-template"          # rollcalld against the roster's encrypted templates)
+//! kind = "iso-template"
+//! port = "/dev/ttyAMA1"         # 115200 baud by default
+//!
 //! [[reader]]                    # any kind above, against its simulator, fed by the Presenter
 //! id = "demo-finger"
 //! kind = "r503"
@@ -75,6 +81,7 @@ mod config;
 pub mod ef01;
 mod event;
 pub mod indicator;
+pub mod iso_template;
 pub mod pn532;
 pub mod rdm6300;
 mod run;

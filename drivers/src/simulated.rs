@@ -9,6 +9,8 @@ pub enum Presentation {
     Card(Vec<u8>),
     /// A finger: `Some(slot)` if it matches the template stored in that library slot.
     Finger(Option<u16>),
+    /// A finger on a template sensor (`iso-template`): the minutiae record it produces.
+    Template(Vec<u8>),
 }
 
 /// Fan-out of presentations to simulated readers, by reader id. Cheap to clone.

@@ -85,6 +85,16 @@ pub struct Cylinder {
 
 const CELL_WORDS: usize = DISC_CELLS.div_ceil(64);
 
+#[cfg(feature = "zeroize")]
+impl zeroize::Zeroize for Cylinder {
+    fn zeroize(&mut self) {
+        self.bits.zeroize();
+        self.valid.zeroize();
+        self.cells.zeroize();
+        self.ones.zeroize();
+    }
+}
+
 /// Builds the cylinder of `minutiae[center]`, or `None` when too little of its neighbourhood
 /// was seen or it has too few neighbours to say anything.
 pub fn build(minutiae: &[Minutia], center: usize, hull: &Hull) -> Option<Cylinder> {

@@ -70,6 +70,26 @@ pub struct Template {
     pub(crate) radial: Vec<u8>,
 }
 
+/// With the `zeroize` feature a template overwrites what it derived from the print (minutiae,
+/// descriptors, tables) when dropped, so a roster's templates do not linger in freed memory.
+#[cfg(feature = "zeroize")]
+impl Drop for Template {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        for m in &mut self.minutiae {
+            m.x.zeroize();
+            m.y.zeroize();
+            m.angle.zeroize();
+        }
+        self.minutiae.clear();
+        self.cylinders.zeroize();
+        self.directions.zeroize();
+        self.distance.zeroize();
+        self.direction_diff.zeroize();
+        self.radial.zeroize();
+    }
+}
+
 fn to_turn_units(radians: f32) -> u8 {
     ((radians.rem_euclid(TAU) * 256.0 / TAU).round() as u32 % 256) as u8
 }

@@ -48,12 +48,40 @@ pub(crate) async fn fingers(mut rx: Presentations, id: &str, sim: &SimHandle) ->
                 let template = module.template_for(0x8000_0000 | strangers);
                 module.place_finger(template);
             }
-            Presentation::Card(_) => {
+            Presentation::Card(_) | Presentation::Template(_) => {
                 tracing::warn!(
                     reader = id,
-                    "a card was presented to a fingerprint reader; ignored"
+                    "a card or a template was presented to an ef01 fingerprint reader; ignored"
                 );
             }
+        }
+    }
+    Ok(())
+}
+
+/// Templates onto a template sensor's line: `Template(record)` is a finger whose sensor
+/// produced `record`; anything else is not what such a sensor reads.
+pub(crate) async fn templates<W: AsyncWrite + Unpin>(
+    mut rx: Presentations,
+    id: &str,
+    mut line: W,
+) -> Result<(), Stop> {
+    while let Some(what) = next(&mut rx, id).await {
+        match what {
+            Presentation::Template(record) => {
+                if let Err(e) = crate::iso_template::sim::place(&mut line, &record, None).await {
+                    if e.kind() == std::io::ErrorKind::InvalidInput {
+                        tracing::warn!(reader = id, error = %e, "template not presented");
+                        continue;
+                    }
+                    return Err(Stop::Down(format!("template simulator: {e}")));
+                }
+            }
+            other => tracing::warn!(
+                reader = id,
+                presented = ?other,
+                "an iso-template sensor reads templates only (`finger <reader> <file.iso>`); ignored"
+            ),
         }
     }
     Ok(())

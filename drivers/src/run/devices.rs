@@ -174,6 +174,29 @@ pub(crate) async fn pn532<T: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+pub(crate) async fn iso_template<T: AsyncRead + Unpin>(
+    mut dev: crate::iso_template::IsoTemplateReader<T>,
+    ctx: &Ctx,
+    label: &str,
+) -> Result<(), Stop> {
+    // Transmit only, like the RDM6300: an open port is all the health there is to check.
+    ctx.up().await?;
+    loop {
+        match dev.next_template().await {
+            Ok(Some(template)) => {
+                ctx.emit(ReaderEvent::FingerprintTemplate { template })
+                    .await?
+            }
+            Ok(None) => {
+                return Err(Stop::Down(format!(
+                    "{label}: port closed (sensor unplugged?)"
+                )));
+            }
+            Err(e) => return Err(Stop::Down(format!("{label}: {e} (sensor unplugged?)"))),
+        }
+    }
+}
+
 pub(crate) async fn wiegand<S: EdgeSource>(
     mut reader: WiegandReader<S>,
     ctx: &Ctx,

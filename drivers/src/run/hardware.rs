@@ -42,6 +42,12 @@ pub(crate) async fn session(
             opened(path);
             devices::pn532(Pn532::new(port), ctx, &path.display().to_string()).await
         }
+        Hardware::IsoTemplate { port: path } => {
+            let port = serial::open(path, baud)?;
+            opened(path);
+            let dev = crate::iso_template::IsoTemplateReader::new(port);
+            devices::iso_template(dev, ctx, &path.display().to_string()).await
+        }
         Hardware::Wiegand { chip, d0, d1 } => {
             let label = format!("{} lines {d0}/{d1}", chip.display());
             let edges = crate::wiegand::GpioEdges::open(chip, *d0, *d1)

@@ -120,6 +120,13 @@ async fn on_pty(
                 r = bridge::cards(presentations, ctx.id(), sims) => r,
             }
         }
+        Serial::IsoTemplate => {
+            let dev = crate::iso_template::IsoTemplateReader::new(port);
+            tokio::select! {
+                r = devices::iso_template(dev, ctx, &label) => r,
+                r = bridge::templates(presentations, ctx.id(), master) => r,
+            }
+        }
         Serial::Pn532 => {
             let sim = Pn532Handle::new(Pn532Sim::new());
             let sims = CardSims::<tokio::io::DuplexStream> {

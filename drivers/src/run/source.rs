@@ -20,6 +20,7 @@ pub(crate) enum Hardware {
     Ef01 { port: PathBuf },
     Rdm6300 { port: PathBuf },
     Pn532 { port: PathBuf },
+    IsoTemplate { port: PathBuf },
     Wiegand { chip: PathBuf, d0: u32, d1: u32 },
 }
 
@@ -42,6 +43,7 @@ pub(crate) enum Serial {
     Ef01,
     Rdm6300,
     Pn532,
+    IsoTemplate,
 }
 
 impl Simulated {
@@ -54,6 +56,7 @@ impl Simulated {
             Simulated::OnPty(Serial::Ef01) => "simulated ef01",
             Simulated::OnPty(Serial::Rdm6300) => "simulated rdm6300",
             Simulated::OnPty(Serial::Pn532) => "simulated pn532",
+            Simulated::OnPty(Serial::IsoTemplate) => "simulated iso-template",
         }
     }
 }
@@ -71,10 +74,16 @@ impl Source {
             (ReaderKind::Ef01, true) => Source::Simulated(Simulated::OnPty(Serial::Ef01)),
             (ReaderKind::Rdm6300, true) => Source::Simulated(Simulated::OnPty(Serial::Rdm6300)),
             (ReaderKind::Pn532, true) => Source::Simulated(Simulated::OnPty(Serial::Pn532)),
+            (ReaderKind::IsoTemplate, true) => {
+                Source::Simulated(Simulated::OnPty(Serial::IsoTemplate))
+            }
             (ReaderKind::Wiegand, true) => Source::Simulated(Simulated::Wiegand),
             (ReaderKind::Ef01, false) => Source::Hardware(Hardware::Ef01 { port: port()? }),
             (ReaderKind::Rdm6300, false) => Source::Hardware(Hardware::Rdm6300 { port: port()? }),
             (ReaderKind::Pn532, false) => Source::Hardware(Hardware::Pn532 { port: port()? }),
+            (ReaderKind::IsoTemplate, false) => {
+                Source::Hardware(Hardware::IsoTemplate { port: port()? })
+            }
             (ReaderKind::Wiegand, false) => Source::Hardware(Hardware::Wiegand {
                 chip: config
                     .chip
@@ -126,6 +135,16 @@ mod tests {
         assert_eq!(
             source("id = \"a\"\nkind = \"rdm6300\"\nsimulate = true"),
             Source::Simulated(Simulated::OnPty(Serial::Rdm6300))
+        );
+        assert_eq!(
+            source("id = \"a\"\nkind = \"iso-template\"\nport = \"/dev/ttyAMA1\""),
+            Source::Hardware(Hardware::IsoTemplate {
+                port: "/dev/ttyAMA1".into()
+            })
+        );
+        assert_eq!(
+            source("id = \"a\"\nkind = \"iso-template\"\nsimulate = true"),
+            Source::Simulated(Simulated::OnPty(Serial::IsoTemplate))
         );
         assert_eq!(
             source("id = \"a\"\nkind = \"simulated-card\""),
