@@ -50,7 +50,8 @@ pub async fn ticker(
         }
         for reader in &config.readers {
             let i: u32 = rand::random_range(1..=STUDENTS + 4);
-            if !crate::config::is_simulated(reader) {
+            // The demo roster has no enrolled templates to present to an iso-template reader.
+            if !crate::config::is_simulated(reader) || reader.kind == ReaderKind::IsoTemplate {
                 continue;
             }
             presenter.present(&reader.id, presentation(reader.kind, i));
