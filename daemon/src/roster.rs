@@ -292,6 +292,53 @@ mod tests {
     }
 
     #[test]
+    fn template_files_resolve_next_to_the_roster_and_open_only_with_this_devices_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).expect("mkdir");
+        let record = crate::templates::tests::fvc("101_1");
+        let key = DataKey::load_or_create(&state.join(crate::templates::KEY_FILE)).expect("key");
+        std::fs::create_dir(dir.path().join("t")).expect("mkdir");
+        let sealed = crate::templates::seal(&key, "S1", &record).expect("seal");
+        std::fs::write(dir.path().join("t/a.rct"), sealed).expect("write");
+        let roster = dir.path().join("roster.toml");
+        std::fs::write(
+            &roster,
+            "[[template]]\nstudent = \"S1\"\nfile = \"t/a.rct\"\n",
+        )
+        .expect("write");
+
+        let r = Roster::load(&roster).expect("parses");
+        assert_eq!(
+            r.template_files(),
+            [("S1".to_owned(), dir.path().join("t/a.rct"))]
+        );
+        assert!(r.templates().is_none(), "not opened without the key");
+        let r = Roster::load_with_templates(&roster, &state, 0.135).expect("opens");
+        assert_eq!(r.templates().map(|t| t.len()), Some((1, 1)));
+
+        // Another device (a new key in another state directory) cannot open them.
+        let other = dir.path().join("other");
+        std::fs::create_dir(&other).expect("mkdir");
+        let e = Roster::load_with_templates(&roster, &other, 0.135)
+            .expect_err("another device's key")
+            .to_string();
+        assert!(
+            e.contains("t/a.rct") && e.contains("another device") && e.contains("add-template"),
+            "{e}"
+        );
+        std::fs::write(
+            &roster,
+            "[[template]]\nstudent = \"S1\"\nfile = \"t/gone.rct\"\n",
+        )
+        .expect("write");
+        let e = Roster::load_with_templates(&roster, &state, 0.135)
+            .expect_err("missing file")
+            .to_string();
+        assert!(e.contains("t/gone.rct"), "{e}");
+    }
+
+    #[test]
     fn card_uids_must_be_hex_and_slots_plain_numbers() {
         for uid in ["+04A1", "0x04A1", "04A", "04-A1", "04A1\\u0000"] {
             let e = Roster::parse(&format!("[cards]\n\"{uid}\" = \"S1\"\n")).expect_err(uid);

@@ -389,11 +389,11 @@ fn toml_string(s: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// An impression of FVC2002 DB1_B (`FVC_ISO_DIR`, default `../shared/reference/...`).
-    fn fvc(name: &str) -> Vec<u8> {
+    pub(crate) fn fvc(name: &str) -> Vec<u8> {
         let dir = std::env::var("FVC_ISO_DIR").unwrap_or_else(|_| {
             concat!(
                 env!("CARGO_MANIFEST_DIR"),
@@ -487,6 +487,20 @@ mod tests {
         let e =
             Templates::load(&entries, &DataKey::from_bytes([4; 32]), 0.135).expect_err("wrong key");
         assert!(e.contains("another device"), "{e}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_are_refused_without_panicking(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
+            header in proptest::bool::ANY,
+        ) {
+            let key = DataKey::from_bytes([5; 32]);
+            let mut sealed = if header { MAGIC.to_vec() } else { Vec::new() };
+            sealed.extend_from_slice(&bytes);
+            proptest::prop_assert!(open(&key, "S1", &sealed).is_err());
+            let _ = prepare(&bytes);
+        }
     }
 
     #[test]
