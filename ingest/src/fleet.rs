@@ -246,12 +246,15 @@ impl Fleet {
         let since = now - chrono::Duration::minutes(RATE_MINUTES);
         let gateways = c
             .query(
+                // One pass over the last minutes of the ledger (its received_at index), not one
+                // per device.
                 "SELECT d.device_id::text, d.device_name::text, d.room::text, d.is_enabled,
-                        s.online, s.last_status_at, s.status,
-                        (SELECT count(*) FROM rollcall.ledger l
-                          WHERE l.device_id = d.device_id AND l.received_at >= $1)
+                        s.online, s.last_status_at, s.status, coalesce(r.n, 0)
                  FROM attendance_biometric_device d
                  LEFT JOIN rollcall.device_status s ON s.device_id = d.device_id
+                 LEFT JOIN (SELECT device_id, count(*) AS n FROM rollcall.ledger
+                             WHERE received_at >= $1 GROUP BY device_id) r
+                        ON r.device_id = d.device_id
                  ORDER BY d.room, d.device_id",
                 &[&since],
             )

@@ -315,6 +315,16 @@ async fn the_fleet_page_shows_rooms_gateways_and_sessions_and_a_killed_gateway_g
     let browser = Chromium::new().expect("chromium (scripts/install-deps.sh installs it)");
     let mut f = fleet().await;
     let page = f.ingest.url("/fleet");
+    let json: serde_json::Value =
+        serde_json::from_str(&get(f.ingest.metrics, "/fleet.json").await.unwrap()).unwrap();
+    let g = gateway_of(&json, DEVICE).unwrap();
+    assert_eq!(
+        g["punches_per_minute"], 0.4,
+        "2 punches averaged over 5 minutes: {g}"
+    );
+    assert_eq!(g["readers"].as_array().map(Vec::len), Some(2), "{g}");
+    assert!(g["ntp_synced"].is_boolean(), "{g}");
+    assert_eq!(g["roster_version"], serde_json::Value::Null, "{g}");
 
     let dom = browser.dump_dom(&page).unwrap();
     let row = format!("data-device=\"{DEVICE}\"");
@@ -393,6 +403,11 @@ async fn the_fleet_page_shows_rooms_gateways_and_sessions_and_a_killed_gateway_g
     let shot = f.dir.path().join("fleet.png");
     browser.screenshot(&page, &shot, 1280, 900).unwrap();
     assert_screenshot_not_blank(&shot, 1280, 900);
+    // Kept for a person to look at: target/tmp/fleet-page.png.
+    let _ = std::fs::copy(
+        &shot,
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("fleet-page.png"),
+    );
 
     // kill -9: no goodbye; the broker publishes the gateway's last will after its keep-alive
     // (5 s) runs out, ingest records it, and the page shows the gateway offline.
