@@ -141,6 +141,7 @@ pub async fn run_with_metrics(
             settings,
             timing: adms_cfg.timing,
             max_body: adms_cfg.max_body,
+            metrics: metrics.clone(),
         });
         let s = aux_stop.clone();
         tracker.spawn(adms::http::serve(listener, tls, shared, s));

@@ -6,8 +6,10 @@
 //! what a command prints on stdout can be piped.
 
 use anyhow::Context;
-use chrono::{NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use rollcall_ingest::adms::Command as AdmsCommand;
+use rollcall_ingest::adms::views::{self, TerminalState};
 use rollcall_ingest::config::Config;
 use rollcall_ingest::jobs::{self, DateRange, Job, JobContext, Manual, ManualResult};
 use std::path::PathBuf;
@@ -50,6 +52,82 @@ enum Command {
     Check,
     /// List the attendance jobs and their last runs, or run one now.
     Jobs(JobsArgs),
+    /// List the ZKTeco terminals that have called, or queue a command for one.
+    Terminals(TerminalsArgs),
+}
+
+const TERMINALS_EXAMPLES: &str = "\
+Examples:
+  # every terminal that has called: admitted or refused (unregistered, disabled), last seen,
+  # stamps, records stored, clock offset, commands pending and alerts open
+  rollcall-ingest terminals -c /etc/rollcall/ingest.toml
+  rollcall-ingest terminals --json
+
+  # a gap on Monday morning: have the terminal upload that range of its log again
+  # (terminal wall-clock times; records already stored count once)
+  rollcall-ingest terminals command CQZ7232460113 query --from '2025-01-06 08:00' --to '2025-01-06 12:00'
+  rollcall-ingest terminals command CQZ7232460113 query --from 2025-01-06   # the whole day
+
+  # put a student on a terminal (PIN = roll number unless rollcall.adms_pin maps it)
+  rollcall-ingest terminals command CQZ7232460113 user --pin R1024 --name 'Asha Rao' --card 0012345
+
+  # restart a terminal
+  rollcall-ingest terminals command CQZ7232460113 reboot --json
+
+A command waits in rollcall.adms_command until the terminal's next poll (every Delay s, 10 by
+default), is sent again after a minute if unanswered (five times at most), and its result is
+shown by `rollcall-ingest terminals` until it is answered.";
+
+#[derive(Args)]
+#[command(after_long_help = TERMINALS_EXAMPLES, after_help = TERMINALS_EXAMPLES)]
+struct TerminalsArgs {
+    #[command(subcommand)]
+    action: Option<TerminalsAction>,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum TerminalsAction {
+    /// List every terminal that has called (the default).
+    List,
+    /// Queue a command for a terminal's next poll.
+    #[command(after_help = TERMINALS_EXAMPLES)]
+    Command {
+        /// The terminal's serial number (its SN=, as `rollcall-ingest terminals` lists it).
+        serial: String,
+        #[command(subcommand)]
+        command: TerminalCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TerminalCommand {
+    /// Upload again the records of a time range of its log, to fill a gap.
+    Query {
+        /// First time, on the terminal's wall clock: 2025-01-06 08:00[:00], or a date.
+        #[arg(long)]
+        from: String,
+        /// Last time (inclusive): same forms; a date means its end. Default: the end of
+        /// --from's day.
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Create or update a user on the terminal.
+    User {
+        /// PIN (1-64 of A-Z a-z 0-9 . _ -): the roll number unless rollcall.adms_pin maps it.
+        #[arg(long)]
+        pin: String,
+        /// Name shown on the terminal (24 characters kept).
+        #[arg(long)]
+        name: String,
+        /// Card number (digits).
+        #[arg(long, default_value = "")]
+        card: String,
+    },
+    /// Restart the terminal.
+    Reboot,
 }
 
 const JOBS_EXAMPLES: &str = "\
@@ -213,6 +291,15 @@ fn main() -> anyhow::Result<()> {
                     run_job(&cfg, &m, &ctx, json).await
                 }
             },
+            Command::Terminals(args) => {
+                let json = args.json;
+                match args.action.unwrap_or(TerminalsAction::List) {
+                    TerminalsAction::List => terminals(&cfg, json).await,
+                    TerminalsAction::Command { serial, command } => {
+                        terminal_command(&cfg, &serial, command, json).await
+                    }
+                }
+            }
             Command::Run => {
                 let stop = CancellationToken::new();
                 let s = stop.clone();
@@ -353,6 +440,128 @@ async fn run_job(cfg: &Config, m: &Manual, ctx: &JobContext, json: bool) -> anyh
     }
     if !ok {
         std::process::exit(1);
+    }
+    Ok(())
+}
+
+async fn terminals(cfg: &Config, json: bool) -> anyhow::Result<()> {
+    let c = connect(cfg).await?;
+    let list = views::terminals(&**c).await.context(
+        "reading rollcall.adms_terminal (run `rollcall-ingest migrate` if it is missing)",
+    )?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    if list.is_empty() {
+        println!(
+            "no terminal has called (see the README: pointing a ZKTeco terminal at rollcall-ingest)"
+        );
+    }
+    let t = |d: DateTime<Utc>| d.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let or = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    for v in &list {
+        let state = match v.state {
+            TerminalState::Admitted => format!("admitted (room {})", or(v.room.clone())),
+            TerminalState::Unregistered => {
+                "unregistered: refused, keeping its records (register its serial number as an \
+                 attendance_biometric_device.device_id)"
+                    .into()
+            }
+            TerminalState::Disabled => {
+                "disabled: refused, keeping its records (is_enabled = false)".into()
+            }
+        };
+        println!("{}: {state}", v.serial);
+        println!(
+            "  last seen {} from {} (first {}), firmware {}",
+            t(v.last_seen),
+            or(v.last_ip.clone()),
+            t(v.first_seen),
+            if v.firmware.is_empty() {
+                "-"
+            } else {
+                &v.firmware
+            }
+        );
+        println!(
+            "  stamps ATTLOG {} OPERLOG {}; {} records stored, {} in its log",
+            or(v.attlog_stamp.clone()),
+            or(v.operlog_stamp.clone()),
+            v.records,
+            or(v.log_records.map(|n| n.to_string()))
+        );
+        match (v.clock_offset_s, v.clock_measured_at) {
+            (Some(o), Some(at)) => println!("  clock offset {o:+} s (measured {})", t(at)),
+            _ => println!("  clock offset not measured yet"),
+        }
+        println!("  {} commands pending", v.pending.len());
+        for p in &v.pending {
+            println!(
+                "    #{} {} (queued {} by {}, sent {} times)",
+                p.id,
+                p.command.replace('\t', " "),
+                t(p.queued_at),
+                p.queued_by,
+                p.sent_count
+            );
+        }
+        println!("  {} alerts open", v.alerts.len());
+        for a in &v.alerts {
+            println!("    {} {}: {}", t(a.detected_at), a.kind, a.detail);
+        }
+    }
+    Ok(())
+}
+
+async fn terminal_command(
+    cfg: &Config,
+    serial: &str,
+    command: TerminalCommand,
+    json: bool,
+) -> anyhow::Result<()> {
+    let cmd = match command {
+        TerminalCommand::Query { from, to } => {
+            let from_t = views::wall_time(&from, false).map_err(anyhow::Error::msg)?;
+            let to_t = match to {
+                Some(to) => views::wall_time(&to, true).map_err(anyhow::Error::msg)?,
+                None => from_t
+                    .date()
+                    .and_hms_opt(23, 59, 59)
+                    .context("end of --from's day")?,
+            };
+            AdmsCommand::QueryAttLog {
+                from: from_t,
+                to: to_t,
+            }
+        }
+        TerminalCommand::User { pin, name, card } => AdmsCommand::PushUser { pin, name, card },
+        TerminalCommand::Reboot => AdmsCommand::Reboot,
+    };
+    // The text is checked before connecting: a wrong PIN or range says so without a database.
+    cmd.text().map_err(anyhow::Error::msg)?;
+    let c = connect(cfg).await?;
+    let by = format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    );
+    let now = Utc::now();
+    let (id, text) = views::queue(&**c, serial, &cmd, &by, now)
+        .await
+        .map_err(|e| match e {
+            rollcall_ingest::db::DbError::Schema(m) => anyhow::Error::msg(m),
+            other => anyhow::Error::from(other),
+        })?;
+    if json {
+        let out = serde_json::json!({
+            "id": id, "serial": serial, "command": text, "queued_at": now, "queued_by": by,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "queued #{id} for {serial}: {} (sent at its next poll; `rollcall-ingest terminals` shows it until answered)",
+            text.replace('\t', " ")
+        );
     }
     Ok(())
 }

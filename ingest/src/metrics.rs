@@ -134,12 +134,17 @@ pub struct Metrics {
     /// Registered gateways by what their last status says (`online`, `offline` after a last
     /// will, `silent` past the threshold), refreshed like [`Metrics::open_room_alerts`].
     pub gateways: Family<StateLabel, Gauge>,
+    /// ZKTeco terminals that have called, by whether their next request would be admitted
+    /// (`admitted`, `unregistered`, `disabled`), refreshed by [`crate::adms::views`].
+    pub adms_terminals: Family<StateLabel, Gauge>,
+    /// Uncleared `rollcall.adms_alert` rows by kind (`clock_jump`, `silent_loss`, `other`).
+    pub adms_alerts_open: Family<Label, Gauge>,
 }
 
 /// The `state` label of the gateway gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabel {
-    /// online | offline | silent.
+    /// online | offline | silent (gateways); admitted | unregistered | disabled (terminals).
     pub state: &'static str,
 }
 
@@ -169,6 +174,8 @@ impl Metrics {
             broker_connects: Counter::default(),
             open_room_alerts: Gauge::default(),
             gateways: Family::default(),
+            adms_terminals: Family::default(),
+            adms_alerts_open: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -241,6 +248,16 @@ impl Metrics {
             "gateways",
             "Registered gateways by state: online, offline (last will) or silent",
             m.gateways.clone(),
+        );
+        registry.register(
+            "adms_terminals",
+            "ZKTeco terminals that have called, by state: admitted, unregistered or disabled (refused, keeping their records)",
+            m.adms_terminals.clone(),
+        );
+        registry.register(
+            "adms_alerts_open",
+            "Uncleared ZKTeco terminal alerts by kind: clock_jump, silent_loss, other",
+            m.adms_alerts_open.clone(),
         );
         // Every known reason starts at 0, so `increase()` sees the first dead letter after a
         // start (a series that appears at 1 has no increase).

@@ -36,6 +36,8 @@ pub struct Shared {
     pub timing: Timing,
     /// Largest request body read.
     pub max_body: usize,
+    /// The service's metrics: the terminal gauges are refreshed into them while serving.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -53,6 +55,11 @@ pub async fn serve(
         .with_state(shared.clone());
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let tracker = tokio_util::task::TaskTracker::new();
+    tracker.spawn(super::views::refresh_gauges(
+        shared.pool.clone(),
+        shared.metrics.clone(),
+        stop.clone(),
+    ));
     let mut last_warn: Option<std::time::Instant> = None;
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else {

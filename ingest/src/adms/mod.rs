@@ -7,6 +7,9 @@
 //!   silent-loss rules, the commands' text; pure.
 //! * [`store`]: one transaction per request, answered after COMMIT.
 //! * [`http`]: the accept loop, TLS, limits; a thin shell.
+//! * [`views`]: what operators see: `rollcall-ingest terminals`, commands queued from the
+//!   command line, the gauges `rollcall_ingest_adms_terminals{state}` and
+//!   `rollcall_ingest_adms_alerts_open{kind}`.
 //!
 //! # Exactly once without sequence numbers
 //!
@@ -54,6 +57,7 @@ pub mod http;
 pub mod parse;
 pub mod rules;
 pub mod store;
+pub mod views;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
