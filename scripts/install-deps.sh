@@ -12,6 +12,10 @@ have openssl || need+=(openssl)
 have python3 || need+=(python3)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 have cc || need+=(gcc)
+# The chaos soak (tests/src/chaos): libfaketime steps one gateway's wall clock; fusermount3 is the
+# power-loss FUSE file system's fallback where mount(2) is not allowed (it mounts directly as root).
+[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || [ -e /usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1 ] || need+=(faketime)
+have fusermount3 || need+=(fuse3)
 # Operator views (issue 11): promtool checks and unit-tests the alert rules; headless Chromium
 # renders the live fleet page in its test.
 have promtool || need+=(prometheus)

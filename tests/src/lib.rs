@@ -5,6 +5,7 @@
 //! * [`pki`]: a throwaway CA and certificates for TLS tests (openssl CLI).
 //! * [`acker`]: a stand-in for the centre that acks what it receives (tests only).
 //! * [`rollcalld`]: runs the real rollcalld binary as a child process.
+//! * [`chaos`]: the chaos soak (issue 11): every part real, faults at random moments, a verdict.
 //! * [`binaries`]: finds (building if needed) the workspace's binaries.
 //! * [`chromium`]: headless Chromium's DOM dump and screenshot, for the fleet page's test.
 //! * [`fixtures`]: one valid punch to start from.
@@ -15,6 +16,7 @@
 pub mod acker;
 pub mod binaries;
 pub mod chromium;
+pub mod chaos;
 pub mod fixtures;
 pub mod mosquitto;
 pub mod pki;

@@ -139,6 +139,27 @@ impl Rollcalld {
     ) -> anyhow::Result<Self> {
         let dir = config.parent().context("config has a directory")?;
         let socket = dir.join("state").join("control.sock");
+        Self::start_inner(binary, config, socket, flags, envs).await
+    }
+
+    /// As [`Rollcalld::start_with`], for a config whose `[control] socket` is `socket`.
+    pub async fn start_at(
+        binary: &Path,
+        config: &Path,
+        socket: &Path,
+        envs: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        Self::start_inner(binary, config, socket.to_owned(), &[], envs).await
+    }
+
+    async fn start_inner(
+        binary: &Path,
+        config: &Path,
+        socket: PathBuf,
+        flags: &[&str],
+        envs: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let dir = config.parent().context("config has a directory")?;
         let log = dir.join("rollcalld.log");
         let log_file = std::fs::OpenOptions::new()
             .create(true)
