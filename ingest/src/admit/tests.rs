@@ -266,3 +266,49 @@ fn every_reason_has_a_distinct_code_and_a_remedy() {
         assert!(r.remedy().len() > 20, "{r:?}");
     }
 }
+
+#[test]
+fn a_capture_time_at_the_skew_limit_is_trusted_and_one_ms_past_it_is_held() {
+    let d = device();
+    let f = DeviceFacts::default();
+    // now 12:00, limit 5 min ahead.
+    for t in [
+        "2025-01-06T11:59:00Z",
+        "2025-01-06T12:04:00Z",
+        "2025-01-06T12:05:00Z",
+    ] {
+        let a = admit(&punch(t, 5), None, Some(&d), &f, clock()).expect(t);
+        assert_eq!((a.at, a.note), (at(t), None));
+    }
+    let r = admit(
+        &punch("2025-01-06T12:05:00.001Z", 5),
+        None,
+        Some(&d),
+        &f,
+        clock(),
+    )
+    .expect_err("one ms past the limit");
+    assert_eq!((r.held, r.reason), (true, Reason::ClockAhead));
+    assert!(r.detail.contains("is 300 s ahead"), "{}", r.detail);
+}
+
+#[test]
+fn only_an_unsynced_clock_without_an_offset_before_2020_is_unset() {
+    let d = device();
+    let f = DeviceFacts::default();
+    let with = |t: &str, synced: bool| {
+        let mut p = punch(t, 5);
+        p.ntp_synced = synced;
+        admit(&p, None, Some(&d), &f, clock())
+    };
+    // 2020-01-01T00:00:00Z is the first instant a clock counts as set.
+    assert!(with("2020-01-01T00:00:00Z", false).is_ok());
+    let r = with("2019-12-31T23:59:59Z", false).expect_err("unset");
+    assert_eq!((r.held, r.reason), (true, Reason::ClockUnset));
+    assert!(r.detail.contains("not set"), "{}", r.detail);
+    // An NTP-synced clock is believed whatever year it says.
+    assert_eq!(
+        with("2019-12-31T23:59:59Z", true).expect("synced").at,
+        at("2019-12-31T23:59:59Z")
+    );
+}

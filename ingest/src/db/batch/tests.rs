@@ -202,3 +202,56 @@ fn an_ack_below_every_refusal_carries_none() {
     );
     assert!(acks[0].refusals.is_empty());
 }
+
+#[test]
+fn writer_settings_take_the_configured_minutes_and_seconds() {
+    let cfg = crate::config::Config::from_toml(
+        "node_name = \"replica-2\"\n[database]\nurl = \"postgres://x/y\"\n\
+         [mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n\
+         [ingest]\nearly_arrival = \"20m\"\nmax_future_skew = \"90s\"\n\
+         [attendance]\ndemo_devices = [\"demo-gw\"]\n",
+    )
+    .expect("valid config");
+    let s = WriterSettings::from_config(&cfg);
+    assert_eq!(s.node, "replica-2");
+    assert_eq!(s.early_arrival_minutes, 20);
+    assert_eq!(s.max_future_skew_s, 90);
+    assert_eq!(s.demo_devices, HashSet::from(["demo-gw".to_string()]));
+}
+
+#[test]
+fn an_ack_covering_every_refusal_counts_each_refused_punch() {
+    let b = batch("d", 1, &[1, 2, 3, 4]);
+    let devices = HashMap::new();
+    let (items, _) = items(&[&b], &devices);
+    let mut acks = vec![ack("d", 4)];
+    attach_refusals(
+        &mut acks,
+        &items,
+        &[
+            decision(Some(Reason::DisabledDevice)),
+            decision(Some(Reason::DisabledDevice)),
+            decision(None),
+            decision(Some(Reason::DisabledDevice)),
+        ],
+        &[true, true, true, true],
+    );
+    assert_eq!(
+        acks[0].refusals,
+        [RefusalOut {
+            reason: Reason::DisabledDevice,
+            first_seq: 1,
+            last_seq: 4,
+            count: 3
+        }]
+    );
+}
+
+#[test]
+fn a_stored_instant_is_read_back_and_one_out_of_range_is_none() {
+    assert_eq!(
+        ms(1_736_150_000_123),
+        DateTime::from_timestamp(1_736_150_000, 123_000_000)
+    );
+    assert_eq!(ms(i64::MAX), None);
+}
