@@ -40,5 +40,6 @@ if command -v rustup >/dev/null 2>&1 && ! rustup target list --installed | grep 
   rustup target add aarch64-unknown-linux-gnu || echo "install-deps: aarch64 target unavailable; aarch64 steps will be skipped"
 fi
 # The Debian mosquitto package starts a system broker on port 1883; Rollcall's tests never use
-# it (each test starts its own on a free port).
+# it (each test starts its own on a free port). Likewise the prometheus package's server (port
+# 9090) where it starts one: the tests only use its promtool.
 exit 0

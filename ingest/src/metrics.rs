@@ -329,6 +329,10 @@ impl LogLimiter {
     }
 }
 
+/// The Content-Security-Policy of every answer (it only matters for the fleet page).
+const FLEET_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+     connect-src 'self'; img-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
 /// Serves `GET /metrics` until cancelled, and with `fleet` the read-only fleet page
 /// (`GET /fleet`, `GET /fleet.json`, see [`crate::fleet`]). Fails only when `addr` cannot be
 /// bound.
@@ -380,8 +384,12 @@ pub async fn serve(
                         m.encode(),
                     ),
                 };
+                // The fleet page needs its own inline script and style and its own JSON; the
+                // policy denies everything else (no external load, no exfiltration, no framing)
+                // should anything from the data ever reach the page as markup.
                 let head = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n",
+                    "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\ncache-control: no-store\r\n\
+                     x-content-type-options: nosniff\r\ncontent-security-policy: {FLEET_CSP}\r\nconnection: close\r\n\r\n",
                     body.len()
                 );
                 sock.write_all(head.as_bytes()).await?;

@@ -196,6 +196,11 @@ impl Drop for Ingest {
 
 /// A plain HTTP GET on 127.0.0.1 (the services answer HTTP/1.1 and close).
 async fn get(port: u16, path: &str) -> anyhow::Result<String> {
+    Ok(get_with_head(port, path).await?.1)
+}
+
+/// [`get`] with the response head.
+async fn get_with_head(port: u16, path: &str) -> anyhow::Result<(String, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
@@ -206,7 +211,7 @@ async fn get(port: u16, path: &str) -> anyhow::Result<String> {
         .split_once("\r\n\r\n")
         .ok_or_else(|| anyhow::anyhow!("no HTTP answer: {text}"))?;
     anyhow::ensure!(head.starts_with("HTTP/1.1 200"), "{head}");
-    Ok(body.to_owned())
+    Ok((head.to_ascii_lowercase(), body.to_owned()))
 }
 
 /// Polls `/fleet.json` until `ok` holds for it.
@@ -315,8 +320,25 @@ async fn the_fleet_page_shows_rooms_gateways_and_sessions_and_a_killed_gateway_g
     let browser = Chromium::new().expect("chromium (scripts/install-deps.sh installs it)");
     let mut f = fleet().await;
     let page = f.ingest.url("/fleet");
-    let json: serde_json::Value =
-        serde_json::from_str(&get(f.ingest.metrics, "/fleet.json").await.unwrap()).unwrap();
+    let (head, html) = get_with_head(f.ingest.metrics, "/fleet").await.unwrap();
+    assert!(
+        head.contains("content-type: text/html; charset=utf-8"),
+        "{head}"
+    );
+    assert!(
+        head.contains("content-security-policy: default-src 'none';")
+            && head.contains("connect-src 'self'"),
+        "the page may load nothing from elsewhere: {head}"
+    );
+    assert!(
+        !html.contains("src=\"") && !html.contains("href=\""),
+        "no external asset: {html}"
+    );
+    let (head, body) = get_with_head(f.ingest.metrics, "/fleet.json")
+        .await
+        .unwrap();
+    assert!(head.contains("content-type: application/json"), "{head}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
     let g = gateway_of(&json, DEVICE).unwrap();
     assert_eq!(
         g["punches_per_minute"], 0.4,
