@@ -15,6 +15,9 @@ async fn chaos_soak_loses_and_duplicates_nothing() {
     println!("{verdict}");
     assert!(verdict.passed(), "{verdict}");
     assert!(verdict.accepted >= 2_000, "too few taps: {verdict}");
+    if verdict.faults.get("clock_step").copied().unwrap_or(0) > 0 {
+        assert!(verdict.skewed > 0, "clock steps left no trace: {verdict}");
+    }
     for kind in [
         "kill9_gateway",
         "kill9_ingest",

@@ -260,12 +260,16 @@ pub struct Row {
     pub outcome: String,
     /// Session, if one was resolved.
     pub session: Option<i64>,
+    /// Whether the device's clock was more than an hour off when it took the punch
+    /// (`captured_at` against `received_at`): the trace of a clock step.
+    pub skewed: bool,
 }
 
 /// Every ledger row.
 pub async fn ledger(c: &Client) -> anyhow::Result<Vec<Row>> {
     Ok(c.query(
-        "SELECT device_id::text, epoch, seq, subject, outcome, session_id FROM rollcall.ledger \
+        "SELECT device_id::text, epoch, seq, subject, outcome, session_id, \
+             abs(extract(epoch FROM captured_at - received_at)) > 3600 FROM rollcall.ledger \
              ORDER BY device_id, epoch, seq",
         &[],
     )
@@ -278,6 +282,7 @@ pub async fn ledger(c: &Client) -> anyhow::Result<Vec<Row>> {
         subject: r.get(3),
         outcome: r.get(4),
         session: r.get(5),
+        skewed: r.get(6),
     })
     .collect())
 }

@@ -60,9 +60,12 @@ pub struct Gateway {
     pub answers: Arc<Mutex<Answers>>,
 }
 
-/// libfaketime's preload library, if installed (Debian's faketime package).
+/// libfaketime's preload library, if installed (Debian's faketime package); its thread-safe
+/// build first, as rollcalld is multithreaded.
 pub fn libfaketime() -> Option<PathBuf> {
     [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1",
         "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
         "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
         "/usr/lib/faketime/libfaketime.so.1",

@@ -44,6 +44,8 @@ pub struct Verdict {
     pub ledger_rows: u64,
     /// Ledger rows by outcome.
     pub outcomes: BTreeMap<String, u64>,
+    /// Ledger rows taken while a clock was stepped (more than an hour off).
+    pub skewed: u64,
     /// Faults injected, by kind.
     pub faults: BTreeMap<&'static str, u64>,
     /// Hostile messages injected at the broker, by kind.
@@ -97,6 +99,7 @@ pub fn judge(
     v.ledger_rows = ledger.len() as u64;
     for r in ledger {
         *v.outcomes.entry(r.outcome.clone()).or_default() += 1;
+        v.skewed += u64::from(r.skewed);
     }
     let mut rows: BTreeMap<(&str, u64, u64), &Row> = BTreeMap::new();
     for r in ledger {
@@ -272,7 +275,7 @@ impl fmt::Display for Verdict {
         for (k, n) in &self.outcomes {
             write!(f, " {k} {n},")?;
         }
-        writeln!(f)?;
+        writeln!(f, " {} taken under a stepped clock", self.skewed)?;
         let total: u64 = self.faults.values().sum();
         write!(f, "  faults     {total}:")?;
         for (k, n) in &self.faults {
