@@ -15,4 +15,5 @@ cargo bench -p rollcall-daemon --bench edge
 echo
 echo "## Centre (rollcall-ingest)"
 echo
+# Gateways over MQTT and, alongside them, ZKTeco terminals over HTTP (--terminals 0 leaves them out).
 cargo run --release -p rollcall-ingest --example bench

@@ -4,7 +4,15 @@
 //! In the same run, a naive writer (the same decode and SQL, one punch per transaction) on a
 //! second database; and the latency from publish to ack, idle and under load.
 //!
-//! `cargo run --release -p rollcall-ingest --example bench [-- --punches 200000 --naive 5000]`
+//! Alongside the gateways' backlog, simulated ZKTeco terminals (`rollcall_tests::zkteco`, one
+//! HTTP connection per request as firmware does) each upload a backlog of ATTLOG records in
+//! batches to the service's ADMS endpoint, in rooms of their own; a terminal's upload is
+//! answered `OK` only after COMMIT, so its round trip is the latency to COMMIT as the terminal
+//! sees it. Before the load, one terminal's realtime uploads (one record each) give the idle
+//! figure.
+//!
+//! `cargo run --release -p rollcall-ingest --example bench [-- --punches 200000 --naive 5000
+//! --terminals 20 --terminal-records 2000 --terminal-batch 500]`
 
 use rollcall_ingest::config::Config;
 use rollcall_ingest::db::writer::{WriterSettings, write_batch};
@@ -12,6 +20,7 @@ use rollcall_ingest::metrics::Metrics;
 use rollcall_ingest::punch::Envelope;
 use rollcall_protocol::{topic, v1};
 use rollcall_tests::postgres::Postgres;
+use rollcall_tests::zkteco::{Dialect, Terminal};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,30 +43,45 @@ fn arg(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-async fn seed(url: &str) -> anyhow::Result<()> {
+/// Rooms 1..=ROOMS have a gateway `gw-<r>`; rooms ROOMS+1..=ROOMS+terminals a ZKTeco terminal
+/// `zk-<r>`, each with its own students and sessions.
+async fn seed(url: &str, terminals: usize) -> anyhow::Result<()> {
+    let rooms = ROOMS + terminals;
     let (mut c, conn) = tokio_postgres::connect(url, NoTls).await?;
     tokio::spawn(conn);
     rollcall_ingest::db::schema::migrate(&mut c, rollcall_ingest::config::SchemaMode::Standalone)
         .await?;
     c.batch_execute(&format!(
         "INSERT INTO academics_coursesection (id, section_type, current_enrollment, is_active, notes, created_at, updated_at, course_id, faculty_id)
-           OVERRIDING SYSTEM VALUE SELECT r, 'LECTURE', 0, true, '', now(), now(), r, gen_random_uuid() FROM generate_series(1, {ROOMS}) r;
+           OVERRIDING SYSTEM VALUE SELECT r, 'LECTURE', 0, true, '', now(), now(), r, gen_random_uuid() FROM generate_series(1, {rooms}) r;
          INSERT INTO students_student (id, created_at, updated_at, roll_number, first_name, last_name, date_of_birth, gender, country, enrollment_date, status)
            SELECT ('00000000-0000-4000-8000-' || lpad(s::text, 12, '0'))::uuid, now(), now(), 'R' || s, 'F', 'L', '2005-01-01', 'M', 'IN', '2024-07-01', 'ACTIVE'
-           FROM generate_series(0, {ROOMS} * {STUDENTS_PER_ROOM} - 1) s;
+           FROM generate_series(0, {rooms} * {STUDENTS_PER_ROOM} - 1) s;
          INSERT INTO academics_courseenrollment (enrollment_date, status, grade, enrollment_type, notes, created_at, updated_at, student_id, course_section_id)
            SELECT '2024-07-01', 'ENROLLED', '', 'REGULAR', '', now(), now(), ('00000000-0000-4000-8000-' || lpad(s::text, 12, '0'))::uuid, s / {STUDENTS_PER_ROOM} + 1
-           FROM generate_series(0, {ROOMS} * {STUDENTS_PER_ROOM} - 1) s;
+           FROM generate_series(0, {rooms} * {STUDENTS_PER_ROOM} - 1) s;
          INSERT INTO attendance_biometric_device (created_at, updated_at, device_id, device_name, device_type, location, room, status, firmware_version,
              is_enabled, auto_sync, sync_interval_minutes, ip_address, port, api_endpoint, api_key)
-           SELECT now(), now(), 'gw-' || r, 'gw', 'fingerprint', '', 'R' || r, 'active', '', true, true, 5, '10.0.0.1', 80, '', '' FROM generate_series(1, {ROOMS}) r;
+           SELECT now(), now(), CASE WHEN r <= {ROOMS} THEN 'gw-' ELSE 'zk-' END || r, 'gw', 'fingerprint', '', 'R' || r, 'active', '', true, true, 5,
+                  '10.0.0.1', 80, '', '' FROM generate_series(1, {rooms}) r;
          INSERT INTO attendance_session (created_at, updated_at, scheduled_date, start_datetime, end_datetime, room, status, auto_opened, auto_closed,
              makeup, notes, qr_token, course_section_id, faculty_id, biometric_device_id, biometric_enabled, offline_sync_token)
            SELECT now(), now(), current_date, date_trunc('hour', now()) - (k + 1) * interval '1 hour', date_trunc('hour', now()) - k * interval '1 hour',
                   'R' || r, 'closed', false, false, false, '', '', r, gen_random_uuid(), '', false, ''
-           FROM generate_series(1, {ROOMS}) r, generate_series(0, {SESSIONS_PER_ROOM} - 1) k;"
+           FROM generate_series(1, {rooms}) r, generate_series(0, {SESSIONS_PER_ROOM} - 1) k;"
     ))
     .await?;
+    if terminals > 0 {
+        // The idle realtime terminal, in the first terminal room: a serial of its own, so its
+        // cursor (kept by the server) is not the backlog terminal's.
+        c.batch_execute(&format!(
+            "INSERT INTO attendance_biometric_device (created_at, updated_at, device_id, device_name, device_type, location, room, status,
+                 firmware_version, is_enabled, auto_sync, sync_interval_minutes, ip_address, port, api_endpoint, api_key)
+             VALUES (now(), now(), 'zk-idle', 'zk', 'fingerprint', '', 'R{}', 'active', '', true, true, 5, '10.0.0.1', 80, '', '')",
+            ROOMS + 1
+        ))
+        .await?;
+    }
     Ok(())
 }
 
@@ -238,6 +262,19 @@ async fn publisher(port: u16, id: &str) -> AsyncClient {
     client
 }
 
+/// Terminal `zk-<r>` holding the records of `n` (session, student) pairs of its room, on its
+/// wall clock in the campus zone, PIN = roll number.
+fn terminal(r: usize, n: usize, addr: &str, batch: usize, tz: chrono_tz::Tz) -> Terminal {
+    let mut t = Terminal::new(&format!("zk-{r}"), addr, Dialect::Classic);
+    t.chunk = batch;
+    for (i, p) in room_punches(r, n).iter().enumerate() {
+        let s = (r - 1) * STUDENTS_PER_ROOM + i % STUDENTS_PER_ROOM;
+        let at = chrono::DateTime::from_timestamp_millis(p.captured_at_ms).unwrap_or_default();
+        t.punch(&format!("R{s}"), at.with_timezone(&tz).naive_local(), 1);
+    }
+    t
+}
+
 fn pct(v: &mut [Duration], p: f64) -> f64 {
     v.sort();
     v.get(((v.len() as f64 - 1.0) * p) as usize)
@@ -254,6 +291,10 @@ async fn main() -> anyhow::Result<()> {
     let total =
         arg("--punches", 190_000).min(ROOMS * (STUDENTS_PER_ROOM * SESSIONS_PER_ROOM - 200));
     let naive_n = arg("--naive", 5_000);
+    let terminals = arg("--terminals", 20);
+    let terminal_records =
+        arg("--terminal-records", 2_000).min(STUDENTS_PER_ROOM * SESSIONS_PER_ROOM);
+    let terminal_batch = arg("--terminal-batch", 500).max(1);
     let writers = arg("--writers", 2);
     let per_room = total / ROOMS;
     let tuned = std::env::args().any(|a| a == "--tuned");
@@ -277,17 +318,19 @@ async fn main() -> anyhow::Result<()> {
     let broker = Mosquitto::start()?;
     let fast_url = pg.create_database("fast")?;
     let naive_url = pg.create_database("naive")?;
-    seed(&fast_url).await?;
-    seed(&naive_url).await?;
+    seed(&fast_url, terminals).await?;
+    seed(&naive_url, 0).await?;
     let acks = ack_listener(broker.port()).await;
 
+    let adms = format!("127.0.0.1:{}", rollcall_tests::free_port()?);
     let cfg = Config::from_toml(&format!(
         "node_name = \"bench\"\n[database]\nurl = \"{fast_url}\"\npool_size = 4\nschema_mode = \"existing\"\n\
          [mqtt]\nurl = \"{}\"\n[campus]\nsession_clock = \"utc\"\n[ingest]\nwriters = {}\nmax_batch_messages = 64\nmax_batch_punches = 20000\nlinger_ms = 2\n\
-         [jobs]\nenabled = false\n",
+         [jobs]\nenabled = false\n[adms]\nlisten = \"{adms}\"\n",
         broker.url(),
         writers
     ))?;
+    let tz = cfg.campus.timezone;
     let metrics = Arc::new(Metrics::new());
     let stop = CancellationToken::new();
     let ingest = tokio::spawn(rollcall_ingest::run_with_metrics(
@@ -333,6 +376,23 @@ async fn main() -> anyhow::Result<()> {
         idle.push(t0.elapsed());
     }
     acks.latest.lock().unwrap().clear();
+
+    // A terminal's realtime uploads, idle: one record per request, one request at a time.
+    let mut idle_terminal = Vec::new();
+    if terminals > 0 {
+        let r = ROOMS + 1;
+        let mut t = Terminal::new("zk-idle", &adms, Dialect::Classic);
+        t.chunk = 1;
+        anyhow::ensure!(t.sync(Duration::from_secs(10)).await, "terminal handshake");
+        let ps = room_punches(r, STUDENTS_PER_ROOM * SESSIONS_PER_ROOM);
+        for p in &ps[ps.len() - 100..] {
+            let s = (r - 1) * STUDENTS_PER_ROOM + (p.seq as usize - 1) % STUDENTS_PER_ROOM;
+            let at = chrono::DateTime::from_timestamp_millis(p.captured_at_ms).unwrap_or_default();
+            t.punch(&format!("R{s}"), at.with_timezone(&tz).naive_local(), 1);
+            anyhow::ensure!(t.upload().await? == 1, "realtime upload not OK");
+        }
+        idle_terminal = t.upload_times.iter().map(|x| x.0).collect();
+    }
 
     // Steady online load: every device sends a 10-punch batch every 100 ms (5,000 punches/s in
     // all) for 2 s, on punches the backlog below does not use.
@@ -419,8 +479,21 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut zk: Vec<Terminal> = (ROOMS + 1..=ROOMS + terminals)
+        .map(|r| terminal(r, terminal_records, &adms, terminal_batch, tz))
+        .collect();
     let sent_at: History = Arc::default();
     let t0 = Instant::now();
+    // The terminals upload their backlogs while the gateways drain theirs.
+    let zk_tasks: Vec<_> = zk
+        .drain(..)
+        .map(|mut t| {
+            tokio::spawn(async move {
+                let ok = t.sync(Duration::from_secs(600)).await;
+                (t, ok, Instant::now())
+            })
+        })
+        .collect();
     // Interleave rooms, as a period start would.
     let mut order: Vec<usize> = (0..batches.len()).collect();
     order.sort_by_key(|&i| (batches[i].2, i));
@@ -442,6 +515,22 @@ async fn main() -> anyhow::Result<()> {
     let ok = acks.wait_all(&want, Duration::from_secs(600)).await;
     let elapsed = t0.elapsed();
     anyhow::ensure!(ok, "not every punch was acked");
+    let mut zk_done = t0;
+    let mut zk_rtt = Vec::new();
+    let mut zk_batches = 0;
+    for task in zk_tasks {
+        let (t, ok, done) = task.await?;
+        anyhow::ensure!(
+            ok && t.pending() == 0,
+            "terminal {} did not upload",
+            t.serial
+        );
+        zk_done = zk_done.max(done);
+        zk_batches += t.upload_times.len();
+        zk_rtt.extend(t.upload_times.iter().map(|x| x.0));
+    }
+    let zk_elapsed = zk_done - t0;
+    let zk_total = terminals * terminal_records;
     let rate = total as f64 / elapsed.as_secs_f64();
     let mut drain = latencies(&acks.history, &sent_at.lock().unwrap().clone());
     // Publish -> ack under load: per batch, the first ack covering its last seq. Acks only
@@ -475,6 +564,19 @@ async fn main() -> anyhow::Result<()> {
         .query_one("SELECT count(*) FROM attendance_record", &[])
         .await?
         .get(0);
+    let (zk_ledger, zk_stored): (i64, i64) = c
+        .query_one(
+            "SELECT (SELECT count(*) FROM rollcall.ledger WHERE device_id LIKE 'zk-%'),
+                    (SELECT count(*) FROM rollcall.adms_record)",
+            &[],
+        )
+        .await
+        .map(|r| (r.get(0), r.get(1)))?;
+    let zk_expected = zk_total as i64 + if terminals > 0 { 100 } else { 0 };
+    anyhow::ensure!(
+        zk_ledger == zk_expected && zk_stored == zk_expected,
+        "terminal records: {zk_ledger} ledger rows and {zk_stored} adms_record rows, {zk_expected} expected"
+    );
     let m = metrics.encode();
     stop.cancel();
     let _ = ingest.await;
@@ -529,6 +631,29 @@ async fn main() -> anyhow::Result<()> {
         pct(&mut drain, 0.5),
         pct(&mut drain, 0.99)
     );
+    if terminals > 0 {
+        println!(
+            "terminals: {terminals} ZKTeco terminals x {terminal_records} records in {zk_batches} ATTLOG uploads of {terminal_batch}, \
+             alongside the gateways' backlog; ledger rows {zk_ledger}, adms_record rows {zk_stored}"
+        );
+        println!(
+            "terminal records: {:.0} records/s ({:.2} s for all terminals)",
+            zk_total as f64 / zk_elapsed.as_secs_f64(),
+            zk_elapsed.as_secs_f64()
+        );
+        println!(
+            "terminal upload -> OK (after COMMIT) under load, {} uploads: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+            zk_rtt.len(),
+            pct(&mut zk_rtt, 0.5),
+            pct(&mut zk_rtt, 0.99),
+            pct(&mut zk_rtt, 1.0)
+        );
+        println!(
+            "terminal realtime upload -> OK, idle (1 record, 100 samples): p50 {:.2} ms, p99 {:.2} ms",
+            pct(&mut idle_terminal, 0.5),
+            pct(&mut idle_terminal, 0.99)
+        );
+    }
     for line in m.lines().filter(|l| {
         l.starts_with("rollcall_ingest_ack_after_commit_seconds_sum")
             || l.starts_with("rollcall_ingest_ack_after_commit_seconds_count")
