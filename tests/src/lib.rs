@@ -15,8 +15,8 @@
 
 pub mod acker;
 pub mod binaries;
-pub mod chromium;
 pub mod chaos;
+pub mod chromium;
 pub mod fixtures;
 pub mod mosquitto;
 pub mod pki;
