@@ -538,3 +538,128 @@ async fn concurrent_appends_are_group_committed_with_distinct_seqs() {
     );
     assert_eq!(handle.stats().borrow().last_seq, 200);
 }
+
+#[test]
+fn a_range_of_one_reads_one_punch_and_the_oldest_unacked_is_the_one_after_the_ack() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut j = Journal::open(&dir.path().join("j.redb"), 100).expect("create");
+    assert_eq!(j.oldest_captured_at_ms().expect("empty"), None);
+    let mut batch = punches(10..14);
+    j.append(&mut batch).expect("append");
+    let one = j.read_punches(2, 2).expect("read");
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].subject, Subject::Student("S11".into()));
+    assert!(j.read(3, 2).expect("empty range").is_empty());
+    assert_eq!(j.read(4, 99).expect("clamped").len(), 1);
+    assert_eq!(
+        j.oldest_captured_at_ms().expect("oldest"),
+        Some(batch[0].captured_at_ms)
+    );
+    j.ack(2).expect("ack");
+    assert_eq!(
+        j.oldest_captured_at_ms().expect("oldest"),
+        Some(batch[2].captured_at_ms)
+    );
+    assert_eq!(j.read(1, 3).expect("acked ones are gone").len(), 1);
+}
+
+/// Deletes `seq` behind the journal's back, as a damaged file would lose it.
+fn lose(j: &Journal, seq: u64) {
+    let tx = j.db().expect("open").begin_write().expect("tx");
+    tx.open_table(PUNCHES)
+        .expect("table")
+        .remove(seq)
+        .expect("remove");
+    tx.commit().expect("commit");
+}
+
+#[test]
+fn a_punch_missing_from_the_journal_is_reported_by_its_seq() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut j = Journal::open(&dir.path().join("j.redb"), 100).expect("create");
+    j.append(&mut punches(0..5)).expect("append");
+    lose(&j, 5);
+    assert!(
+        matches!(j.read(1, 5), Err(JournalError::Damaged { seq: 5, .. })),
+        "the last one"
+    );
+    lose(&j, 3);
+    assert!(
+        matches!(j.read(1, 5), Err(JournalError::Damaged { seq: 3, .. })),
+        "one in the middle"
+    );
+    assert_eq!(j.read(1, 2).expect("before the hole").len(), 2);
+    assert!(matches!(
+        j.read_punches(2, 4),
+        Err(JournalError::Damaged { seq: 3, .. })
+    ));
+}
+
+#[test]
+fn a_stored_punch_that_does_not_decode_is_reported_by_its_seq() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut j = Journal::open(&dir.path().join("j.redb"), 100).expect("create");
+    j.append(&mut punches(0..5)).expect("append");
+    j.ack(1).expect("ack");
+    let tx = j.db().expect("open").begin_write().expect("tx");
+    tx.open_table(PUNCHES)
+        .expect("table")
+        .insert(3, [0xFFu8, 0x00].as_slice())
+        .expect("insert");
+    tx.commit().expect("commit");
+    assert_eq!(j.read(1, 5).expect("the bytes are there").len(), 4);
+    assert!(matches!(
+        j.read_punches(1, 5),
+        Err(JournalError::Damaged { seq: 3, .. })
+    ));
+}
+
+#[test]
+fn every_eighth_ack_is_durable_so_a_long_drain_survives_a_power_cut() {
+    let reopen = |image: Vec<u8>| {
+        let (backend, _) = PowerCutBackend::from_image(image);
+        Journal::open_backend(backend, "mem", 100).expect("reopen")
+    };
+    let (backend, switch) = PowerCutBackend::new();
+    let mut j = Journal::open_backend(backend, "mem", 100).expect("create");
+    j.append(&mut punches(0..10)).expect("append");
+    for seq in 1..=7 {
+        j.ack(seq).expect("ack");
+    }
+    // Seven deletions without their own fsync: lost in a cut, so 1..=7 are sent again.
+    let after_seven = reopen(switch.cut(0, false));
+    assert_eq!((after_seven.acked(), after_seven.last_seq()), (0, 10));
+
+    let (backend, switch) = PowerCutBackend::new();
+    let mut j = Journal::open_backend(backend, "mem", 100).expect("create");
+    j.append(&mut punches(0..10)).expect("append");
+    for seq in 1..=8 {
+        j.ack(seq).expect("ack");
+    }
+    let after_eight = reopen(switch.cut(0, false));
+    assert_eq!((after_eight.acked(), after_eight.last_seq()), (8, 10));
+    assert_eq!(after_eight.read(1, 10).expect("read").len(), 2);
+}
+
+#[test]
+fn for_a_second_after_a_failed_write_writes_are_refused_at_once_even_with_space_freed() {
+    let (backend, switch) = PowerCutBackend::new();
+    let mut j = Journal::open_backend(backend.clone(), "mem", 1_000_000).expect("create");
+    j.append(&mut punches(0..10)).expect("append");
+    switch.set_max_len(Some(backend_len(&backend)));
+    assert!(matches!(fill(&mut j, 10), JournalError::DiskFull(_)));
+    let failed_at = Instant::now();
+    switch.set_max_len(None);
+    let syncs = switch.syncs();
+    assert!(matches!(
+        j.append(&mut punches(5000..5001)),
+        Err(JournalError::DiskFull(_))
+    ));
+    assert!(
+        failed_at.elapsed() < RETRY_AFTER_FAILURE,
+        "answered at once"
+    );
+    assert_eq!(switch.syncs(), syncs, "nothing was tried on the disk");
+    std::thread::sleep(RETRY_AFTER_FAILURE);
+    assert_eq!(j.append(&mut punches(5000..5001)).expect("space again"), 1);
+}
