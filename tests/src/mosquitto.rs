@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+use crate::free_port;
+
 /// A running (or stopped) Mosquitto of one test.
 #[derive(Debug)]
 pub struct Mosquitto {
@@ -40,9 +42,6 @@ pub fn binary() -> anyhow::Result<PathBuf> {
     }
     Ok(PathBuf::from(path))
 }
-
-/// For callers that found it here first; it lives at the crate root.
-pub use crate::free_port;
 
 impl Mosquitto {
     /// Starts a broker with persistence in its own temporary directory.

@@ -60,7 +60,7 @@ async fn register(db: &Db, serial: &str, enabled: bool) {
 /// The binary, built (or found up to date) once per test process.
 fn binary() -> &'static std::path::Path {
     static BIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(ingest_binary)
+    BIN.get_or_init(rollcall_tests::binaries::ingest)
 }
 
 /// `rollcall-ingest terminals <args> -c <dir>/ingest.toml`.

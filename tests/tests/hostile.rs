@@ -25,7 +25,7 @@ use hostile_common::{
 use ingest_common::{count, ins};
 use rollcall_protocol::topic::Kind;
 use rollcall_protocol::v1;
-use rollcall_tests::mosquitto::free_port;
+use rollcall_tests::free_port;
 use rollcall_tests::rollcalld::{GatewayOptions, Rollcalld, parse_reply};
 use std::collections::BTreeMap;
 use std::time::Duration;

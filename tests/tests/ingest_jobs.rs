@@ -56,7 +56,7 @@ fn config_for(db: &Db, ctx: &JobContext) -> String {
 /// shared target directory, which must not happen inside a timed step.
 fn binary() -> &'static std::path::Path {
     static BIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(ingest_binary)
+    BIN.get_or_init(rollcall_tests::binaries::ingest)
 }
 
 /// `rollcall-ingest jobs <args>` with `ctx` as its configuration.

@@ -12,7 +12,8 @@ use ingest::{CONNECTS, IngestProcess, sample};
 use mqtt::Mqtt;
 use rollcall_protocol::topic::{self, Kind};
 use rollcall_protocol::v1;
-use rollcall_tests::mosquitto::{Mosquitto, free_port};
+use rollcall_tests::free_port;
+use rollcall_tests::mosquitto::Mosquitto;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -141,25 +142,13 @@ pub fn topic(device: &str, kind: Kind) -> String {
     topic::build(SITE, device, kind)
 }
 
-/// A good punch of student `roll`, NTP-synced clock.
+/// A good punch of student `roll` at `at` (the shared fixture, NTP-synced clock).
 pub fn punch(seq: u64, at: DateTime<Utc>, roll: &str) -> v1::Punch {
-    v1::Punch {
-        seq,
-        event_id: Uuid::now_v7(),
-        captured_at_ms: at.timestamp_millis(),
-        clock: v1::ClockState {
-            ntp_synced: true,
-            offset_ms: None,
-            boot_id: Uuid::nil(),
-            monotonic_ms: 1_000_000 + seq * 1000,
-        },
-        reader_id: "door".into(),
-        reader_kind: "r503".into(),
-        credential: v1::CredentialKind::Fingerprint,
-        subject: v1::Subject::Student(roll.into()),
-        score: Some(100),
-        flags: 0,
-    }
+    let mut p = rollcall_tests::fixtures::punch(seq);
+    p.captured_at_ms = at.timestamp_millis();
+    p.clock.monotonic_ms = 1_000_000 + seq * 1000;
+    p.subject = v1::Subject::Student(roll.into());
+    p
 }
 
 pub fn batch(device: &str, punches: Vec<v1::Punch>) -> v1::PunchBatch {
@@ -339,10 +328,7 @@ impl System {
             db = db.url,
             broker = broker.url(),
         );
-        let binary = match std::env::var_os("ROLLCALL_INGEST_BIN") {
-            Some(b) => b.into(),
-            None => ingest_common::ingest_binary(),
-        };
+        let binary = rollcall_tests::binaries::ingest();
         let ingest = IngestProcess::start(&binary, dir.path(), &toml, metrics_port);
         let sys = System {
             ingest,
@@ -658,26 +644,6 @@ impl GoodStream {
     }
 }
 
-/// The rollcalld binary of this workspace, built (or found up to date) by cargo next to the test
-/// binary's profile directory, as `ingest_binary` does for rollcall-ingest.
-/// `ROLLCALL_ROLLCALLD_BIN` (and `ROLLCALL_INGEST_BIN` for ingest) run the suite against other
-/// builds instead, e.g. a release or the code before a fix.
-pub fn rollcalld_binary() -> std::path::PathBuf {
-    if let Some(b) = std::env::var_os("ROLLCALL_ROLLCALLD_BIN") {
-        return b.into();
-    }
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = std::process::Command::new(cargo);
-    cmd.args(["build", "-q", "-p", "rollcall-daemon", "--bin", "rollcalld"]);
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        cmd.arg("--release");
-    }
-    let status = cmd
-        .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap())
-        .status()
-        .unwrap();
-    assert!(status.success(), "building rollcalld");
-    profile_dir.join("rollcalld")
-}
+/// The rollcalld binary under test (`ROLLCALL_ROLLCALLD_BIN`, like `ROLLCALL_INGEST_BIN` for
+/// ingest, runs the suite against another build, e.g. the code before a fix).
+pub use rollcall_tests::binaries::rollcalld as rollcalld_binary;

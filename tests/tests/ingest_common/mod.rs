@@ -409,7 +409,3 @@ macro_rules! both_schemas {
 }
 pub mod device;
 pub mod service;
-
-/// For the test files that import it from here (the hostile suite).
-#[allow(unused_imports)]
-pub use rollcall_tests::binaries::ingest as ingest_binary;
