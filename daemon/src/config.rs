@@ -13,7 +13,7 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// This gateway.
+    /// `[device]`: its id (the CampsHub360 device row), site and state directory.
     pub device: DeviceConfig,
     /// The punch journal.
     #[serde(default)]
@@ -23,10 +23,10 @@ pub struct Config {
     /// Who is expected in this room.
     #[serde(default)]
     pub roster: RosterConfig,
-    /// The accept path.
+    /// `[capture]`: the duplicate window and the software-match threshold.
     #[serde(default)]
     pub capture: CaptureConfig,
-    /// Prometheus metrics.
+    /// `[metrics]`: where `/metrics` listens (empty: off).
     #[serde(default)]
     pub metrics: MetricsConfig,
     /// The local control socket (simulated readers, `rollcalld tap`).

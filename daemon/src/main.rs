@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
     about = "Rollcall edge daemon: readers -> durable journal -> MQTT"
 )]
 struct Cli {
-    /// Log format.
+    /// Log format: text for people, json for journald and log shippers.
     #[arg(long, value_enum, default_value = "text", global = true)]
     log_format: LogFormat,
     #[command(subcommand)]
@@ -31,7 +31,7 @@ enum LogFormat {
 enum Command {
     /// Run the gateway.
     Run {
-        /// Configuration file.
+        /// Configuration file (e.g. /etc/rollcall/rollcalld.toml).
         #[arg(long, short, required_unless_present = "simulate")]
         config: Option<PathBuf>,
         /// Without --config: run with simulated readers, a demo roster and a broker on
@@ -54,7 +54,7 @@ enum Command {
     },
     /// Check a configuration file and exit (0 = valid).
     Validate {
-        /// Configuration file.
+        /// Configuration file (e.g. /etc/rollcall/rollcalld.toml).
         #[arg(long, short)]
         config: PathBuf,
     },

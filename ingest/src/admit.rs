@@ -155,7 +155,7 @@ pub struct Admitted<'a> {
 pub struct Refused {
     /// `held` or `rejected`.
     pub held: bool,
-    /// Why.
+    /// The refusal code stored in `rollcall.ledger.reason` and sent in the ack.
     pub reason: Reason,
     /// For humans: what was wrong, with the value.
     pub detail: String,

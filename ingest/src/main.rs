@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 #[derive(Parser)]
 #[command(version, about = "Rollcall's central ingestion service")]
 struct Cli {
-    /// Configuration file.
+    /// Configuration file (every subcommand reads it).
     #[arg(
         short,
         long,
@@ -27,7 +27,7 @@ struct Cli {
         default_value = "/etc/rollcall/ingest.toml"
     )]
     config: PathBuf,
-    /// Log format.
+    /// Log format: text for people, json for journald and log shippers.
     #[arg(long, value_enum, default_value = "text", global = true)]
     log_format: LogFormat,
     #[command(subcommand)]

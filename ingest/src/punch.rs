@@ -225,13 +225,13 @@ pub struct DeadLetter {
     pub topic: String,
     /// Device, when known.
     pub device_id: Option<String>,
-    /// Why.
+    /// The rule it broke (`rollcall.dead_letter.reason`).
     pub reason: DeadReason,
-    /// Human detail.
+    /// What exactly was wrong, for whoever reads the dead letter.
     pub detail: String,
     /// The payload (truncated to 64 KiB).
     pub payload: Vec<u8>,
-    /// Original size.
+    /// Its size as received, before the payload was truncated.
     pub size: usize,
 }
 
