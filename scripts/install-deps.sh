@@ -32,7 +32,7 @@ if ((${#need[@]})); then
   $sudo apt-get update -qq
   # Optional packages may be missing on some releases; the required ones must install.
   $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" ||
-    $sudo apt-get install -y -qq --no-install-recommends mosquitto postgresql socat python3 python3-venv gcc prometheus chromium
+    $sudo apt-get install -y -qq --no-install-recommends mosquitto postgresql socat openssl python3 python3-venv gcc faketime fuse3 prometheus chromium
 fi
 
 # The aarch64 standard library for cross builds (rustup only; skipped elsewhere).
