@@ -29,6 +29,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "ZKTeco PUSH terminals: natural keys and seqs, cursors, commands, alerts",
         include_str!("rollcall_v3.sql"),
     ),
+    (
+        4,
+        "next to CampsHub360's beat: job stamps, the system user of audit rows",
+        include_str!("rollcall_v4.sql"),
+    ),
 ];
 const MIGRATION_LOCK: i64 = 0x726f_6c6c_6361_6c6c; // "rollcall"
 
