@@ -2,6 +2,17 @@
 //! Fingers are template byte strings; a search matches a library slot holding the same bytes.
 //! Faults are injected per reply, so tests can garble exactly the exchange they target.
 //!
+//! Where the datasheets (R503 user manual, R30x user manual; readers.md) say how the module
+//! behaves, the simulator does the same: DownChar takes data packets of exactly the module's
+//! packet size (the last one up to it) and, without acknowledging them, fills the character
+//! buffer only with a whole template of the model's length (512 bytes on R30x, 1536 on R503);
+//! anything else leaves the buffer empty, and Store of an empty buffer answers 0x22 (template
+//! empty). UpChar answers OK and then the buffer in data packets of the packet size, the last
+//! with PID 08. Store overwrites an occupied slot and refuses a slot beyond the library (0x0B);
+//! it does not look for duplicates (on the R503 that check belongs to AutoEnroll, 0x31, which
+//! answers 0x27). DeletChar beyond the library answers 0x10; ReadIndexTable answers 32 bytes per
+//! page of 256 slots, bit 0 of byte 0 being slot 0.
+//!
 //! Booting: after [`Ef01Sim::power_cycle`] or SoftReset the module ignores every byte until
 //! [`Ef01Sim::boot_done`], which answers the lone 0x55 a real module sends when it is ready. The
 //! simulator itself keeps no clock: [`SimHandle::serve`] calls `boot_done` once the model's
@@ -29,8 +40,6 @@ pub struct SimModel {
     pub packet_size_code: u16,
     /// Whether the Aura LED instruction is supported (R503 only).
     pub aura: bool,
-    /// Whether Store refuses a template already in another slot (answers 0x27).
-    pub reject_duplicates: bool,
     /// How long the module ignores commands after power-on or SoftReset before it sends 0x55.
     /// readers.md gives about 50 ms for the R503; modules in the field were seen deaf for a few
     /// hundred ms (issue 8), so both models take the slower figure.
@@ -44,7 +53,6 @@ impl SimModel {
         template_len: 1536,
         packet_size_code: 2,
         aura: true,
-        reject_duplicates: true,
         boot_time: Duration::from_millis(300),
     };
     /// An R307: 1000 slots, 512-byte templates, no Aura LED.
@@ -53,12 +61,13 @@ impl SimModel {
         template_len: 512,
         packet_size_code: 2,
         aura: false,
-        reject_duplicates: false,
         boot_time: Duration::from_millis(300),
     };
 }
 
-/// A fault applied to the next reply the module sends.
+/// A fault applied to the next reply the module sends. The reply to UpChar is its
+/// acknowledgement and every data packet after it, so `Truncate` cuts the data stream and
+/// `BadChecksum` spoils the end-of-data packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fault {
     /// The checksum is off by one.
@@ -88,7 +97,7 @@ pub struct Ef01Sim {
     lift_next: bool,
     image: Option<Vec<u8>>,
     buffers: [Option<Vec<u8>>; 6],
-    receiving: Option<(u8, Vec<u8>)>,
+    receiving: Option<Download>,
     faults: VecDeque<Fault>,
     stuck: bool,
     input: Vec<u8>,
@@ -96,6 +105,17 @@ pub struct Ef01Sim {
     received: Vec<Instruction>,
     booting: bool,
     random: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+/// A DownChar in progress: the buffer it fills and the data so far.
+#[derive(Debug)]
+struct Download {
+    buffer: u8,
+    data: Vec<u8>,
+    /// A data packet was not of the packet size, or more data came than a template holds.
+    bad: bool,
 }
 
 impl Ef01Sim {
@@ -122,6 +142,8 @@ impl Ef01Sim {
             received: Vec::new(),
             booting: false,
             random: 0x2545_F491_4F6C_DD1D,
+            bytes_in: 0,
+            bytes_out: 0,
         }
     }
 
@@ -153,6 +175,7 @@ impl Ef01Sim {
     /// if it was not booting).
     pub fn boot_done(&mut self) -> Vec<u8> {
         if std::mem::take(&mut self.booting) {
+            self.bytes_out += 1;
             vec![Confirm::MODULE_OK.0]
         } else {
             Vec::new()
@@ -199,6 +222,11 @@ impl Ef01Sim {
         self.aura
     }
 
+    /// Bytes that crossed the line so far: (from the host, to the host), ready bytes included.
+    pub fn line_bytes(&self) -> (u64, u64) {
+        (self.bytes_in, self.bytes_out)
+    }
+
     /// Every instruction received so far.
     pub fn received(&self) -> &[Instruction] {
         &self.received
@@ -219,6 +247,7 @@ impl Ef01Sim {
 
     /// Feeds the host's bytes; returns what the module sends back. A booting module drops them.
     pub fn receive(&mut self, bytes: &[u8]) -> Vec<u8> {
+        self.bytes_in += bytes.len() as u64;
         if self.booting {
             return Vec::new();
         }
@@ -243,25 +272,45 @@ impl Ef01Sim {
                 }
             }
         }
+        self.bytes_out += out.len() as u64;
         out
     }
 
     fn handle(&mut self, packet: Packet, out: &mut Vec<u8>) {
         match packet.kind {
             PacketKind::Data | PacketKind::EndData => {
-                if let Some((buffer, data)) = &mut self.receiving {
-                    data.extend_from_slice(&packet.payload);
-                    if packet.kind == PacketKind::EndData {
-                        let buffer = *buffer;
-                        let data = std::mem::take(data);
-                        self.receiving = None;
-                        self.set_buffer(buffer, data);
+                let size = self.packet_size();
+                let template_len = self.model.template_len;
+                let Some(download) = &mut self.receiving else {
+                    return; // data nobody asked for (no DownChar): ignored
+                };
+                let fits = match packet.kind {
+                    PacketKind::Data => packet.payload.len() == size,
+                    _ => (1..=size).contains(&packet.payload.len()),
+                };
+                if !fits || download.data.len() + packet.payload.len() > template_len {
+                    download.bad = true;
+                } else {
+                    download.data.extend_from_slice(&packet.payload);
+                }
+                if packet.kind == PacketKind::EndData {
+                    let Some(download) = self.receiving.take() else {
+                        return;
+                    };
+                    let whole = !download.bad && download.data.len() == template_len;
+                    if let Some(i) = self.buffer_index(download.buffer) {
+                        self.buffers[i] = whole.then_some(download.data);
                     }
                 }
             }
             PacketKind::Ack => {}
             PacketKind::Command => {
-                self.receiving = None;
+                if let Some(cut) = self.receiving.take() {
+                    // A download cut short by a command: the buffer holds part of a template.
+                    if let Some(i) = self.buffer_index(cut.buffer) {
+                        self.buffers[i] = None;
+                    }
+                }
                 let Some(instruction) = Instruction::decode(&packet.payload) else {
                     self.reply(Confirm::UNSUPPORTED, &[], out);
                     return;
@@ -348,11 +397,11 @@ impl Ef01Sim {
                     .and_then(|i| self.buffers[i].clone());
                 match data {
                     Some(data) => {
-                        self.reply(Confirm::OK, &[], out);
-                        let size = 32usize << self.model.packet_size_code.min(3);
-                        for p in split_data(self.address, &data, size) {
-                            p.encode_into(out);
+                        let mut bytes = self.ack(Confirm::OK, &[]);
+                        for p in split_data(self.address, &data, self.packet_size()) {
+                            p.encode_into(&mut bytes);
                         }
+                        self.send(bytes, out);
                         return;
                     }
                     None => (Confirm::UPLOAD_FAILED, vec![]),
@@ -360,7 +409,11 @@ impl Ef01Sim {
             }
             DownChar { buffer } => match self.buffer_index(buffer) {
                 Some(_) => {
-                    self.receiving = Some((buffer, Vec::new()));
+                    self.receiving = Some(Download {
+                        buffer,
+                        data: Vec::new(),
+                        bad: false,
+                    });
                     (Confirm::OK, vec![])
                 }
                 None => (Confirm::CANNOT_RECEIVE, vec![]),
@@ -474,30 +527,22 @@ impl Ef01Sim {
     }
 
     fn store(&mut self, buffer: u8, page: u16) -> Confirm {
-        let Some(template) = self
-            .buffer_index(buffer)
-            .and_then(|i| self.buffers[i].clone())
-        else {
+        let Some(index) = self.buffer_index(buffer) else {
             return Confirm::INVALID_REGISTER;
         };
         if page >= self.model.library_size {
             return Confirm::BAD_PAGE;
         }
-        if !self.library.contains_key(&page)
-            && self.library.len() >= usize::from(self.model.library_size)
-        {
-            return Confirm::LIBRARY_FULL;
-        }
-        if self.model.reject_duplicates
-            && self
-                .library
-                .iter()
-                .any(|(s, t)| *s != page && *t == template)
-        {
-            return Confirm::ALREADY_ENROLLED;
-        }
+        let Some(template) = self.buffers[index].clone() else {
+            return Confirm::TEMPLATE_EMPTY;
+        };
         self.library.insert(page, template);
         Confirm::OK
+    }
+
+    /// Data packet size in bytes, from the packet size code (SetSysPara 6 changes it).
+    fn packet_size(&self) -> usize {
+        32 << self.model.packet_size_code.min(3)
     }
 
     fn parameters(&self) -> SystemParameters {
@@ -523,13 +568,23 @@ impl Ef01Sim {
         }
     }
 
-    fn reply(&mut self, code: Confirm, data: &[u8], out: &mut Vec<u8>) {
-        let packet = Packet {
+    fn ack(&self, code: Confirm, data: &[u8]) -> Vec<u8> {
+        Packet {
             address: self.address,
             kind: PacketKind::Ack,
             payload: [&[code.0][..], data].concat(),
-        };
-        let mut bytes = packet.encode();
+        }
+        .encode()
+    }
+
+    fn reply(&mut self, code: Confirm, data: &[u8], out: &mut Vec<u8>) {
+        let bytes = self.ack(code, data);
+        self.send(bytes, out);
+    }
+
+    /// Sends one reply (an acknowledgement, with its data packets after UpChar), spoilt by the
+    /// next queued fault.
+    fn send(&mut self, mut bytes: Vec<u8>, out: &mut Vec<u8>) {
         match self.faults.pop_front() {
             None | Some(Fault::Code(_)) => {}
             Some(Fault::BadChecksum) => {
@@ -584,9 +639,32 @@ impl SimHandle {
 
     /// Answers the host on `io` until `shutdown` or until the host closes the line; sends the
     /// ready byte when a boot (power-on, power cycle, SoftReset) has lasted the model's boot time.
+    /// Bytes move as fast as `io` carries them (a pseudo-terminal has no baud rate).
     pub async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
         &self,
+        io: T,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
+        self.serve_inner(io, None, shutdown).await
+    }
+
+    /// Like [`Self::serve`], but bytes take the time they would on a UART at `baud` bit/s, 8N1
+    /// (10 bits a byte) in each direction: what the host sends is acted on only once its last
+    /// byte would have arrived, and a reply is written once its last byte would have been sent.
+    /// For benchmarks over a pseudo-terminal, which has no baud rate of its own.
+    pub async fn serve_at_baud<T: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        io: T,
+        baud: u32,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
+        self.serve_inner(io, Some(Line::new(baud)), shutdown).await
+    }
+
+    async fn serve_inner<T: AsyncRead + AsyncWrite + Unpin>(
+        &self,
         mut io: T,
+        mut line: Option<Line>,
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
         let mut buf = [0u8; 512];
@@ -611,15 +689,79 @@ impl SimHandle {
                 }
                 n = io.read(&mut buf) => match n? {
                     0 => return Ok(()),
-                    n => self.lock().receive(&buf[..n]),
+                    n => {
+                        if let Some(line) = &mut line {
+                            line.receive(n).await;
+                        }
+                        self.lock().receive(&buf[..n])
+                    }
                 },
             };
             if !out.is_empty() {
+                if let Some(line) = &mut line {
+                    line.send(out.len()).await;
+                }
                 io.write_all(&out).await?;
                 io.flush().await?;
             }
         }
     }
+}
+
+/// The time bytes take on a UART, each direction on its own (the line is full duplex).
+#[derive(Debug)]
+struct Line {
+    baud: u32,
+    /// When the last byte read from the host finished arriving.
+    rx_until: tokio::time::Instant,
+    /// When the last byte written to the host finished leaving.
+    tx_until: tokio::time::Instant,
+}
+
+impl Line {
+    fn new(baud: u32) -> Self {
+        let now = tokio::time::Instant::now();
+        Self {
+            baud: baud.max(1),
+            rx_until: now,
+            tx_until: now,
+        }
+    }
+
+    /// 10 bits a byte: start, 8 data, stop.
+    fn duration(&self, bytes: usize) -> Duration {
+        Duration::from_nanos((bytes as u64 * 10 * 1_000_000_000) / u64::from(self.baud))
+    }
+
+    /// `bytes` just read: they started arriving when the line was free (or now) and the module
+    /// sees them when the last one is in.
+    async fn receive(&mut self, bytes: usize) {
+        self.rx_until = self.rx_until.max(tokio::time::Instant::now()) + self.duration(bytes);
+        wait_until(self.rx_until).await;
+    }
+
+    /// `bytes` about to be written: they leave when the line is free (or now), and the host has
+    /// them when the last one is out.
+    async fn send(&mut self, bytes: usize) {
+        self.tx_until = self.tx_until.max(tokio::time::Instant::now()) + self.duration(bytes);
+        wait_until(self.tx_until).await;
+    }
+}
+
+/// Waits until `at` to within microseconds: tokio's timer rounds up to the millisecond, which
+/// would add up over hundreds of packets, so the last millisecond is spent yielding.
+async fn wait_until(at: tokio::time::Instant) {
+    if let Some(early) = at.checked_sub(Duration::from_millis(1)) {
+        tokio::time::sleep_until(early).await;
+    }
+    // Bounded, so a paused test clock (which only moves when every task sleeps) still gets there.
+    for _ in 0..100_000 {
+        if tokio::time::Instant::now() >= at {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    tokio::time::sleep_until(at).await;
 }
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {
