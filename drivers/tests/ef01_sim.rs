@@ -109,7 +109,7 @@ async fn library_full_is_reported() {
     let err = dev.load_template(1, &c).await;
     assert!(err.is_ok(), "overwriting a slot is not 'full': {err:?}");
     sim.lock().inject(Fault::Code(Confirm::LIBRARY_FULL));
-    let err = dev.empty().await.unwrap_err();
+    let err = dev.empty_library().await.unwrap_err();
     assert!(
         matches!(
             err,

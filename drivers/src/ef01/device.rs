@@ -110,20 +110,22 @@ pub struct Ef01<T> {
     pub(super) address: u32,
     pub(super) timeout: Duration,
     retries: u32,
-    pub(super) packet_size: usize,
+    /// Data packet size adopted from ReadSysPara; `None` until the module has said.
+    pub(super) packet_size: Option<usize>,
     corrupt: u64,
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> Ef01<T> {
     /// Wraps a transport (serial port, simulator pipe, scripted mock). Default address,
-    /// 1 s reply timeout, 2 retries, 128-byte data packets until [`Self::read_system_parameters`].
+    /// 1 s reply timeout, 2 retries. The data packet size is asked of the module
+    /// ([`Self::read_system_parameters`]) before the first template download.
     pub fn new(transport: T) -> Self {
         Self {
             io: Framed::new(transport, Ef01Codec),
             address: DEFAULT_ADDRESS,
             timeout: Duration::from_secs(1),
             retries: 2,
-            packet_size: 128,
+            packet_size: None,
             corrupt: 0,
         }
     }
@@ -309,7 +311,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Ef01<T> {
         let params = SystemParameters::decode(&data).ok_or_else(|| {
             protocol("ReadSysPara", format!("{} bytes instead of 16", data.len()))
         })?;
-        self.packet_size = params.packet_size();
+        self.packet_size = Some(params.packet_size());
         Ok(params)
     }
 
@@ -408,7 +410,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Ef01<T> {
         self.wait_ready(self.timeout * 2).await
     }
 
-    async fn send(&mut self, kind: PacketKind, payload: Vec<u8>) -> Result<(), Ef01Error> {
+    pub(super) async fn send(
+        &mut self,
+        kind: PacketKind,
+        payload: Vec<u8>,
+    ) -> Result<(), Ef01Error> {
         let packet = Packet {
             address: self.address,
             kind,

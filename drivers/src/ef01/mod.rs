@@ -71,3 +71,4 @@ pub mod sim;
 
 pub use device::{Ack, Ef01, Ef01Error, Identify, Reconciled};
 pub use instruction::{Confirm, Instruction, SystemParameters};
+pub use library::{Capture, MAX_TEMPLATE_LEN, Merge};
