@@ -4,11 +4,16 @@
 //! rollcall/v1/<site>/<device_id>/punches   device -> centre  PunchBatch  QoS 1
 //! rollcall/v1/<site>/<device_id>/ack       centre -> device  Ack         QoS 1
 //! rollcall/v1/<site>/<device_id>/status    device -> centre  Status      QoS 1, retained, last will
+//! rollcall/v1/<site>/<device_id>/roster    centre -> device  RosterUpdate  QoS 1
+//! rollcall/v1/<site>/<device_id>/roster-ack device -> centre RosterAck   QoS 1
+//! rollcall/v1/<site>/<device_id>/enrol     device -> centre  Enrolment   QoS 1
+//! rollcall/v1/<site>/<device_id>/command   centre -> device  Command     QoS 1
 //! ```
 //!
-//! The broker's ACL should let a device publish only under its own `<device_id>` (Mosquitto:
-//! `pattern write rollcall/v1/+/%u/#` with the device id as the user name or certificate CN), and
-//! the centre checks that the topic's device and the payload's device agree.
+//! The broker's ACL lets a device publish only its own punches, status, roster acks and
+//! enrolments, and read only its own acks, roster and commands (Mosquitto: [`device_acl`], with
+//! the device id as the user name or certificate CN); the centre checks that the topic's device
+//! and the payload's device agree.
 
 use crate::v1::valid_id;
 
@@ -20,6 +25,46 @@ pub const SHARED_PUNCHES: &str = "$share/rollcall-ingest/rollcall/v1/+/+/punches
 pub const ALL_PUNCHES: &str = "rollcall/v1/+/+/punches";
 /// Every device's status.
 pub const ALL_STATUS: &str = "rollcall/v1/+/+/status";
+/// Every device's roster acks (shared among ingest replicas).
+pub const SHARED_ROSTER_ACKS: &str = "$share/rollcall-ingest/rollcall/v1/+/+/roster-ack";
+/// Every device's enrolments (shared among ingest replicas).
+pub const SHARED_ENROLMENTS: &str = "$share/rollcall-ingest/rollcall/v1/+/+/enrol";
+
+/// The Mosquitto ACL entry for the centre's user (`rollcall-ingest` by default): it reads what
+/// devices send and writes what they read, for every device.
+pub fn centre_acl(user: &str) -> String {
+    let mut acl = format!("user {user}\n");
+    for (k, access) in [
+        (Kind::Punches, "read"),
+        (Kind::Status, "read"),
+        (Kind::RosterAck, "read"),
+        (Kind::Enrol, "read"),
+        (Kind::Ack, "write"),
+        (Kind::Roster, "write"),
+        (Kind::Command, "write"),
+    ] {
+        acl.push_str(&format!("topic {access} {PREFIX}/+/+/{}\n", k.as_str()));
+    }
+    acl
+}
+
+/// The Mosquitto ACL patterns for devices (`%u` is the device id: the user name, or the
+/// certificate's CN with `use_identity_as_username`): each device writes and reads only its own
+/// topics, in the directions of the table above.
+pub fn device_acl() -> String {
+    [
+        (Kind::Punches, "write"),
+        (Kind::Status, "write"),
+        (Kind::RosterAck, "write"),
+        (Kind::Enrol, "write"),
+        (Kind::Ack, "read"),
+        (Kind::Roster, "read"),
+        (Kind::Command, "read"),
+    ]
+    .iter()
+    .map(|(k, access)| format!("pattern {access} {PREFIX}/+/%u/{}\n", k.as_str()))
+    .collect()
+}
 
 /// What a topic carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +75,14 @@ pub enum Kind {
     Ack,
     /// [`crate::v1::Status`], device -> centre.
     Status,
+    /// [`crate::v1::RosterUpdate`], centre -> device.
+    Roster,
+    /// [`crate::v1::RosterAck`], device -> centre.
+    RosterAck,
+    /// [`crate::v1::Enrolment`], device -> centre.
+    Enrol,
+    /// [`crate::v1::Command`], centre -> device.
+    Command,
 }
 
 impl Kind {
@@ -39,6 +92,10 @@ impl Kind {
             Kind::Punches => "punches",
             Kind::Ack => "ack",
             Kind::Status => "status",
+            Kind::Roster => "roster",
+            Kind::RosterAck => "roster-ack",
+            Kind::Enrol => "enrol",
+            Kind::Command => "command",
         }
     }
 }
@@ -85,6 +142,10 @@ pub fn parse(topic: &str) -> Result<Topic<'_>, TopicError> {
         "punches" => Kind::Punches,
         "ack" => Kind::Ack,
         "status" => Kind::Status,
+        "roster" => Kind::Roster,
+        "roster-ack" => Kind::RosterAck,
+        "enrol" => Kind::Enrol,
+        "command" => Kind::Command,
         _ => return Err(err()),
     };
     Ok(Topic {
@@ -109,6 +170,38 @@ mod tests {
                 device_id: "room-101",
                 kind: Kind::Punches
             })
+        );
+    }
+
+    #[test]
+    fn credential_topics_round_trip() {
+        for (kind, last) in [
+            (Kind::Roster, "roster"),
+            (Kind::RosterAck, "roster-ack"),
+            (Kind::Enrol, "enrol"),
+            (Kind::Command, "command"),
+        ] {
+            let t = build("s", "room-101", kind);
+            assert_eq!(t, format!("rollcall/v1/s/room-101/{last}"));
+            assert_eq!(parse(&t).map(|t| t.kind), Ok(kind));
+        }
+    }
+
+    #[test]
+    fn the_device_acl_gives_each_direction_its_topics() {
+        let acl = device_acl();
+        let lines: Vec<&str> = acl.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "pattern write rollcall/v1/+/%u/punches",
+                "pattern write rollcall/v1/+/%u/status",
+                "pattern write rollcall/v1/+/%u/roster-ack",
+                "pattern write rollcall/v1/+/%u/enrol",
+                "pattern read rollcall/v1/+/%u/ack",
+                "pattern read rollcall/v1/+/%u/roster",
+                "pattern read rollcall/v1/+/%u/command",
+            ]
         );
     }
 

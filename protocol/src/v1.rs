@@ -21,11 +21,19 @@
 //!              9: [ReaderStatus], 10: ClockState, 11?: free_disk_bytes, 12?: last_refusal (Refusal)}
 //! ```
 //!
+//! Rosters, roster acks, enrolments and commands are in [`credentials`] (re-exported here).
+//!
 //! Fixtures of exact bytes live in `protocol/tests/fixtures/` and are checked by the tests, so an
 //! accidental change of the wire format fails the build.
 
 use minicbor::{Decode, Encode};
 use uuid::Uuid;
+
+pub mod credentials;
+pub use credentials::{
+    Action, CardCredential, Command, Enrolment, FingerCredential, RosterAck, RosterFailure,
+    RosterStudent, RosterUpdate, Secret,
+};
 
 /// Largest message either side accepts, in bytes. A full batch of [`MAX_BATCH_PUNCHES`] punches
 /// with long ids stays well below it.

@@ -87,11 +87,7 @@ impl Mosquitto {
             None => String::new(),
             Some((port, pki)) => {
                 let acl = self.dir.path().join("acl");
-                std::fs::write(
-                    &acl,
-                    "pattern write rollcall/v1/+/%u/punches\npattern write rollcall/v1/+/%u/status\n\
-                     pattern read rollcall/v1/+/%u/ack\n",
-                )?;
+                std::fs::write(&acl, rollcall_protocol::topic::device_acl())?;
                 format!(
                     "listener {port} 127.0.0.1\ncafile {pki}/ca.pem\ncertfile {pki}/server.pem\n\
                      keyfile {pki}/server.key\nrequire_certificate true\nuse_identity_as_username true\n\

@@ -32,9 +32,11 @@ fn tls_broker(pki: &Pki) -> TlsBroker {
     let acl = dir.path().join("acl");
     std::fs::write(
         &acl,
-        "user rollcall-ingest\ntopic read rollcall/v1/+/+/punches\ntopic read rollcall/v1/+/+/status\n\
-         topic write rollcall/v1/+/+/ack\n\n\
-         pattern write rollcall/v1/+/%u/punches\npattern write rollcall/v1/+/%u/status\npattern read rollcall/v1/+/%u/ack\n",
+        format!(
+            "{}\n{}",
+            topic::centre_acl("rollcall-ingest"),
+            topic::device_acl()
+        ),
     )
     .unwrap();
     let root = std::fs::read_to_string("/proc/self/status")
