@@ -21,6 +21,7 @@
 //! [campus]
 //! timezone = "Asia/Kolkata"
 //! session_clock = "wallclock_as_utc"   # CampsHub360's quirk; "utc" when sessions hold true instants
+//! system_user = "rollcall@campus.edu"  # the accounts_user named in performed_by of our audit rows
 //!
 //! [ingest]
 //! max_batch_messages = 256
@@ -34,6 +35,9 @@
 //! [jobs]
 //! generate_sessions_every = "1h"      # "0s" turns a job off
 //! generate_days_ahead = 7
+//!
+//! [jobs.owner]                         # "rollcall" (default) or "campshub360": who runs the job
+//! statistics = "campshub360"           # CampsHub360's beat keeps calculate-attendance-statistics
 //!
 //! [metrics]
 //! listen = "0.0.0.0:9464"
@@ -119,6 +123,42 @@ pub enum SessionClock {
     /// Sessions hold true instants (created with an offset); the generator applies the campus
     /// time zone.
     Utc,
+}
+
+/// Who runs a job that CampsHub360's Celery beat also declares: exactly one of the two may, or
+/// they overwrite each other's rows (see the README, "Living next to CampsHub360's Django and
+/// Celery").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Owner {
+    /// Rollcall's jobs run it; the campus turns the matching beat entries off.
+    Rollcall,
+    /// CampsHub360's beat runs it; Rollcall never does (its manual runs only as `--dry-run`).
+    Campshub360,
+}
+
+/// `[jobs.owner]`, each job's owner (default Rollcall).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobOwners {
+    /// Session generation (beat: generate-daily-attendance-sessions).
+    pub generate_sessions: Owner,
+    /// Auto open and close (beat: auto-open-attendance-sessions, auto-close-attendance-sessions).
+    pub open_close: Owner,
+    /// Statistics and eligibility (beat: calculate-attendance-statistics).
+    pub statistics: Owner,
+    /// Retention (beat: cleanup-old-attendance-data).
+    pub retention: Owner,
+}
+
+impl Default for JobOwners {
+    fn default() -> Self {
+        JobOwners {
+            generate_sessions: Owner::Rollcall,
+            open_close: Owner::Rollcall,
+            statistics: Owner::Rollcall,
+            retention: Owner::Rollcall,
+        }
+    }
 }
 
 /// `[database]`.
@@ -242,6 +282,11 @@ pub struct CampusConfig {
     pub timezone: chrono_tz::Tz,
     /// See [`SessionClock`].
     pub session_clock: SessionClock,
+    /// The `accounts_user` (its email, or its id) that audit rows of Rollcall's own actions name
+    /// in `performed_by_id`; an email not found is created at setup (`migrate`, or the start
+    /// with `migrate_on_start`) as an account that cannot log in. None: `performed_by_id` NULL,
+    /// which Django's `full_clean()` refuses.
+    pub system_user: Option<String>,
 }
 
 /// `[ingest]`.
@@ -299,6 +344,8 @@ pub struct JobsConfig {
     pub device_silent_after: Duration,
     /// How long the ledger, dead letters and job history are kept.
     pub ledger_retention: Duration,
+    /// `[jobs.owner]`: which of the jobs CampsHub360's beat also declares Rollcall runs.
+    pub owner: JobOwners,
 }
 
 /// `[metrics]`.
@@ -765,6 +812,26 @@ impl Config {
             )
         };
 
+        let owner = {
+            let o = &j.owner;
+            let d = JobOwners::default();
+            JobOwners {
+                generate_sessions: o.generate_sessions.unwrap_or(d.generate_sessions),
+                open_close: o.open_close.unwrap_or(d.open_close),
+                statistics: o.statistics.unwrap_or(d.statistics),
+                retention: o.retention.unwrap_or(d.retention),
+            }
+        };
+        let system_user = f.campus.system_user.clone();
+        if let Some(u) = &system_user
+            && !valid_system_user(u)
+        {
+            p.push(format!(
+                "campus.system_user {u:?}: give the email (or the id) of an accounts_user, \
+                 e.g. \"rollcall@campus.edu\""
+            ));
+        }
+
         let database = f.database;
         if let Err(ConfigError::Invalid(lines)) = database.tls() {
             p.0.extend(lines);
@@ -800,6 +867,7 @@ impl Config {
                     .campus
                     .session_clock
                     .unwrap_or(SessionClock::WallclockAsUtc),
+                system_user,
             },
             ingest: IngestConfig {
                 max_batch_messages,
@@ -826,6 +894,7 @@ impl Config {
                 device_health_every,
                 device_silent_after,
                 ledger_retention,
+                owner,
             },
             metrics: MetricsConfig {
                 listen: f.metrics.listen,
@@ -872,6 +941,24 @@ fn adms(p: &mut Problems, a: file::Adms) -> crate::adms::AdmsConfig {
         max_body: max_body.min(64 * 1024 * 1024) as usize,
         timing,
     }
+}
+
+/// An accounts_user id, or an email as `accounts_user.email` can hold it (254 characters, one
+/// `@`, nothing blank or invisible).
+fn valid_system_user(u: &str) -> bool {
+    if uuid::Uuid::parse_str(u).is_ok() {
+        return true;
+    }
+    let Some((local, domain)) = u.split_once('@') else {
+        return false;
+    };
+    u.len() <= 254
+        && !local.is_empty()
+        && !domain.is_empty()
+        && !domain.contains('@')
+        && u.chars().all(|c| {
+            c.is_ascii_graphic() || (!c.is_ascii() && !c.is_control() && !c.is_whitespace())
+        })
 }
 
 fn clamp_u64(v: u64) -> i64 {
@@ -1231,5 +1318,42 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("sslmode=verify-full is libpq's"), "{e}");
+    }
+
+    #[test]
+    fn job_owners_default_to_rollcall_and_name_campshub360_per_job() {
+        let c = Config::from_toml(MIN).unwrap();
+        assert_eq!(c.jobs.owner, JobOwners::default());
+        assert_eq!(c.jobs.owner.statistics, Owner::Rollcall);
+        assert_eq!(c.campus.system_user, None);
+        let c = Config::from_toml(&format!(
+            "{MIN}[campus]\nsystem_user = \"rollcall@campus.edu\"\n\
+             [jobs.owner]\nstatistics = \"campshub360\"\nretention = \"campshub360\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.jobs.owner.statistics, Owner::Campshub360);
+        assert_eq!(c.jobs.owner.retention, Owner::Campshub360);
+        assert_eq!(c.jobs.owner.open_close, Owner::Rollcall);
+        assert_eq!(c.campus.system_user.as_deref(), Some("rollcall@campus.edu"));
+        let id = "0b7c8e3a-51a4-4b0e-9e55-0c9d2d4b8a11";
+        let c = Config::from_toml(&format!("{MIN}[campus]\nsystem_user = \"{id}\"\n")).unwrap();
+        assert_eq!(c.campus.system_user.as_deref(), Some(id));
+        // device_health has no counterpart in the beat: no owner to choose.
+        let e = Config::from_toml(&format!(
+            "{MIN}[jobs.owner]\ndevice_health = \"rollcall\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("device_health"), "{e}");
+        let e = Config::from_toml(&format!("{MIN}[jobs.owner]\nstatistics = \"celery\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("campshub360"), "{e}");
+        for bad in ["rollcall", "", "a b@c", "@campus.edu", "x@", "a@b@c"] {
+            let e = Config::from_toml(&format!("{MIN}[campus]\nsystem_user = {bad:?}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("campus.system_user"), "{bad:?}: {e}");
+        }
     }
 }

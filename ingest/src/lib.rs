@@ -20,6 +20,7 @@
 
 pub mod admit;
 pub mod adms;
+pub mod coexist;
 pub mod config;
 pub mod consumer;
 pub mod db;
@@ -81,9 +82,10 @@ pub async fn run_with_metrics(
         let attempt = async {
             let mut c = pool.get().await?;
             if cfg.database.migrate_on_start {
-                db::schema::migrate(&mut c, cfg.database.schema_mode)
-                    .await
-                    .map(Some)
+                let r = db::schema::migrate(&mut c, cfg.database.schema_mode).await?;
+                let user = cfg.campus.system_user.as_deref();
+                coexist::set_system_user(&**c, user, chrono::Utc::now()).await?;
+                Ok::<_, db::DbError>(Some(r))
             } else {
                 Ok(None)
             }

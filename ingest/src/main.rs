@@ -10,7 +10,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use rollcall_ingest::adms::Command as AdmsCommand;
 use rollcall_ingest::adms::views::{self, TerminalState};
-use rollcall_ingest::config::Config;
+use rollcall_ingest::config::{Config, Owner};
 use rollcall_ingest::jobs::{self, DateRange, Job, JobContext, Manual, ManualResult};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -48,8 +48,14 @@ enum Command {
     Validate,
     /// Apply migrations (and, in standalone mode, create missing CampsHub360 tables).
     Migrate,
-    /// Report whether the database has everything ingest needs; exit 1 naming what is missing.
-    Check,
+    /// Report whether the database has everything ingest needs, and whether another writer
+    /// (CampsHub360's Celery beat) does a job Rollcall owns or sessions mix two time
+    /// conventions; exit 1 naming what is missing or in conflict, and what to switch off.
+    Check {
+        /// Rows written this recently count as another writer at work now.
+        #[arg(long, default_value = "25h", value_parser = humantime::parse_duration)]
+        since: Duration,
+    },
     /// List the attendance jobs and their last runs, or run one now.
     Jobs(JobsArgs),
     /// List the ZKTeco terminals that have called, or queue a command for one.
@@ -246,7 +252,7 @@ fn main() -> anyhow::Result<()> {
         match command {
             Command::Validate => unreachable!("answered above"),
             Command::Migrate => migrate(&cfg).await,
-            Command::Check => check(&cfg).await,
+            Command::Check { since } => check(&cfg, since).await,
             Command::Jobs(args) => match args.action.unwrap_or(JobsAction::List {
                 last: 3,
                 json: false,
@@ -273,6 +279,16 @@ fn main() -> anyhow::Result<()> {
                         ),
                         None => None,
                     };
+                    if job.owner(&cfg) == Owner::Campshub360 && !dry_run {
+                        anyhow::bail!(
+                            "{} is left to CampsHub360's Celery beat ({}; jobs.owner.{0} = \"campshub360\"): \
+                             running it here would make two writers of the same rows; --dry-run shows \
+                             what Rollcall would do, or set jobs.owner.{0} = \"rollcall\" and turn the \
+                             beat entries off",
+                            job.name(),
+                            job.beat_entries().join(", ")
+                        );
+                    }
                     let mut ctx = JobContext::from_config(&cfg);
                     if let Some(late) = late_counts_as_attended {
                         anyhow::ensure!(
@@ -329,20 +345,57 @@ async fn migrate(cfg: &Config) -> anyhow::Result<()> {
         "created tables: {:?}; applied migrations: {:?}",
         r.created_tables, r.applied
     );
+    let user = cfg.campus.system_user.as_deref();
+    match rollcall_ingest::coexist::set_system_user(&**c, user, Utc::now()).await? {
+        Some(u) => println!(
+            "system user for audit rows: {} ({}{})",
+            u.name,
+            u.id,
+            if u.created { ", created" } else { "" }
+        ),
+        None => println!("system user for audit rows: none (campus.system_user is not set)"),
+    }
     Ok(())
 }
 
-async fn check(cfg: &Config) -> anyhow::Result<()> {
+async fn check(cfg: &Config, since: Duration) -> anyhow::Result<()> {
+    use rollcall_ingest::coexist::{self, Expected, Severity};
     let c = connect(cfg).await?;
     let missing = rollcall_ingest::db::schema::check(&c).await?;
-    if missing.is_empty() {
-        println!("ok: the database has everything rollcall-ingest needs");
-        return Ok(());
+    if !missing.is_empty() {
+        for m in &missing {
+            println!("missing: {m}");
+        }
+        std::process::exit(1);
     }
-    for m in &missing {
-        println!("missing: {m}");
+    let since = chrono::Duration::from_std(since)
+        .ok()
+        .and_then(|d| Utc::now().checked_sub_signed(d))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let x = Expected {
+        owners: cfg.jobs.owner,
+        clock: cfg.campus.session_clock,
+        tz: cfg.campus.timezone,
+        system_user: cfg.campus.system_user.clone(),
+        since,
+    };
+    let findings = coexist::check(&**c, &x).await?;
+    println!("ok: the database has everything rollcall-ingest needs");
+    let mut failed = false;
+    for f in &findings {
+        let word = match f.severity {
+            Severity::Conflict => {
+                failed = true;
+                "conflict"
+            }
+            Severity::Warning => "warning",
+        };
+        println!("{word}: {}: {}", f.topic, f.text);
     }
-    std::process::exit(1);
+    if failed {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 async fn list(cfg: &Config, last: u32, json: bool) -> anyhow::Result<()> {
@@ -363,7 +416,13 @@ async fn list(cfg: &Config, last: u32, json: bool) -> anyhow::Result<()> {
     for h in &history {
         let job = Job::from_name(h.job).expect("history lists known jobs");
         let every = job.interval(cfg);
-        let schedule = if !cfg.jobs.enabled {
+        let schedule = if job.owner(cfg) == Owner::Campshub360 {
+            format!(
+                "left to CampsHub360's beat ({}; jobs.owner.{} = \"campshub360\")",
+                job.beat_entries().join(", "),
+                job.name()
+            )
+        } else if !cfg.jobs.enabled {
             "not scheduled on this replica (jobs.enabled = false)".to_string()
         } else if every.is_zero() {
             "not scheduled on this replica (interval 0s)".to_string()

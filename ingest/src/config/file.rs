@@ -1,7 +1,7 @@
 //! The file as written: TOML keys and their spellings, old and new. Nothing here is used outside
 //! [`super`], which turns it into typed values and collects every problem.
 
-use super::{DatabaseConfig, SessionClock};
+use super::{DatabaseConfig, Owner, SessionClock};
 use serde::{Deserialize, Deserializer};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -70,6 +70,7 @@ pub(super) struct Mqtt {
 pub(super) struct Campus {
     pub timezone: Option<String>,
     pub session_clock: Option<SessionClock>,
+    pub system_user: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -120,6 +121,18 @@ pub(super) struct Jobs {
     pub ledger_retention: Option<Human>,
     /// Old spelling of `ledger_retention`, in days.
     pub ledger_retention_days: Option<i64>,
+    #[serde(default)]
+    pub owner: Owners,
+}
+
+/// `[jobs.owner]`: who runs each job CampsHub360's beat also declares.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Owners {
+    pub generate_sessions: Option<Owner>,
+    pub open_close: Option<Owner>,
+    pub statistics: Option<Owner>,
+    pub retention: Option<Owner>,
 }
 
 #[derive(Debug, Default, Deserialize)]

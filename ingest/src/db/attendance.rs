@@ -178,7 +178,8 @@ pub(crate) async fn upsert_attendance(
                INSERT INTO attendance_audit_log (created_at, updated_at, entity_type, entity_id, action,
                    performed_by_id, before, after, reason, source, ip_address, user_agent, session_id, student_id)
                SELECT now(), now(), 'AttendanceRecord', up.id::text,
-                      CASE WHEN old.id IS NULL THEN 'create' ELSE 'update' END, NULL,
+                      CASE WHEN old.id IS NULL THEN 'create' ELSE 'update' END,
+                      (SELECT user_id FROM rollcall.system_user),
                       CASE WHEN old.id IS NULL THEN NULL
                            ELSE jsonb_build_object('mark', old.mark, 'marked_at', old.marked_at, 'source', old.source) END,
                       jsonb_build_object('mark', up.mark, 'marked_at', up.marked_at, 'source', up.source,

@@ -12,6 +12,11 @@
 //!
 //! `rollcall-ingest jobs run` ([`manual`]) takes the same lock and writes its own claim row, so
 //! a manual run and a replica never do a job's work at the same time, and the history shows both.
+//!
+//! Each job CampsHub360's Celery beat also declares has one owner (`[jobs.owner]`, see
+//! [`Job::owner`]): a job CampsHub360 owns is never scheduled here. A committed run of a job that
+//! stamps the rows it writes with its "now" records that instant in `rollcall.job_stamp`, so
+//! `rollcall-ingest check` can tell Rollcall's rows from another writer's.
 
 mod manual;
 mod sessions;
@@ -26,7 +31,7 @@ pub use sessions::{generate_sessions, open_close};
 pub use stats::statistics;
 pub use upkeep::{device_health, retention};
 
-use crate::config::{Config, SessionClock};
+use crate::config::{Config, Owner, SessionClock};
 use crate::db::DbError;
 use crate::metrics::{JobLabel, Metrics};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -87,6 +92,44 @@ impl Job {
             Job::Retention => c.jobs.retention_every,
             Job::DeviceHealth => c.jobs.device_health_every,
         }
+    }
+
+    /// Who runs it: `[jobs.owner]` for the jobs CampsHub360's beat also declares; device health
+    /// has no counterpart there and is always Rollcall's.
+    pub fn owner(self, c: &Config) -> Owner {
+        let o = &c.jobs.owner;
+        match self {
+            Job::GenerateSessions => o.generate_sessions,
+            Job::OpenClose => o.open_close,
+            Job::Statistics => o.statistics,
+            Job::Retention => o.retention,
+            Job::DeviceHealth => Owner::Rollcall,
+        }
+    }
+
+    /// The entries of CampsHub360's `CELERY_BEAT_SCHEDULE` (settings.py) that do this job's work:
+    /// the ones to remove where Rollcall owns it, and to keep where CampsHub360 does.
+    pub fn beat_entries(self) -> &'static [&'static str] {
+        match self {
+            Job::GenerateSessions => &["generate-daily-attendance-sessions"],
+            Job::OpenClose => &[
+                "auto-open-attendance-sessions",
+                "auto-close-attendance-sessions",
+            ],
+            Job::Statistics => &["calculate-attendance-statistics"],
+            Job::Retention => &["cleanup-old-attendance-data"],
+            Job::DeviceHealth => &[],
+        }
+    }
+
+    /// Whether its committed runs are stamped in `rollcall.job_stamp` (it writes CampsHub360
+    /// rows carrying its "now": sessions' `created_at`, auto open/close audit rows'
+    /// `created_at`, statistics' `updated_at`).
+    pub fn stamps_rows(self) -> bool {
+        matches!(
+            self,
+            Job::GenerateSessions | Job::OpenClose | Job::Statistics
+        )
     }
 
     /// Whether a run can be limited to a range of campus dates.
@@ -168,13 +211,21 @@ async fn work(
     now: DateTime<Utc>,
     dates: Option<(NaiveDate, NaiveDate)>,
 ) -> Result<serde_json::Value, DbError> {
-    match job {
+    let detail = match job {
         Job::GenerateSessions => generate_sessions(tx, ctx, now, dates).await,
         Job::OpenClose => open_close(tx, ctx, now, dates).await,
         Job::Statistics => statistics(tx, ctx, now).await,
         Job::Retention => retention(tx, ctx, now).await,
         Job::DeviceHealth => device_health(tx, ctx, now).await,
+    }?;
+    if job.stamps_rows() {
+        tx.execute(
+            "INSERT INTO rollcall.job_stamp (job, stamp) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&job.name(), &now],
+        )
+        .await?;
     }
+    Ok(detail)
 }
 
 /// Runs `job`'s `slot` if no replica has, with `now` as the job's idea of the time.
@@ -245,6 +296,14 @@ pub async fn run(cfg: &Config, pool: Pool, metrics: Arc<Metrics>, stop: Cancella
     for job in Job::ALL {
         let interval = job.interval(cfg);
         if interval.is_zero() {
+            continue;
+        }
+        if job.owner(cfg) != Owner::Rollcall {
+            info!(
+                job = job.name(),
+                beat = ?job.beat_entries(),
+                "not scheduled: CampsHub360's beat owns this job (jobs.owner)"
+            );
             continue;
         }
         let (pool, ctx, metrics, stop) = (pool.clone(), ctx.clone(), metrics.clone(), stop.clone());

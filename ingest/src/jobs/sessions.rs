@@ -218,7 +218,9 @@ pub async fn generate_sessions(
 }
 
 /// Opens due sessions, closes ended ones, and (AUTO_MARK_ABSENT) marks absent every ENROLLED
-/// student of a closed session who has no record.
+/// student of a closed session who has no record. Its audit rows name the system user
+/// (`rollcall.system_user`) in `performed_by_id`, so Django's `full_clean()` accepts them, and
+/// carry `user_agent = 'rollcall-ingest'`.
 ///
 /// With `dates` (a manual run re-doing some days) only sessions scheduled on those dates are
 /// considered, however long ago they ended (no catch-up limit), and the absentees of those
@@ -252,7 +254,7 @@ pub async fn open_close(
                    RETURNING id)
                  INSERT INTO attendance_audit_log (created_at, updated_at, entity_type, entity_id, action, performed_by_id,
                      before, after, reason, source, ip_address, user_agent, session_id, student_id)
-                 SELECT $1, $1, 'AttendanceSession', id::text, 'auto_open', NULL, '{\"status\": \"scheduled\"}'::jsonb,
+                 SELECT $1, $1, 'AttendanceSession', id::text, 'auto_open', (SELECT user_id FROM rollcall.system_user), '{\"status\": \"scheduled\"}'::jsonb,
                         '{\"status\": \"open\", \"auto_opened\": true}'::jsonb, '', 'system', NULL, 'rollcall-ingest', id::text, ''
                  FROM o",
                 &[&now, &(ns + grace), &(ns - CATCH_UP), &from, &to],
@@ -274,7 +276,7 @@ pub async fn open_close(
         tx.execute(
             "INSERT INTO attendance_audit_log (created_at, updated_at, entity_type, entity_id, action, performed_by_id,
                  before, after, reason, source, ip_address, user_agent, session_id, student_id)
-             SELECT $1, $1, 'AttendanceSession', id::text, 'auto_close', NULL, '{\"status\": \"open\"}'::jsonb,
+             SELECT $1, $1, 'AttendanceSession', id::text, 'auto_close', (SELECT user_id FROM rollcall.system_user), '{\"status\": \"open\"}'::jsonb,
                     '{\"status\": \"closed\", \"auto_closed\": true}'::jsonb, '', 'system', NULL, 'rollcall-ingest', id::text, ''
              FROM unnest($2::int8[]) AS id",
             &[&now, &ids],

@@ -79,6 +79,11 @@ pub async fn retention(
         &[&ledger_cut],
     )
     .await?;
+    tx.execute(
+        "DELETE FROM rollcall.job_stamp WHERE stamp < $1",
+        &[&ledger_cut],
+    )
+    .await?;
     Ok(serde_json::json!({
         "cutoff": cutoff.to_string(), "records": records, "snapshots": snapshots, "corrections": corrections,
         "sessions": sessions, "statistics": stats, "audit": audit, "ledger": ledger, "dead_letters": dead,
