@@ -14,36 +14,11 @@ use rollcall_drivers::rdm6300::{Rdm6300, Tag};
 use rollcall_drivers::simulated::{Presentation, Presenter};
 use rollcall_drivers::{ReaderConfig, ReaderEvent, ReaderHealth, ReaderWiring, run_reader};
 use tokio::sync::mpsc;
-use tokio_serial::{SerialPort, SerialPortBuilderExt, SerialStream};
+use tokio_serial::SerialStream;
 use tokio_util::sync::CancellationToken;
 
-/// A pty pair: the simulator's (master) end, the slave's path, and the slave handle that keeps
-/// the pty alive.
-fn pty() -> (SerialStream, String, SerialStream) {
-    let (master, slave) = SerialStream::pair().expect("a pseudo-terminal pair");
-    let path = slave.name().expect("slave path");
-    (master, path, slave)
-}
-
-/// Checks that a tty can be configured here, failing with the reason when it cannot. Under
-/// qemu-user 7.2 the serial port setup ioctls fail with ENOSYS, which is why
-/// `drivers/aarch64-test.sh` leaves this file out of the aarch64 run; natively they must work.
-fn assert_tty_configurable() {
-    let (_master, path, _slave) = pty();
-    match tokio_serial::new(&path, 9600).open_native_async() {
-        Ok(_) => {}
-        Err(e) => panic!(
-            "cannot configure a pty slave opened by path ({e}): this platform lacks the tty \
-             ioctls the serial stack needs (qemu-user?); run these tests natively"
-        ),
-    }
-}
-
-fn open(path: &str, baud: u32) -> SerialStream {
-    tokio_serial::new(path, baud)
-        .open_native_async()
-        .expect("open pty slave by path")
-}
+mod common;
+use common::{assert_tty_configurable, open, pty};
 
 #[tokio::test]
 async fn ef01_driver_over_pty_identifies_and_reconciles() {
