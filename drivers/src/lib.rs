@@ -91,4 +91,7 @@ pub mod wiegand;
 
 pub use config::{ConfigError, IndicatorConfig, IndicatorKind, ReaderConfig, ReaderKind};
 pub use event::{CredentialKind, ReaderEvent, ReaderHealth, Signal};
-pub use run::{DriverError, ReaderWiring, run_indicator, run_reader};
+pub use run::{
+    DriverError, EnrolError, EnrolJob, EnrolStep, Enrolled, Library, LibraryPort, LibraryReport,
+    ReaderWiring, Template, run_indicator, run_reader,
+};

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::library::{self, LibraryPort, LibraryWork};
 use super::{Ctx, Stop};
 use crate::ef01::sim::SimHandle;
 use crate::ef01::{Confirm, Ef01, Identify, Instruction};
@@ -59,6 +60,7 @@ pub(crate) async fn ef01<T: AsyncRead + AsyncWrite + Unpin>(
     mut dev: Ef01<T>,
     config: &ReaderConfig,
     mut aura: Option<&mut AuraPort>,
+    mut library: Option<&mut LibraryPort>,
     ctx: &Ctx,
     label: &str,
 ) -> Result<(), Stop> {
@@ -82,6 +84,9 @@ pub(crate) async fn ef01<T: AsyncRead + AsyncWrite + Unpin>(
     if let Some(port) = aura.as_deref_mut() {
         port.discard_stale();
     }
+    if let Some(port) = library.as_deref_mut() {
+        library::sync(&mut dev, port, ctx, label).await?;
+    }
     let mut tick = tokio::time::interval(FINGER_POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut await_lift = false;
@@ -94,6 +99,17 @@ pub(crate) async fn ef01<T: AsyncRead + AsyncWrite + Unpin>(
                         tracing::warn!(reader = %ctx.id(), %code, "module refused the Aura LED command (not an R503?)");
                     }
                     Err(e) => return Err(down(e)),
+                }
+            }
+            work = next_library_work(library.as_deref_mut()) => {
+                if let Some(port) = library.as_deref_mut() {
+                    match work {
+                        LibraryWork::Sync => library::sync(&mut dev, port, ctx, label).await?,
+                        LibraryWork::Enrol(job) => {
+                            library::enrol(&mut dev, job, port, label).await?;
+                            await_lift = true;
+                        }
+                    }
                 }
             }
             _ = tick.tick() => {
@@ -118,6 +134,13 @@ pub(crate) async fn ef01<T: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
         }
+    }
+}
+
+async fn next_library_work(port: Option<&mut LibraryPort>) -> LibraryWork {
+    match port {
+        Some(port) => port.next_work().await,
+        None => std::future::pending().await,
     }
 }
 

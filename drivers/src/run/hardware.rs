@@ -1,6 +1,7 @@
 //! Sessions on real devices: open the UART or the GPIO lines, then run the device loop.
 
 use super::devices;
+use super::library::LibraryPort;
 use super::source::Hardware;
 use super::{Ctx, Stop};
 use crate::ReaderConfig;
@@ -12,6 +13,7 @@ pub(crate) async fn session(
     hardware: &Hardware,
     config: &ReaderConfig,
     aura: Option<&mut AuraPort>,
+    library: Option<&mut LibraryPort>,
     ctx: &Ctx,
 ) -> Result<(), Stop> {
     use super::serial;
@@ -29,7 +31,7 @@ pub(crate) async fn session(
             let port = serial::open(path, baud)?;
             opened(path);
             let dev = devices::ef01_device(port, config);
-            devices::ef01(dev, config, aura, ctx, &path.display().to_string()).await
+            devices::ef01(dev, config, aura, library, ctx, &path.display().to_string()).await
         }
         Hardware::Rdm6300 { port: path } => {
             let port = serial::open(path, baud)?;
@@ -64,6 +66,7 @@ pub(crate) async fn session(
     _hardware: &Hardware,
     config: &ReaderConfig,
     _aura: Option<&mut AuraPort>,
+    _library: Option<&mut LibraryPort>,
     _ctx: &Ctx,
 ) -> Result<(), Stop> {
     Err(Stop::Fatal(super::DriverError::Unsupported(format!(

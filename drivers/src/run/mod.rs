@@ -11,6 +11,7 @@ mod bridge;
 mod devices;
 mod hardware;
 mod indicator;
+mod library;
 #[cfg(feature = "linux")]
 mod serial;
 mod simulated;
@@ -29,6 +30,9 @@ use crate::{ReaderConfig, ReaderEvent, ReaderHealth};
 use source::Source;
 
 pub use indicator::run_indicator;
+pub use library::{
+    EnrolError, EnrolJob, EnrolStep, Enrolled, Library, LibraryPort, LibraryReport, Template,
+};
 
 /// A reader or indicator failed in a way its task cannot recover from.
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +130,7 @@ enum Running {
 pub struct ReaderWiring {
     presenter: Option<Presenter>,
     aura: Option<AuraPort>,
+    library: Option<LibraryPort>,
 }
 
 impl ReaderWiring {
@@ -139,6 +144,7 @@ impl ReaderWiring {
         Self {
             presenter: Some(presenter),
             aura: None,
+            library: None,
         }
     }
 
@@ -155,6 +161,13 @@ impl ReaderWiring {
     /// drop it, and the indicator then says the reader cannot show it).
     pub fn with_aura(mut self, port: Option<AuraPort>) -> Self {
         self.aura = port;
+        self
+    }
+
+    /// Keeps an EF01 module's library as the daemon wants it and runs its enrolments (other
+    /// kinds drop it).
+    pub fn with_library(mut self, port: Option<LibraryPort>) -> Self {
+        self.library = port;
         self
     }
 }
@@ -181,6 +194,7 @@ pub async fn run_reader(
     let ReaderWiring {
         presenter,
         mut aura,
+        mut library,
     } = wiring;
     let source = match (Source::of(config)?, presenter) {
         (Source::Hardware(hardware), _) => Running::Hardware(hardware),
@@ -200,10 +214,18 @@ pub async fn run_reader(
         let session = async {
             match &source {
                 Running::Hardware(hardware) => {
-                    hardware::session(hardware, config, aura.as_mut(), &ctx).await
+                    hardware::session(hardware, config, aura.as_mut(), library.as_mut(), &ctx).await
                 }
                 Running::Simulated(simulated, presenter) => {
-                    simulated::session(*simulated, config, presenter, aura.as_mut(), &ctx).await
+                    simulated::session(
+                        *simulated,
+                        config,
+                        presenter,
+                        aura.as_mut(),
+                        library.as_mut(),
+                        &ctx,
+                    )
+                    .await
                 }
             }
         };

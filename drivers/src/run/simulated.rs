@@ -6,6 +6,7 @@ use tokio::sync::broadcast;
 
 use super::bridge::{self, CardSims};
 use super::devices;
+use super::library::LibraryPort;
 use super::source::{Serial, Simulated};
 use super::{Ctx, Stop};
 use crate::ReaderConfig;
@@ -32,6 +33,7 @@ pub(crate) async fn session(
     config: &ReaderConfig,
     presenter: &Presenter,
     aura: Option<&mut AuraPort>,
+    library: Option<&mut LibraryPort>,
     ctx: &Ctx,
 ) -> Result<(), Stop> {
     // Subscribe before the device starts so no presentation is missed during initialisation.
@@ -44,7 +46,7 @@ pub(crate) async fn session(
             let (host, module) = tokio::io::duplex(4096);
             let sim = SimHandle::powering_on(SIM_FINGERPRINT);
             tokio::select! {
-                r = devices::ef01(Ef01::new(host), config, aura, ctx, label) => r,
+                r = devices::ef01(Ef01::new(host), config, aura, library, ctx, label) => r,
                 r = devices::serve_ef01(&sim, module) => r,
                 r = bridge::fingers(presentations, ctx.id(), &sim) => r,
             }
@@ -80,7 +82,7 @@ pub(crate) async fn session(
                 r = bridge::cards(presentations, ctx.id(), sims) => r,
             }
         }
-        Simulated::OnPty(serial) => on_pty(serial, config, presentations, aura, ctx).await,
+        Simulated::OnPty(serial) => on_pty(serial, config, presentations, aura, library, ctx).await,
     }
 }
 
@@ -92,6 +94,7 @@ async fn on_pty(
     config: &ReaderConfig,
     presentations: Presentations,
     aura: Option<&mut AuraPort>,
+    library: Option<&mut LibraryPort>,
     ctx: &Ctx,
 ) -> Result<(), Stop> {
     use super::serial;
@@ -102,7 +105,7 @@ async fn on_pty(
         Serial::Ef01 => {
             let sim = SimHandle::powering_on(SIM_FINGERPRINT);
             tokio::select! {
-                r = devices::ef01(devices::ef01_device(port, config), config, aura, ctx, &label) => r,
+                r = devices::ef01(devices::ef01_device(port, config), config, aura, library, ctx, &label) => r,
                 r = devices::serve_ef01(&sim, master) => r,
                 r = bridge::fingers(presentations, ctx.id(), &sim) => r,
             }
@@ -149,6 +152,7 @@ async fn on_pty(
     config: &ReaderConfig,
     _presentations: Presentations,
     _aura: Option<&mut AuraPort>,
+    _library: Option<&mut LibraryPort>,
     _ctx: &Ctx,
 ) -> Result<(), Stop> {
     Err(Stop::Fatal(super::DriverError::Unsupported(format!(
