@@ -81,6 +81,19 @@ impl PowerSwitch {
         image
     }
 
+    /// Power comes back with `image` on the disk, all of it durable: what [`PowerSwitch::cut`]
+    /// returned, or an older image (a card restored from a backup, a disk whose cache lied about
+    /// a sync). Whoever still holds the backend reads and writes that image from now on, as a
+    /// program that outlived the outage would.
+    pub fn restore(&self, image: Vec<u8>) {
+        let mut d = lock(&self.disk);
+        d.durable_len = image.len() as u64;
+        d.current = image.clone();
+        d.durable = image;
+        d.unsynced.clear();
+        d.powered_off = false;
+    }
+
     /// Writes not yet synced.
     pub fn unsynced_writes(&self) -> usize {
         lock(&self.disk).unsynced.len()
@@ -169,3 +182,6 @@ impl StorageBackend for PowerCutBackend {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -663,3 +663,196 @@ fn for_a_second_after_a_failed_write_writes_are_refused_at_once_even_with_space_
     std::thread::sleep(RETRY_AFTER_FAILURE);
     assert_eq!(j.append(&mut punches(5000..5001)).expect("space again"), 1);
 }
+
+/// The power fails under an open journal and comes back with `back(what survived)` on the disk:
+/// the journal's next write fails, and once [`RETRY_AFTER_FAILURE`] has passed it reopens the
+/// disk as it now is.
+fn outage(j: &mut Journal, switch: &PowerSwitch, back: impl FnOnce(Vec<u8>) -> Vec<u8>) {
+    let survived = switch.cut(0, false);
+    assert!(
+        j.append(&mut punches(900..901)).is_err(),
+        "a write with the power off fails"
+    );
+    switch.restore(back(survived));
+    std::thread::sleep(RETRY_AFTER_FAILURE);
+}
+
+fn reopen_image(image: Vec<u8>) -> Journal {
+    let (backend, _) = PowerCutBackend::from_image(image);
+    Journal::open_backend(backend, "mem", 100).expect("reopen")
+}
+
+#[test]
+fn acks_the_power_cut_took_back_are_redone_when_the_journal_reopens() {
+    let (backend, switch) = PowerCutBackend::new();
+    let mut j = Journal::open_backend(backend, "mem", 100).expect("create");
+    j.append(&mut punches(0..10)).expect("append");
+    assert_eq!(j.ack(3).expect("ack"), 3);
+    // The deletion had no fsync of its own: the disk comes back still holding 1..=3.
+    outage(&mut j, &switch, |survived| survived);
+    let mut next = punches(10..11);
+    assert_eq!(j.append(&mut next).expect("appends after the reopen"), 1);
+    assert_eq!(next[0].seq, 11);
+    assert_eq!(
+        (j.acked(), j.depth()),
+        (3, 8),
+        "the centre acked 1..=3: they are not held (or sent) again"
+    );
+    assert_eq!(j.read(1, 11).expect("read").len(), 8);
+    // The append's fsync made the redone deletion durable too.
+    let after = reopen_image(switch.cut(0, false));
+    assert_eq!((after.acked(), after.last_seq()), (3, 11));
+}
+
+#[test]
+fn a_journal_that_comes_back_without_its_last_committed_punch_refuses_to_write() {
+    let (backend, switch) = PowerCutBackend::new();
+    let mut j = Journal::open_backend(backend, "mem", 100).expect("create");
+    j.append(&mut punches(0..3)).expect("append");
+    // The power blinks: the disk as it was with three punches.
+    let three = switch.cut(0, false);
+    switch.restore(three.clone());
+    let mut fourth = punches(3..4);
+    j.append(&mut fourth).expect("append");
+    assert_eq!(fourth[0].seq, 4);
+    // The disk comes back without punch 4 (its cache lied about the sync): writing on would
+    // hand seq 4 out a second time, for another punch.
+    outage(&mut j, &switch, |_| three);
+    let refused = j
+        .append(&mut punches(4..5))
+        .expect_err("a committed punch is missing");
+    assert!(
+        matches!(&refused, JournalError::Corrupt { detail, .. } if detail.contains("last seq 4")),
+        "{refused}"
+    );
+    std::thread::sleep(RETRY_AFTER_FAILURE);
+    assert!(
+        j.append(&mut punches(4..5)).is_err(),
+        "still refused on the next try"
+    );
+    assert_eq!(j.last_seq(), 4, "the seqs handed out are not taken back");
+    assert_eq!(
+        reopen_image(switch.cut(0, false)).last_seq(),
+        3,
+        "nothing was written over the disk"
+    );
+}
+
+#[test]
+fn a_journal_that_comes_back_as_another_journal_refuses_to_write() {
+    // Another device's journal (a swapped card), with more punches than this one ever had.
+    let (other_backend, other_switch) = PowerCutBackend::new();
+    let mut other = Journal::open_backend(other_backend, "other", 100).expect("create");
+    other.append(&mut punches(0..10)).expect("append");
+    let other_epoch = other.epoch();
+    drop(other);
+    let other_image = other_switch.cut(0, false);
+
+    let (backend, switch) = PowerCutBackend::new();
+    let mut j = Journal::open_backend(backend, "mem", 100).expect("create");
+    j.append(&mut punches(0..3)).expect("append");
+    let epoch = j.epoch();
+    outage(&mut j, &switch, |_| other_image);
+    let refused = j
+        .append(&mut punches(3..4))
+        .expect_err("another journal's seqs are not this one's");
+    assert!(
+        matches!(&refused, JournalError::Corrupt { detail, .. } if detail.contains(&format!("epoch {other_epoch}"))),
+        "{refused}"
+    );
+    assert_eq!((j.epoch(), j.last_seq()), (epoch, 3));
+    let back = reopen_image(switch.cut(0, false));
+    assert_eq!(
+        (back.epoch(), back.last_seq()),
+        (other_epoch, 10),
+        "the other journal is left as it was"
+    );
+}
+
+#[test]
+fn a_journal_in_a_directory_not_made_yet_is_created_private_with_its_directories() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("state/rollcall/journal.redb");
+    let j = Journal::open(&path, 100).expect("create");
+    assert_eq!(
+        j.label(),
+        path.display().to_string(),
+        "messages name the file"
+    );
+    assert_eq!(j.capacity(), 100);
+    let mode = fs::metadata(&path).expect("created").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+}
+
+/// What opening answers for each cause a storage error can have: the person reading it must
+/// be told the right thing to do (fix ownership, free space, check the disk, move a damaged
+/// file aside, stop the other rollcalld).
+#[test]
+fn an_open_that_fails_says_what_to_do_for_its_cause() {
+    let io = |e: io::Error| move || Err(redb::DatabaseError::Storage(redb::StorageError::Io(e)));
+    let opened = |open: Box<dyn FnOnce() -> Result<Database, redb::DatabaseError>>| {
+        guarded("/var/lib/rollcall/journal.redb", open).expect_err("must fail")
+    };
+    for kind in [
+        io::ErrorKind::PermissionDenied,
+        io::ErrorKind::ReadOnlyFilesystem,
+    ] {
+        let e = opened(Box::new(io(kind.into())));
+        assert!(matches!(e, JournalError::Access { .. }), "{kind:?}: {e}");
+        assert!(e.to_string().contains("belong to the user"), "{e}");
+    }
+    let e = opened(Box::new(io(io::Error::from_raw_os_error(libc::EIO))));
+    assert!(
+        matches!(e, JournalError::Storage { .. }),
+        "an I/O error is not a damaged file: {e}"
+    );
+    let e = opened(Box::new(io(io::Error::from_raw_os_error(libc::ENOSPC))));
+    assert!(matches!(e, JournalError::DiskFull(_)), "{e}");
+    // redb reports what it finds in the file (bad magic, too short) as I/O errors without an
+    // OS error code.
+    let e = opened(Box::new(io(io::Error::new(
+        io::ErrorKind::InvalidData,
+        "invalid magic number",
+    ))));
+    assert!(matches!(e, JournalError::Corrupt { .. }), "{e}");
+    let e = opened(Box::new(|| Err(redb::DatabaseError::DatabaseAlreadyOpen)));
+    assert!(matches!(e, JournalError::Locked(_)), "{e}");
+    assert!(e.to_string().contains("another rollcalld"), "{e}");
+}
+
+#[tokio::test]
+async fn the_journal_threads_answers_and_counters_follow_appends_and_acks() {
+    use super::actor::{JournalHandle, JournalStats};
+    let (backend, _switch) = PowerCutBackend::new();
+    let j = Journal::open_backend(backend, "mem", 5).expect("create");
+    let epoch = j.epoch();
+    let handle = JournalHandle::spawn(j);
+    assert_eq!(handle.oldest_captured_at_ms().await.expect("oldest"), None);
+    let seqs = handle.append(punches(0..7)).await.expect("append");
+    assert_eq!(
+        seqs,
+        [Some(1), Some(2), Some(3), Some(4), Some(5), None, None],
+        "a capacity of 5: the last two are refused"
+    );
+    let stats = |last_seq, acked, depth| JournalStats {
+        epoch,
+        last_seq,
+        acked,
+        depth,
+        capacity: 5,
+    };
+    assert_eq!(*handle.stats().borrow(), stats(5, 0, 5));
+    assert_eq!(handle.ack(2).await.expect("ack"), 2);
+    assert_eq!(*handle.stats().borrow(), stats(5, 2, 3));
+    let held = handle.read(1, 5).await.expect("read");
+    let held: Vec<Punch> = held
+        .iter()
+        .map(|b| minicbor::decode(b).expect("decode"))
+        .collect();
+    assert_eq!(held.iter().map(|p| p.seq).collect::<Vec<_>>(), [3, 4, 5]);
+    assert_eq!(
+        handle.oldest_captured_at_ms().await.expect("oldest"),
+        Some(punch(2).captured_at_ms)
+    );
+}
