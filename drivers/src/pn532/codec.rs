@@ -399,4 +399,80 @@ mod tests {
         assert!(parse_list_passive_target(&four[..9]).is_err());
         assert!(parse_list_passive_target(&[0x4B, 0x01, 0x01, 0, 4, 8, 5, 1, 2, 3, 4, 5]).is_err());
     }
+
+    #[test]
+    fn an_extended_frame_cut_short_asks_for_exactly_the_missing_bytes() {
+        // 00 | 00 FF | FF FF | LENM 00 LENL 03 | LCS FD | D5 01 00 | DCS 2A | 00
+        let small = [
+            0x00, 0x00, 0xFF, 0xFF, 0xFF, 0x00, 0x03, 0xFD, 0xD5, 0x01, 0x00, 0x2A, 0x00,
+        ];
+        // The length bytes and LCS end at byte 8; then TFI, two data bytes and DCS.
+        for (cut, missing) in [(5, 3), (6, 2), (7, 1), (8, 4), (10, 2), (11, 1)] {
+            assert_eq!(
+                parse(&small[..cut]),
+                Ok(Decoded::NeedMore(missing)),
+                "{cut} bytes"
+            );
+        }
+    }
+
+    #[test]
+    fn an_extended_frame_filling_the_chips_buffer_is_read_and_one_byte_more_is_refused() {
+        // TFI + 264 data bytes = 265 = 01 09: LCS -(01+09) = F6. The data is all zeros, so
+        // DCS = -D5 = 2B.
+        let full = Frame::Info {
+            tfi: TFI_CHIP,
+            data: vec![0; 264],
+        };
+        let bytes = full.encode();
+        assert_eq!(bytes[..8], [0x00, 0x00, 0xFF, 0xFF, 0xFF, 0x01, 0x09, 0xF6]);
+        assert_eq!(bytes[bytes.len() - 2..], [0x2B, 0x00]);
+        assert_eq!(frame(&bytes), full);
+        // 266 = 01 0A: LCS -(01+0A) = F5. Refused from its header, not waited for.
+        assert_eq!(
+            parse(&[0x00, 0x00, 0xFF, 0xFF, 0xFF, 0x01, 0x0A, 0xF5]),
+            Err(FrameError::TooLong(266))
+        );
+    }
+
+    #[test]
+    fn frames_without_preamble_or_postamble_are_read() {
+        // The preamble and postamble are optional: the frame is the start code to the DCS.
+        assert_eq!(frame(&[0x00, 0xFF, 0x00, 0xFF]), Frame::Ack);
+        assert_eq!(frame(&[0x00, 0xFF, 0xFF, 0x00]), Frame::Nack);
+        assert_eq!(
+            frame(&[0x00, 0xFF, 0x02, 0xFE, 0xD4, 0x02, 0x2A]),
+            Frame::Info {
+                tfi: 0xD4,
+                data: vec![0x02]
+            }
+        );
+        assert_eq!(
+            frame(&[
+                0x00, 0xFF, 0xFF, 0xFF, 0x00, 0x03, 0xFD, 0xD5, 0x01, 0x00, 0x2A
+            ]),
+            Frame::Info {
+                tfi: 0xD5,
+                data: vec![0x01, 0x00]
+            }
+        );
+    }
+
+    #[test]
+    fn a_target_reply_cut_short_is_told_apart_from_another_reply() {
+        // 4B | 1 target | Tg 1 | SENS_RES 00 04 ... and nothing more.
+        assert_eq!(
+            parse_list_passive_target(&[0x4B, 0x01, 0x01, 0x00, 0x04]),
+            Err("target data too short")
+        );
+        assert_eq!(
+            parse_list_passive_target(&[0x4B, 0x01, 0x01, 0x00, 0x04, 0x08, 0x04, 0xDE]),
+            Err("UID shorter than its length byte")
+        );
+        // A GetFirmwareVersion answer where the target list was expected.
+        assert_eq!(
+            parse_list_passive_target(&[0x03, 0x32, 0x01, 0x06, 0x07]),
+            Err("not an InListPassiveTarget reply")
+        );
+    }
 }

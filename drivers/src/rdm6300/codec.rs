@@ -291,4 +291,28 @@ mod tests {
             "exactly the window is still the same presentation"
         );
     }
+
+    #[test]
+    fn bytes_without_a_start_of_frame_are_dropped_at_once() {
+        // Line noise with no STX in it cannot become a frame: drop it all rather than wait.
+        assert_eq!(parse(&[0xFF, 0x00, b'6']), Err(FrameError::Garbage(3)));
+        assert_eq!(parse(&[0x03]), Err(FrameError::Garbage(1)));
+    }
+
+    #[test]
+    fn lowercase_hex_reads_the_same_tag() {
+        // EXAMPLE with its hex digits in lowercase: 62e3086ced, XOR 08.
+        let mut lower = *b"\x0262e3086ced08\x03";
+        assert_eq!(parse(&lower[..5]), Ok(Decoded::NeedMore(9)));
+        let Ok(Decoded::Tag { tag, len }) = parse(&lower) else {
+            panic!("no tag");
+        };
+        assert_eq!((tag.version, tag.id, len), (0x62, 0xE308_6CED, 14));
+        // Mixed case is the same number too.
+        lower[3..5].copy_from_slice(b"E3");
+        assert!(matches!(parse(&lower), Ok(Decoded::Tag { tag: t, .. }) if t == tag));
+        // Letters past f are not hex.
+        lower[4] = b'g';
+        assert_eq!(parse(&lower), Err(FrameError::Malformed));
+    }
 }

@@ -464,4 +464,63 @@ mod tests {
         );
         assert_eq!(d.poll(last_bit + 50_000_000), Some(Ok(W26)));
     }
+
+    #[test]
+    fn pulses_at_the_width_limits_are_bits_and_beyond_them_noise() {
+        let timing = Timing::default();
+        let mut d = Decoder::new(timing);
+        let ns = |d: Duration| d.as_nanos() as u64;
+        let widths = [
+            ns(timing.min_pulse),     // 10 us: a bit
+            ns(timing.min_pulse) - 1, // noise
+            ns(timing.max_pulse),     // 2 ms: a bit
+            ns(timing.max_pulse) + 1, // noise
+        ];
+        for (i, width) in widths.into_iter().enumerate() {
+            let at = i as u64 * 5_000_000;
+            for (falling, at_ns) in [(true, at), (false, at + width)] {
+                let edge = Edge {
+                    line: Line::D1,
+                    falling,
+                    at_ns,
+                };
+                assert_eq!(d.edge(edge), None);
+            }
+        }
+        assert_eq!(d.noise_pulses(), 2);
+        assert_eq!(d.poll(u64::MAX), Some(Err(WiegandError::Length(2))));
+    }
+
+    #[test]
+    fn all_zero_halves_and_their_parity_bits() {
+        // Facility 0, card 0: no ones in either half, so the leading even parity bit is 0 and
+        // the trailing odd one is 1.
+        let zero = Card::W26 {
+            facility: 0,
+            card: 0,
+        };
+        let frame = bits("0 00000000 00000000 00000000 1");
+        assert_eq!(zero.bits(), frame);
+        assert_eq!(decode_bits(&frame), Ok(zero));
+        let mut leading = frame.clone();
+        leading[0] = true;
+        assert_eq!(
+            decode_bits(&leading),
+            Err(WiegandError::Parity {
+                bits: 26,
+                which: "leading even"
+            })
+        );
+        let mut trailing = frame;
+        trailing[25] = false;
+        assert_eq!(
+            decode_bits(&trailing),
+            Err(WiegandError::Parity {
+                bits: 26,
+                which: "trailing odd"
+            })
+        );
+        let zero34 = Card::W34 { data: 0 };
+        assert_eq!(decode_bits(&zero34.bits()), Ok(zero34));
+    }
 }
