@@ -606,6 +606,20 @@ impl Ef01Sim {
 pub struct SimHandle {
     sim: Arc<Mutex<Ef01Sim>>,
     power: Arc<Notify>,
+    line: Arc<Mutex<LineStats>>,
+}
+
+/// Where the time went on a paced line ([`SimHandle::serve_at_baud`]), beyond the bytes' own
+/// time on the wire.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LineStats {
+    /// The line stood idle from the moment the simulator wrote a reply (or finished taking in
+    /// the host's last bytes) until it read the host's next bytes: the host's turnaround, with
+    /// the pty and both sides' wake-ups.
+    pub host_turnaround: Duration,
+    /// The simulator acted this much later than the line time said, in all (its own wake-ups on
+    /// a busy machine).
+    pub simulator_late: Duration,
 }
 
 impl SimHandle {
@@ -614,6 +628,7 @@ impl SimHandle {
         Self {
             sim: Arc::new(Mutex::new(sim)),
             power: Arc::new(Notify::new()),
+            line: Arc::default(),
         }
     }
 
@@ -627,6 +642,14 @@ impl SimHandle {
     /// Locks the simulator to inspect or change it.
     pub fn lock(&self) -> MutexGuard<'_, Ef01Sim> {
         self.sim
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Where the time went on a paced line so far.
+    pub fn line_stats(&self) -> LineStats {
+        *self
+            .line
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -658,7 +681,8 @@ impl SimHandle {
         baud: u32,
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
-        self.serve_inner(io, Some(Line::new(baud)), shutdown).await
+        let line = Line::new(baud, self.line.clone());
+        self.serve_inner(io, Some(line), shutdown).await
     }
 
     async fn serve_inner<T: AsyncRead + AsyncWrite + Unpin>(
@@ -716,16 +740,28 @@ struct Line {
     rx_until: tokio::time::Instant,
     /// When the last byte written to the host finished leaving.
     tx_until: tokio::time::Instant,
+    /// When the simulator last acted (took bytes in or wrote a reply), in real time.
+    acted: Option<tokio::time::Instant>,
+    stats: Arc<Mutex<LineStats>>,
 }
 
 impl Line {
-    fn new(baud: u32) -> Self {
+    fn new(baud: u32, stats: Arc<Mutex<LineStats>>) -> Self {
         let now = tokio::time::Instant::now();
         Self {
             baud: baud.max(1),
             rx_until: now,
             tx_until: now,
+            acted: None,
+            stats,
         }
+    }
+
+    fn record(&mut self, turnaround: Duration, late: Duration) {
+        let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        stats.host_turnaround += turnaround;
+        stats.simulator_late += late;
+        self.acted = Some(tokio::time::Instant::now());
     }
 
     /// 10 bits a byte: start, 8 data, stop.
@@ -736,32 +772,42 @@ impl Line {
     /// `bytes` just read: they started arriving when the line was free (or now) and the module
     /// sees them when the last one is in.
     async fn receive(&mut self, bytes: usize) {
-        self.rx_until = self.rx_until.max(tokio::time::Instant::now()) + self.duration(bytes);
-        wait_until(self.rx_until).await;
+        let now = tokio::time::Instant::now();
+        let turnaround = match self.acted {
+            Some(acted) if now > self.rx_until => now.saturating_duration_since(acted),
+            _ => Duration::ZERO,
+        };
+        self.rx_until = self.rx_until.max(now) + self.duration(bytes);
+        let late = wait_until(self.rx_until).await;
+        self.record(turnaround, late);
     }
 
     /// `bytes` about to be written: they leave when the line is free (or now), and the host has
     /// them when the last one is out.
     async fn send(&mut self, bytes: usize) {
         self.tx_until = self.tx_until.max(tokio::time::Instant::now()) + self.duration(bytes);
-        wait_until(self.tx_until).await;
+        let late = wait_until(self.tx_until).await;
+        self.record(Duration::ZERO, late);
     }
 }
 
 /// Waits until `at` to within microseconds: tokio's timer rounds up to the millisecond, which
-/// would add up over hundreds of packets, so the last millisecond is spent yielding.
-async fn wait_until(at: tokio::time::Instant) {
+/// would add up over hundreds of packets, so the last millisecond is spent yielding. Returns how
+/// late it woke.
+async fn wait_until(at: tokio::time::Instant) -> Duration {
     if let Some(early) = at.checked_sub(Duration::from_millis(1)) {
         tokio::time::sleep_until(early).await;
     }
     // Bounded, so a paused test clock (which only moves when every task sleeps) still gets there.
     for _ in 0..100_000 {
-        if tokio::time::Instant::now() >= at {
-            return;
+        let now = tokio::time::Instant::now();
+        if now >= at {
+            return now - at;
         }
         tokio::task::yield_now().await;
     }
     tokio::time::sleep_until(at).await;
+    tokio::time::Instant::now().saturating_duration_since(at)
 }
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {
