@@ -44,6 +44,9 @@
 //!
 //! [adms]                               # optional: ZKTeco PUSH terminals (see crate::adms)
 //! listen = "0.0.0.0:8081"
+//!
+//! [credentials]                        # optional: credentials and rosters (see crate::credentials)
+//! key_file = "/etc/rollcall/credential-keys"
 //! ```
 //!
 //! The file is read once into typed values ([`Config`]): the time zone as a `chrono_tz::Tz`, the
@@ -376,6 +379,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// `[adms]`: where ZKTeco PUSH terminals reach the service; absent: not served.
     pub adms: Option<crate::adms::AdmsConfig>,
+    /// `[credentials]`: the credential store and room rosters; absent: punches only.
+    pub credentials: Option<crate::credentials::CredentialsConfig>,
 }
 
 fn d_pool() -> usize {
@@ -844,6 +849,7 @@ impl Config {
         }
 
         let adms = f.adms.map(|a| adms(&mut p, a));
+        let credentials = f.credentials.map(|c| c.validate(&mut p.0));
 
         if !p.0.is_empty() {
             return Err(ConfigError::Invalid(p.0));
@@ -900,6 +906,7 @@ impl Config {
                 listen: f.metrics.listen,
             },
             adms,
+            credentials,
         })
     }
 

@@ -12,6 +12,7 @@
 //! * [`consumer`]: the MQTT loop, batching, acks.
 //! * [`jobs`]: scheduled jobs, exactly once per occurrence across replicas.
 //! * [`adms`]: ZKTeco PUSH (ADMS / iclock) terminals over HTTP, through the same writer.
+//! * [`credentials`]: consent, sealed cards and templates, room rosters, enrolments, commands.
 //! * [`fleet`]: the read-only live fleet page (`/fleet`) and the gauges only the database knows.
 //! * [`metrics`], [`config`].
 //!
@@ -22,6 +23,7 @@ pub mod admit;
 pub mod adms;
 pub mod coexist;
 pub mod config;
+pub mod credentials;
 pub mod consumer;
 pub mod db;
 pub mod decide;
@@ -147,6 +149,18 @@ pub async fn run_with_metrics(
         });
         let s = aux_stop.clone();
         tracker.spawn(adms::http::serve(listener, tls, shared, s));
+    }
+    if let Some(cc) = cfg.credentials.clone() {
+        // The key file is read before consuming starts: a missing or unreadable key stops the
+        // start with what to fix rather than leaving rosters silently unpublished.
+        credentials::keys::KeyRing::load(&cc.key_file)
+            .map_err(|e| IngestError::Setup(e.to_string()))?;
+        let (c, p, s) = (Arc::new(cfg.clone()), pool.clone(), aux_stop.clone());
+        tracker.spawn(async move {
+            if let Err(e) = credentials::run(c, cc, p, s).await {
+                warn!(error = %e, "credentials service stopped");
+            }
+        });
     }
     {
         let (c, p, m, s) = (cfg.clone(), pool.clone(), metrics.clone(), shutdown.clone());

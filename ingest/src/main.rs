@@ -12,6 +12,7 @@ use rollcall_ingest::adms::Command as AdmsCommand;
 use rollcall_ingest::adms::views::{self, TerminalState};
 use rollcall_ingest::config::{Config, Owner};
 use rollcall_ingest::jobs::{self, DateRange, Job, JobContext, Manual, ManualResult};
+use rollcall_ingest::credentials;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -60,6 +61,18 @@ enum Command {
     Jobs(JobsArgs),
     /// List the ZKTeco terminals that have called, or queue a command for one.
     Terminals(TerminalsArgs),
+    /// Record or withdraw a student's consent to fingerprint enrolment.
+    Consent(credentials::cli::ConsentArgs),
+    /// The credential store: key file, a student's credentials, revocation, re-sealing.
+    Credentials(credentials::cli::CredentialsArgs),
+    /// Queue a command for a gateway: enrol a student at a reader, or resync its roster.
+    Device(credentials::cli::DeviceArgs),
+    /// Every gateway's roster: version, acknowledged version, templates loaded, capacity.
+    Rosters {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 const TERMINALS_EXAMPLES: &str = "\
@@ -229,6 +242,11 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logs(cli.log_format);
     let command = cli.command.unwrap_or(Command::Run);
+    if let Command::Credentials(args) = &command
+        && let Some(done) = credentials::cli::key_file_command(args)
+    {
+        return done;
+    }
     if let Command::Validate = command {
         return match Config::load(&cli.config) {
             Ok(_) => {
@@ -316,6 +334,15 @@ fn main() -> anyhow::Result<()> {
                     }
                 }
             }
+            Command::Consent(args) => credentials::cli::consent(&cfg, args).await,
+            Command::Credentials(args) => credentials::cli::credentials(&cfg, args).await,
+            Command::Device(args) => {
+                let by = std::env::var("SUDO_USER")
+                    .or_else(|_| std::env::var("USER"))
+                    .unwrap_or_else(|_| "rollcall-ingest".into());
+                credentials::cli::device(&cfg, args, &by).await
+            }
+            Command::Rosters { json } => credentials::cli::rosters(&cfg, json).await,
             Command::Run => {
                 let stop = CancellationToken::new();
                 let s = stop.clone();

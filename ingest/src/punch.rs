@@ -302,16 +302,20 @@ pub fn classify(topic_name: &str, payload: &[u8]) -> Message {
             Ok(s) if s.device_id != t.device_id => mismatch(&s.device_id),
             Ok(s) => Message::Status(status_in(s)),
         },
-        Kind::Ack => unreachable_ack(topic_name, payload),
+        Kind::Ack | Kind::Roster | Kind::RosterAck | Kind::Enrol | Kind::Command => {
+            not_consumed(topic_name, payload)
+        }
     }
 }
 
-fn unreachable_ack(topic_name: &str, payload: &[u8]) -> Message {
+/// The punch consumer subscribes to punches and status only; anything else reaching it (a
+/// misconfigured subscription) is a dead letter, not a crash.
+fn not_consumed(topic_name: &str, payload: &[u8]) -> Message {
     dead(
         topic_name,
         None,
         DeadReason::BadTopic,
-        "ack topics are not consumed".into(),
+        "only punches and status topics are consumed here".into(),
         payload,
     )
 }

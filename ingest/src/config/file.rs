@@ -48,6 +48,8 @@ pub(super) struct File {
     pub metrics: Metrics,
     /// ZKTeco PUSH terminals (issue 14); absent: no endpoint.
     pub adms: Option<Adms>,
+    /// Credentials and rosters (issue 9); absent: punches only, no rosters published.
+    pub credentials: Option<crate::credentials::CredentialsFile>,
 }
 
 #[derive(Debug, Deserialize)]

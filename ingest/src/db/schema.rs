@@ -34,6 +34,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "next to CampsHub360's beat: job stamps, the system user of audit rows",
         include_str!("rollcall_v4.sql"),
     ),
+    (
+        5,
+        "credentials: consent, sealed cards and templates, verdicts, room rosters, device commands",
+        include_str!("rollcall_v5.sql"),
+    ),
 ];
 const MIGRATION_LOCK: i64 = 0x726f_6c6c_6361_6c6c; // "rollcall"
 
@@ -106,6 +111,8 @@ const READ_COLUMNS: &[(&str, &[&str])] = &[
             "last_name",
             "email",
             "student_mobile",
+            "status",
+            "updated_at",
         ],
     ),
     ("academics_coursesection", &["id", "student_batch_id"]),
@@ -163,6 +170,7 @@ const WRITTEN: &[&str] = &[
     "attendance_audit_log",
     "attendance_statistics",
     "attendance_student_snapshot",
+    "attendance_biometric_template",
 ];
 
 /// What `migrate` did.
