@@ -8,12 +8,12 @@
 //! one journal transaction (and the journal thread merges bursts of different readers too).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use rollcall_drivers::{ReaderEvent, ReaderHealth, Signal};
 use rollcall_protocol::v1::{CredentialKind, Punch, Subject, flags};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use crate::clock;
@@ -75,7 +75,10 @@ impl Signals {
 #[derive(Debug)]
 pub struct Accept {
     journal: JournalHandle,
-    roster: Roster,
+    /// Swapped whole when the centre's roster changes; a burst uses the one it started with.
+    roster: RwLock<Arc<Roster>>,
+    /// Card readers in enrolment mode: their next tap goes here, not into the journal.
+    enrolling: Mutex<HashMap<String, oneshot::Sender<Vec<u8>>>>,
     hash_key: [u8; 32],
     window: Duration,
     recent: Mutex<HashMap<Subject, Instant>>,
@@ -98,7 +101,8 @@ impl Accept {
         let (decisions, _) = broadcast::channel(4096);
         Self {
             journal,
-            roster,
+            roster: RwLock::new(Arc::new(roster)),
+            enrolling: Mutex::new(HashMap::new()),
             hash_key,
             window,
             recent: Mutex::new(HashMap::new()),
@@ -107,6 +111,43 @@ impl Accept {
             decisions,
             health: watch::Sender::new(HashMap::new()),
         }
+    }
+
+    /// The roster identification uses now.
+    pub fn roster(&self) -> Arc<Roster> {
+        self.roster
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the roster; bursts already running finish with the old one.
+    pub fn set_roster(&self, roster: Roster) {
+        *self.roster.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(roster);
+    }
+
+    /// Puts card reader `reader` in enrolment mode: its next tap answers the receiver (and is
+    /// not a punch). A second call replaces the first.
+    pub fn arm_enrolment(&self, reader: &str) -> oneshot::Receiver<Vec<u8>> {
+        let (tx, rx) = oneshot::channel();
+        self.lock_enrolling().insert(reader.to_owned(), tx);
+        rx
+    }
+
+    /// Ends enrolment mode at `reader`.
+    pub fn disarm_enrolment(&self, reader: &str) {
+        self.lock_enrolling().remove(reader);
+    }
+
+    /// Whether `reader` is in enrolment mode.
+    pub fn is_enrolling(&self, reader: &str) -> bool {
+        self.lock_enrolling().contains_key(reader)
+    }
+
+    fn lock_enrolling(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<Vec<u8>>>> {
+        self.enrolling.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Every decision from now on.
@@ -147,25 +188,35 @@ impl Accept {
     /// Handles a burst of events from one reader, in order.
     pub async fn handle_burst(&self, reader: &ReaderInfo, events: Vec<ReaderEvent>) {
         let now = Instant::now();
+        let roster = self.roster();
         let mut to_store: Vec<(Subject, Punch)> = Vec::new();
         let mut in_burst: HashSet<Subject> = HashSet::new();
         for event in events {
             let (credential, subject, score) = match event {
-                ReaderEvent::Card { uid } => (
-                    CredentialKind::Card,
-                    self.roster.card(&uid, &self.hash_key),
-                    None,
-                ),
+                ReaderEvent::Card { uid } => {
+                    let enrolling = self.lock_enrolling().remove(&reader.id);
+                    if let Some(tx) = enrolling {
+                        tracing::info!(reader = %reader.id, "card taken for an enrolment, not punched");
+                        let _ = tx.send(uid);
+                        self.signal(Signal::Accepted);
+                        continue;
+                    }
+                    (
+                        CredentialKind::Card,
+                        roster.card(&uid, &self.hash_key),
+                        None,
+                    )
+                }
                 ReaderEvent::Fingerprint { slot, score } => (
                     CredentialKind::Fingerprint,
-                    self.roster.finger(slot),
+                    roster.finger(slot),
                     Some(score),
                 ),
                 ReaderEvent::FingerprintNoMatch => {
                     (CredentialKind::Fingerprint, Subject::UnknownFinger, None)
                 }
                 ReaderEvent::FingerprintTemplate { template } => {
-                    match self.identify(reader, template).await {
+                    match self.identify(reader, &roster, template).await {
                         Some((subject, score)) => (CredentialKind::Fingerprint, subject, score),
                         None => continue,
                     }
@@ -251,10 +302,11 @@ impl Accept {
     async fn identify(
         &self,
         reader: &ReaderInfo,
+        roster: &Roster,
         template: Vec<u8>,
     ) -> Option<(Subject, Option<u16>)> {
         let template = zeroize::Zeroizing::new(template);
-        let templates = self.roster.templates().cloned();
+        let templates = roster.templates().cloned();
         let searched = tokio::task::spawn_blocking(move || match &templates {
             Some(t) => t
                 .identify(&template)

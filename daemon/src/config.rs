@@ -119,13 +119,29 @@ pub struct TlsConfig {
     pub key_file: PathBuf,
 }
 
-/// `[roster]`
+/// `[roster]`: where the room's roster comes from.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RosterConfig {
-    /// Roster file (see `roster.rs`); absent means every credential is "unknown".
+    /// `centre` (the default): the centre publishes the roster, the gateway keeps it sealed in
+    /// the state directory (see `credentials`). `file`: a hand-written roster file at `path`,
+    /// for a gateway run offline.
+    #[serde(default)]
+    pub source: RosterSource,
+    /// The roster file (see `roster.rs`), with `source = "file"` only.
     #[serde(default)]
     pub path: Option<PathBuf>,
+}
+
+/// Where the roster comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RosterSource {
+    /// Published by the centre.
+    #[default]
+    Centre,
+    /// A file on this gateway.
+    File,
 }
 
 /// `[capture]`
@@ -266,6 +282,7 @@ impl Config {
             port = {broker_port}
             allow_plaintext = true
             [roster]
+            source = "file"
             path = "{dir}/roster.toml"
             [metrics]
             listen = ""
@@ -404,10 +421,21 @@ impl Config {
                 rollcall_matcher::THRESHOLD
             ));
         }
-        if let Some(path) = &self.roster.path
-            && !path.is_absolute()
-        {
-            errs.push(format!("roster.path: {:?} must be an absolute path", path));
+        match (self.roster.source, &self.roster.path) {
+            (RosterSource::File, None) => errs.push(
+                "roster.path: required with roster.source = \"file\": name the roster file, or \
+                 remove source to take the roster from the centre"
+                    .into(),
+            ),
+            (RosterSource::Centre, Some(path)) => errs.push(format!(
+                "roster.path: {path:?} is set but roster.source is \"centre\" (the default): \
+                 the centre publishes the roster. Remove path, or set source = \"file\" to use \
+                 the file offline"
+            )),
+            (RosterSource::File, Some(path)) if !path.is_absolute() => {
+                errs.push(format!("roster.path: {path:?} must be an absolute path"))
+            }
+            _ => {}
         }
         if !self.metrics.listen.is_empty() && self.metrics.listen.parse::<SocketAddr>().is_err() {
             errs.push(format!(

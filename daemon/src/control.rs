@@ -12,8 +12,19 @@
 //! < accepted 19 student=2024CS001          produces this ISO/IEC 19794-2 record (a path that
 //!                                          rollcalld reads; absolute, or has a '/' or '.')
 //! > status
-//! < epoch=... last_seq=18 acked=12 depth=6 capacity=2000000
+//! < epoch=... last_seq=18 acked=12 depth=6 capacity=2000000 roster_version=7
+//! > enrol door-finger 2024CS001       enrol a student at a reader (any reader kind that can:
+//! < progress: place finger (capture 1 of 2)     cards by a tap, EF01 fingers by captures);
+//! < progress: captured 1 of 2                   one line per step, then the enrolment, then
+//! < progress: lift finger                       the centre's verdict (or that it is pending:
+//! < progress: place the same finger again (capture 2 of 2)   the enrolment stays in the
+//! < progress: captured 2 of 2                   outbox and is re-sent until the centre answers)
+//! < enrolled 5f0c... student=2024CS001 reader=door-finger: stored, sent to the centre
+//! < result: accepted stored
 //! ```
+//!
+//! The socket is there with every configuration (enrolment needs it on hardware too);
+//! presenting cards and fingers works only with simulated readers.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -26,7 +37,24 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::capture::{Accept, Decision};
+use crate::credentials::enrol::Enroller;
 use crate::journal::actor::JournalHandle;
+
+/// How long `enrol` waits for the centre's verdict before answering that it is pending.
+const VERDICT_WAIT: Duration = Duration::from_secs(30);
+
+/// What the control socket serves.
+#[derive(Debug, Clone)]
+pub struct Control {
+    /// Feeds simulated readers.
+    pub presenter: Presenter,
+    /// Decisions, roster version, card enrolment mode.
+    pub accept: Arc<Accept>,
+    /// Journal counters.
+    pub journal: JournalHandle,
+    /// Enrolments.
+    pub enroller: Arc<Enroller>,
+}
 
 /// How long a presentation may take to become a decision.
 const DECISION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -82,13 +110,7 @@ pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
 }
 
 /// Serves control connections until `shutdown`.
-pub async fn serve(
-    listener: UnixListener,
-    presenter: Presenter,
-    accept: Arc<Accept>,
-    journal: JournalHandle,
-    shutdown: CancellationToken,
-) {
+pub async fn serve(listener: UnixListener, control: Control, shutdown: CancellationToken) {
     loop {
         let stream = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -100,23 +122,12 @@ pub async fn serve(
                 }
             },
         };
-        let (p, a, j, s) = (
-            presenter.clone(),
-            accept.clone(),
-            journal.clone(),
-            shutdown.clone(),
-        );
-        tokio::spawn(async move { session(stream, p, a, j, s).await });
+        let (c, s) = (control.clone(), shutdown.clone());
+        tokio::spawn(async move { session(stream, c, s).await });
     }
 }
 
-async fn session(
-    stream: UnixStream,
-    presenter: Presenter,
-    accept: Arc<Accept>,
-    journal: JournalHandle,
-    shutdown: CancellationToken,
-) {
+async fn session(stream: UnixStream, control: Control, shutdown: CancellationToken) {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     loop {
@@ -127,7 +138,13 @@ async fn session(
                 _ => return,
             },
         };
-        let reply = handle(&line, &presenter, &accept, &journal).await;
+        if let Some(args) = line.trim().strip_prefix("enrol ") {
+            if enrol(args, &control, &mut write).await.is_err() {
+                return;
+            }
+            continue;
+        }
+        let reply = handle(&line, &control).await;
         if write
             .write_all(format!("{reply}\n").as_bytes())
             .await
@@ -159,27 +176,36 @@ pub fn parse(line: &str) -> Result<(String, Presentation), String> {
             let slot = slot.parse().map_err(|_| format!("error: {slot:?} is not a slot number, 'none' or a template file"))?;
             Ok((reader.to_string(), Presentation::Finger(Some(slot))))
         }
-        _ => Err("error: commands are `card <reader> <hex uid>`, `finger <reader> <slot|none|file.iso>`, `status`".into()),
+        _ => Err("error: commands are `card <reader> <hex uid>`, `finger <reader> <slot|none|file.iso>`, `enrol <reader> <student>`, `status`".into()),
     }
 }
 
-async fn handle(
-    line: &str,
-    presenter: &Presenter,
-    accept: &Accept,
-    journal: &JournalHandle,
-) -> String {
+async fn handle(line: &str, control: &Control) -> String {
+    let (presenter, accept) = (&control.presenter, &control.accept);
     if line.trim() == "status" {
-        let s = *journal.stats().borrow();
+        let s = *control.journal.stats().borrow();
         return format!(
-            "epoch={} last_seq={} acked={} depth={} capacity={}",
-            s.epoch, s.last_seq, s.acked, s.depth, s.capacity
+            "epoch={} last_seq={} acked={} depth={} capacity={} roster_version={}",
+            s.epoch,
+            s.last_seq,
+            s.acked,
+            s.depth,
+            s.capacity,
+            accept.roster().version.unwrap_or(0)
         );
     }
     let (reader, what) = match parse(line) {
         Ok(v) => v,
         Err(e) => return e,
     };
+    if matches!(what, Presentation::Card(_)) && accept.is_enrolling(&reader) {
+        return if presenter.present(&reader, what) {
+            "enrolment: card presented for the enrolment waiting at this reader (not a punch)"
+                .into()
+        } else {
+            "error: no simulated reader is running".into()
+        };
+    }
     let mut decisions = accept.subscribe();
     if !presenter.present(&reader, what) {
         return "error: no simulated reader is running".into();
@@ -200,6 +226,62 @@ async fn handle(
             "error: no decision from reader {reader:?} (unknown reader id, or it is not simulated?)"
         ),
     }
+}
+
+/// `enrol <reader> <student>`: progress lines, the enrolment, then the centre's verdict.
+async fn enrol(
+    args: &str,
+    control: &Control,
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+) -> std::io::Result<()> {
+    let words: Vec<&str> = args.split_whitespace().collect();
+    let [reader, student] = words[..] else {
+        return write
+            .write_all(
+                b"error: usage: enrol <reader> <student> (the student's id or roll number)\n",
+            )
+            .await;
+    };
+    let (tx, mut steps) = tokio::sync::mpsc::channel(16);
+    let operator = format!("control:uid{}", crate::sys::effective_uid());
+    let enrolling = control.enroller.enrol(reader, student, None, &operator, tx);
+    tokio::pin!(enrolling);
+    let result = loop {
+        tokio::select! {
+            Some(step) = steps.recv() => {
+                write.write_all(format!("progress: {step}\n").as_bytes()).await?;
+            }
+            r = &mut enrolling => break r,
+        }
+    };
+    while let Ok(step) = steps.try_recv() {
+        write
+            .write_all(format!("progress: {step}\n").as_bytes())
+            .await?;
+    }
+    let id = match result {
+        Ok(id) => id,
+        Err(e) => return write.write_all(format!("error: {e}\n").as_bytes()).await,
+    };
+    let verdict = control.enroller.watch(id);
+    write
+        .write_all(
+            format!(
+                "enrolled {id} student={student} reader={reader}: stored, sent to the centre\n"
+            )
+            .as_bytes(),
+        )
+        .await?;
+    let line = match tokio::time::timeout(VERDICT_WAIT, verdict).await {
+        Ok(Ok((true, detail))) => format!("result: accepted {detail}"),
+        Ok(Ok((false, detail))) => format!("result: refused {detail}"),
+        _ => format!(
+            "result: pending: no verdict from the centre within {}s; the enrolment stays in the \
+             outbox and is sent again until the centre answers",
+            VERDICT_WAIT.as_secs()
+        ),
+    };
+    write.write_all(format!("{line}\n").as_bytes()).await
 }
 
 /// `<outcome> <seq|-> <subject>`

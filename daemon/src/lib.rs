@@ -12,6 +12,7 @@ pub mod capture;
 pub mod clock;
 pub mod config;
 pub mod control;
+pub mod credentials;
 pub mod demo;
 pub mod journal;
 pub mod metrics;

@@ -118,6 +118,23 @@ pub struct Metrics {
     /// certificate shows without a restart. Empty without TLS.
     pub client_cert_expiry: Family<CertLabels, Gauge>,
     client_cert_file: std::sync::OnceLock<std::path::PathBuf>,
+    /// Version of the roster the centre sent (0: none; a roster file's `version`).
+    pub roster_version: Gauge,
+    /// Fingerprint templates loaded into the modules and the software matcher.
+    pub templates_loaded: Gauge,
+    /// Library size of the EF01 modules (the smallest, with several); 0 without modules.
+    pub module_capacity: Gauge,
+    /// Enrolments in the outbox, waiting for the centre's verdict.
+    pub enrolment_outbox: Gauge,
+    /// The centre's verdicts on enrolments, by result (accepted, refused).
+    pub enrolment_results: Family<ResultLabels, Counter>,
+}
+
+/// Label set of `rollcall_enrolment_results_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// accepted or refused.
+    pub result: &'static str,
 }
 
 impl Metrics {
@@ -142,6 +159,14 @@ impl Metrics {
                 reason: refusal_label(code),
             })
             .inc_by(count);
+    }
+
+    /// Counts the centre's verdict on one enrolment.
+    pub fn enrolment_result(&self, accepted: bool) {
+        let result = if accepted { "accepted" } else { "refused" };
+        self.enrolment_results
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 
     /// Reports the expiry of the client certificate at `path` (`mqtt.tls.cert_file`).
@@ -245,6 +270,31 @@ impl Metrics {
             "clock_synced",
             "1 when the kernel says the clock is NTP-synchronised",
             self.clock_synced.clone(),
+        );
+        r.register(
+            "roster_version",
+            "Version of the room's roster held (0: none)",
+            self.roster_version.clone(),
+        );
+        r.register(
+            "templates_loaded",
+            "Fingerprint templates loaded into the modules and the software matcher",
+            self.templates_loaded.clone(),
+        );
+        r.register(
+            "module_capacity",
+            "Library size of the fingerprint modules (0 without modules)",
+            self.module_capacity.clone(),
+        );
+        r.register(
+            "enrolment_outbox",
+            "Enrolments waiting for the centre's verdict",
+            self.enrolment_outbox.clone(),
+        );
+        r.register(
+            "enrolment_results",
+            "The centre's verdicts on enrolments made here, by result",
+            self.enrolment_results.clone(),
         );
         r.register(
             "client_cert_expiry_timestamp_seconds",

@@ -182,6 +182,28 @@ impl Roster {
         }
     }
 
+    /// The roster the centre sent (see `credentials`): card UIDs and EF01 module slots mapped
+    /// to students, and the prepared ISO templates when it holds any.
+    pub fn from_centre(
+        version: u64,
+        cards: HashMap<Vec<u8>, String>,
+        fingers: HashMap<u16, String>,
+        templates: Option<Templates>,
+    ) -> Self {
+        Self {
+            version: Some(version),
+            cards,
+            fingers,
+            template_files: Vec::new(),
+            templates: templates.map(Arc::new),
+        }
+    }
+
+    /// The student enrolled in module slot `slot`, if any.
+    pub fn finger_owner(&self, slot: u16) -> Option<&str> {
+        self.fingers.get(&slot).map(String::as_str)
+    }
+
     /// The same roster matching `iso-template` readers against `templates`.
     pub fn with_templates(mut self, templates: Templates) -> Self {
         self.templates = Some(Arc::new(templates));

@@ -70,9 +70,16 @@ pub async fn run(
         signals,
         metrics.clone(),
     ));
+    let crate::credentials::Wiring {
+        mut ports,
+        link,
+        enroller,
+        actor,
+    } = crate::credentials::wire(&config, &accept, &metrics)?;
+    tasks.spawn_late(actor.run(tasks.late_stop()));
     let presenter = Presenter::new();
-    tasks.spawn_readers(&config, &accept, &presenter, &mut aura);
-    tasks.spawn_simulation(&config, &options, &presenter, &accept, &journal)?;
+    tasks.spawn_readers(&config, &accept, &presenter, &mut aura, &mut ports);
+    tasks.spawn_control(&config, &options, &presenter, &accept, &journal, &enroller)?;
 
     let uplink = UplinkShell {
         config: config.clone(),
@@ -81,6 +88,7 @@ pub async fn run(
         signals: accept.signals(),
         reader_health: accept.reader_health(),
         started,
+        credentials: Some(link),
     };
     let uplink_task = tasks.spawn_late(uplink.run(tasks.late_stop()));
     if options.systemd {
@@ -198,6 +206,7 @@ impl Tasks {
         accept: &Arc<Accept>,
         presenter: &Presenter,
         aura: &mut AuraWiring,
+        ports: &mut std::collections::HashMap<String, rollcall_drivers::LibraryPort>,
     ) {
         for reader in &config.readers {
             let (tx, rx) = mpsc::channel(1024);
@@ -211,8 +220,9 @@ impl Tasks {
                 self.tracker
                     .spawn(async move { a.run_reader(info, rx).await }),
             );
-            let wiring =
-                ReaderWiring::for_config(reader, presenter).with_aura(aura.take_port(&reader.id));
+            let wiring = ReaderWiring::for_config(reader, presenter)
+                .with_aura(aura.take_port(&reader.id))
+                .with_library(ports.remove(&reader.id));
             let (cfg, stop) = (reader.clone(), self.early_stop());
             self.tracker.spawn(async move {
                 if let Err(e) = run_reader(&cfg, wiring, tx, stop).await {
@@ -222,28 +232,30 @@ impl Tasks {
         }
     }
 
-    /// With simulated readers, the control socket (`rollcalld tap ...`); with `--demo-every`,
-    /// the demo ticker.
-    fn spawn_simulation(
+    /// The control socket (status, enrolment, and with simulated readers `rollcalld tap
+    /// ...`); with `--demo-every`, the demo ticker.
+    fn spawn_control(
         &self,
         config: &Config,
         options: &RunOptions,
         presenter: &Presenter,
         accept: &Arc<Accept>,
         journal: &JournalHandle,
+        enroller: &Arc<crate::credentials::enrol::Enroller>,
     ) -> anyhow::Result<()> {
-        if config.has_simulated_readers() {
-            let socket = config.control_socket();
-            let listener = crate::control::bind(&socket)?;
-            tracing::info!(socket = %socket.display(), "control socket ready: `rollcalld tap card door-card 0462E3086C`");
-            self.tracker.spawn(crate::control::serve(
-                listener,
-                presenter.clone(),
-                accept.clone(),
-                journal.clone(),
-                self.early_stop(),
-            ));
-        }
+        let socket = config.control_socket();
+        let listener = crate::control::bind(&socket)?;
+        tracing::info!(socket = %socket.display(), "control socket ready: `rollcalld tap card door-card 0462E3086C`, `enrol <reader> <student>`");
+        self.tracker.spawn(crate::control::serve(
+            listener,
+            crate::control::Control {
+                presenter: presenter.clone(),
+                accept: accept.clone(),
+                journal: journal.clone(),
+                enroller: enroller.clone(),
+            },
+            self.early_stop(),
+        ));
         if let Some(every) = options.demo_every {
             self.tracker.spawn(crate::demo::ticker(
                 config.clone(),
@@ -345,8 +357,11 @@ fn load_or_create_key(path: &Path) -> anyhow::Result<[u8; 32]> {
 }
 
 fn load_roster(config: &Config) -> anyhow::Result<Roster> {
-    let Some(path) = &config.roster.path else {
-        tracing::warn!("no roster.path configured: every credential will be reported as unknown");
+    let (crate::config::RosterSource::File, Some(path)) =
+        (config.roster.source, &config.roster.path)
+    else {
+        // The centre's roster, sealed in the state directory, is installed by the credentials
+        // actor before the readers start.
         return Ok(Roster::default());
     };
     if !path.exists() && config.has_simulated_readers() {

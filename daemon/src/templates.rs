@@ -106,7 +106,7 @@ impl DataKey {
         }
     }
 
-    fn cipher(&self) -> Aes256Gcm {
+    pub(crate) fn cipher(&self) -> Aes256Gcm {
         Aes256Gcm::new(self.0.as_slice().into())
     }
 }

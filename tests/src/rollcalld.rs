@@ -32,6 +32,8 @@ pub struct GatewayOptions {
     pub tls: Option<(PathBuf, PathBuf, PathBuf)>,
     /// `[[reader]]` tables replacing the default simulated card and fingerprint readers.
     pub readers: Option<String>,
+    /// `roster.source = "centre"` (the test plays the centre) instead of the roster file.
+    pub roster_from_centre: bool,
 }
 
 impl GatewayOptions {
@@ -48,6 +50,7 @@ impl GatewayOptions {
             window: 8,
             tls: None,
             readers: None,
+            roster_from_centre: false,
         }
     }
 
@@ -80,7 +83,7 @@ batch_max = {batch_max}
 window = {window}
 status_interval = "2s"
 [roster]
-path = "{state}/roster.toml"
+{roster}
 [capture]
 duplicate_window = "{dup}"
 [metrics]
@@ -109,6 +112,14 @@ listen = "{metrics}"
                 ),
             },
             dup = self.duplicate_window,
+            roster = if self.roster_from_centre {
+                "source = \"centre\"".to_owned()
+            } else {
+                format!(
+                    "source = \"file\"\npath = \"{}/roster.toml\"",
+                    state.display()
+                )
+            },
         );
         let path = dir.join("rollcalld.toml");
         std::fs::write(&path, text)?;

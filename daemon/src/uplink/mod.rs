@@ -44,6 +44,19 @@ pub struct UplinkShell {
     pub reader_health: watch::Receiver<ReaderHealthMap>,
     /// When rollcalld started (the status's uptime).
     pub started: Instant,
+    /// The credentials actor's link: roster and command messages go to it, its roster acks
+    /// and enrolments are published here.
+    pub credentials: Option<crate::credentials::CredentialsLink>,
+}
+
+/// The next publish the credentials actor asks for (never, without one).
+async fn next_outbound(
+    outbound: Option<&mut mpsc::Receiver<(Kind, Vec<u8>)>>,
+) -> Option<(Kind, Vec<u8>)> {
+    match outbound {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// rollcalld's version, reported in the status.
@@ -54,6 +67,8 @@ struct Topics {
     punches: String,
     ack: String,
     status: String,
+    roster: String,
+    command: String,
 }
 
 impl Topics {
@@ -63,6 +78,8 @@ impl Topics {
             punches: topic::build(site, device, Kind::Punches),
             ack: topic::build(site, device, Kind::Ack),
             status: topic::build(site, device, Kind::Status),
+            roster: topic::build(site, device, Kind::Roster),
+            command: topic::build(site, device, Kind::Command),
         }
     }
 }
@@ -81,7 +98,7 @@ struct Session {
 impl UplinkShell {
     /// Runs until `shutdown`; then publishes an "offline" status and disconnects. Punches not yet
     /// acked stay in the journal.
-    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let mut stats = self.journal.stats();
         let sm = self.state_machine(&stats.borrow());
         let topics = Topics::new(&self.config);
@@ -107,6 +124,10 @@ impl UplinkShell {
         let mut status_every = tokio::time::interval(self.config.mqtt.status_interval);
         let mut gauges_every = tokio::time::interval(Duration::from_secs(1));
         let far = || tokio::time::Instant::now() + Duration::from_secs(3600);
+        let mut outbound = self
+            .credentials
+            .as_mut()
+            .map(|c| std::mem::replace(&mut c.outbound, mpsc::channel(1).1));
         loop {
             let deadline = session
                 .sm
@@ -133,6 +154,10 @@ impl UplinkShell {
                     }
                 }
                 _ = gauges_every.tick() => self.update_gauges(&session.sm).await,
+                Some((kind, payload)) = next_outbound(outbound.as_mut()) => {
+                    let topic = topic::build(&self.config.device.site, &self.config.device.id, kind);
+                    session.client.publish(topic, QoS::AtLeastOnce, false, payload).await?;
+                }
             }
             self.carry_out(&mut session).await?;
             self.metrics
@@ -176,7 +201,18 @@ impl UplinkShell {
                 let mqtt = &self.config.mqtt;
                 tracing::info!(broker = %mqtt.host, port = mqtt.port, "MQTT link up");
                 s.client.subscribe(&s.topics.ack, QoS::AtLeastOnce).await?;
+                if let Some(c) = &self.credentials {
+                    if c.roster_from_centre {
+                        s.client
+                            .subscribe(&s.topics.roster, QoS::AtLeastOnce)
+                            .await?;
+                    }
+                    s.client
+                        .subscribe(&s.topics.command, QoS::AtLeastOnce)
+                        .await?;
+                }
                 self.publish_status(s).await?;
+                self.to_credentials(crate::credentials::Inbound::LinkUp);
                 s.sm.link_up();
                 self.signals.send(Signal::Online);
             }
@@ -187,6 +223,13 @@ impl UplinkShell {
                 }
                 self.metrics.link_up.set(0);
                 s.sm.link_down();
+                self.to_credentials(crate::credentials::Inbound::LinkDown);
+            }
+            LinkEvent::Message(t, payload) if t == s.topics.roster => {
+                self.to_credentials(crate::credentials::Inbound::Roster(payload));
+            }
+            LinkEvent::Message(t, payload) if t == s.topics.command => {
+                self.to_credentials(crate::credentials::Inbound::Command(payload));
             }
             LinkEvent::Message(t, payload) if t == s.topics.ack => {
                 if let Some(refusal) = self.on_ack(&mut s.sm, &payload) {
@@ -200,6 +243,13 @@ impl UplinkShell {
             LinkEvent::Message(t, _) => tracing::warn!(topic = %t, "unexpected message ignored"),
         }
         Ok(())
+    }
+
+    /// Hands a link event or message to the credentials actor, when there is one.
+    fn to_credentials(&self, inbound: crate::credentials::Inbound) {
+        if let Some(c) = &self.credentials {
+            let _ = c.inbound.send(crate::credentials::Msg::Link(inbound));
+        }
     }
 
     /// Publishes the retained "online" status.

@@ -31,7 +31,8 @@ pub type Template = Arc<Zeroizing<Vec<u8>>>;
 /// The library the daemon wants in every EF01 module it has.
 #[derive(Debug, Clone, Default)]
 pub struct Library {
-    /// Grows with every change; reports name the generation they synced.
+    /// Grows with every change; reports name the generation they synced. Generation 0 means
+    /// the daemon has not said yet: the module is left as it is.
     pub generation: u64,
     /// Slot -> template.
     pub slots: BTreeMap<u16, Template>,
@@ -179,6 +180,10 @@ pub(crate) async fn sync<T: AsyncRead + AsyncWrite + Unpin>(
     label: &str,
 ) -> Result<(), Stop> {
     let want = port.desired.borrow_and_update().clone();
+    if want.generation == 0 {
+        // The daemon has not said what it wants yet: leave the module as it is.
+        return Ok(());
+    }
     let down = |e: Ef01Error| Stop::Down(format!("{label}: library sync: {e}"));
     let capacity = dev.capacity().await.map_err(down)?;
     let occupied = dev.read_index_table().await.map_err(down)?;
