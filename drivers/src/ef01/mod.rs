@@ -60,6 +60,13 @@
 //! - "wrong password" / "password must be verified": set `password` in the reader's config.
 //! - Prints never match: templates are per model; a template from an R307 does not load into an
 //!   R503. Re-enrol on the model that will match.
+//! - Store answers 0x22 (template empty) right after a template download: the module did not
+//!   take the data as a whole template. It is of another model (512 bytes on R30x/AS608, 1536
+//!   on R503) or the data packets were garbled on the line; the module acknowledges no data
+//!   packet, so Store is where this shows. Loading a roster is bound by the line: about 106 ms per
+//!   512-byte template at 57600 baud (BENCHMARKS.md); 115200 halves it.
+//! - "UpChar: ... data stopped after N bytes" or "corrupt data packet": the template read-out
+//!   was cut or garbled (line noise, baud mismatch). The buffer is unchanged: read it again.
 //! - The module holds its templates in clear in its own flash (a hardware limit): the gateway
 //!   keeps the authoritative copies encrypted and reconciles the module's library at start.
 
