@@ -175,6 +175,7 @@ Examples:
   # run open/close as of a chosen instant (campus time, or RFC 3339 with an offset)
   rollcall-ingest jobs run open_close --at '2025-01-06 10:58'
 
+A job that [jobs.owner] leaves to CampsHub360's Celery beat is refused, except with --dry-run.
 A run takes the same lock and writes the same claim (rollcall.job_run) as the scheduled runs, so
 it never overlaps a replica's run of the same job; it waits --wait for one to finish.
 A dry run does everything in a transaction that is rolled back and prints the job's detail.";
