@@ -166,11 +166,18 @@ impl Default for Timing {
     }
 }
 
+/// Bits of one frame the decoder keeps: more than any Wiegand format in use (26 to 37 bits,
+/// a few 48 or 56). Past it the frame is only counted, so a line that never goes quiet (a
+/// failing reader, interference on a long cable) cannot grow the decoder's memory.
+const MAX_FRAME_BITS: usize = 64;
+
 /// The decoder's state: bits of the frame in progress and pulses in flight.
 #[derive(Debug, Clone, Default)]
 pub struct Decoder {
     timing: Timing,
     bits: Vec<bool>,
+    /// Bits of the frame in progress beyond [`MAX_FRAME_BITS`], counted, not kept.
+    bits_beyond: usize,
     last_bit_ns: Option<u64>,
     low_since: [Option<u64>; 2],
     noise: u64,
@@ -211,7 +218,11 @@ impl Decoder {
             if width < self.timing.min_pulse || width > self.timing.max_pulse {
                 self.noise += 1;
             } else {
-                self.bits.push(edge.line == Line::D1);
+                if self.bits.len() < MAX_FRAME_BITS {
+                    self.bits.push(edge.line == Line::D1);
+                } else {
+                    self.bits_beyond += 1;
+                }
                 self.last_bit_ns = Some(edge.at_ns);
             }
         }
@@ -226,7 +237,10 @@ impl Decoder {
         }
         self.last_bit_ns = None;
         let bits = std::mem::take(&mut self.bits);
-        Some(decode_bits(&bits))
+        match std::mem::take(&mut self.bits_beyond) {
+            0 => Some(decode_bits(&bits)),
+            beyond => Some(Err(WiegandError::Length(bits.len() + beyond))),
+        }
     }
 }
 
@@ -266,6 +280,34 @@ mod tests {
             });
         }
         out
+    }
+
+    #[test]
+    fn a_line_that_never_goes_quiet_is_one_long_frame_of_bounded_state() {
+        let mut d = Decoder::default();
+        let noise = vec![true; 100_000];
+        for e in edges_every(&noise, 0, 200_000) {
+            assert_eq!(d.edge(e), None);
+        }
+        assert!(
+            d.bits.capacity() <= MAX_FRAME_BITS,
+            "{} bits held",
+            d.bits.capacity()
+        );
+        let end = d.deadline_ns().unwrap();
+        assert_eq!(d.poll(end), Some(Err(WiegandError::Length(100_000))));
+        // The next frame starts clean.
+        for e in edges(&bits(EXAMPLE), end + 1_000_000) {
+            assert_eq!(d.edge(e), None);
+        }
+        let card = d.poll(d.deadline_ns().unwrap()).unwrap();
+        assert_eq!(
+            card,
+            Ok(Card::W26 {
+                facility: 212,
+                card: 7041
+            })
+        );
     }
 
     #[test]
