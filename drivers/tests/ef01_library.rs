@@ -362,6 +362,24 @@ async fn a_module_streaming_data_without_end_cannot_make_the_host_allocate_witho
 }
 
 #[tokio::test]
+async fn a_module_trickling_data_is_given_up_on() {
+    // One byte every 50 ms: each packet within the 300 ms reply timeout, the whole far too slow.
+    let (mut dev, _stop) = hostile_module(|mut master| async move {
+        let packet = Packet::new(PacketKind::Data, vec![0xCD]).encode();
+        while master.write_all(&packet).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let err = dev.upload_char(1).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("no end-of-data packet within 2.4s"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
 async fn a_module_sending_garbage_after_its_ack_gives_an_error_not_a_panic() {
     let (mut dev, _stop) = hostile_module(|mut master| async move {
         let mut x: u32 = 0x1234_5678;

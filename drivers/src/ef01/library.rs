@@ -240,6 +240,17 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Ef01<T> {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let packet = match self.receive(NAME, self.timeout.min(left)).await {
                 Ok(packet) => packet,
+                Err(Ef01Error::Timeout { .. }) if left < self.timeout => {
+                    return Err(protocol(
+                        NAME,
+                        format!(
+                            "no end-of-data packet within {:?} ({} bytes so far): the module \
+                             sends too slowly",
+                            self.timeout * 8,
+                            template.len()
+                        ),
+                    ));
+                }
                 Err(Ef01Error::Timeout { .. }) => {
                     return Err(protocol(
                         NAME,
