@@ -198,29 +198,52 @@ pub(crate) async fn sync<T: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     }
-    let mut loaded = 0u32;
     let mut written = 0u32;
-    for (&slot, template) in &want.slots {
-        if slot >= capacity {
-            failures.push((
-                slot,
-                format!("module full: slot {slot} is beyond its library of {capacity}"),
-            ));
-            continue;
-        }
-        if occupied.contains(&slot) {
-            loaded += 1;
-            continue;
-        }
-        match dev.load_template(slot, template).await {
-            Ok(()) => {
-                loaded += 1;
-                written += 1;
+    // Two rounds: a template the module did not take the first time (a frame spoilt on the
+    // line) is written once more, and the index table read again shows what really landed.
+    let mut occupied = occupied;
+    for round in 0..2 {
+        failures.clear();
+        for (&slot, template) in &want.slots {
+            if slot >= capacity {
+                failures.push((
+                    slot,
+                    format!("module full: slot {slot} is beyond its library of {capacity}"),
+                ));
+                continue;
             }
-            Err(e) if is_line_error(&e) => return Err(down(e)),
-            Err(e) => failures.push((slot, format!("the module refused the template: {e}"))),
+            if occupied.contains(&slot) {
+                continue;
+            }
+            match dev.load_template(slot, template).await {
+                Ok(()) => written += 1,
+                Err(e) if is_line_error(&e) => return Err(down(e)),
+                Err(e) => failures.push((slot, format!("the module refused the template: {e}"))),
+            }
+        }
+        occupied = dev.read_index_table().await.map_err(down)?;
+        let missing = want
+            .slots
+            .keys()
+            .filter(|s| **s < capacity && !occupied.contains(s))
+            .count();
+        if missing == 0 {
+            break;
+        }
+        if round == 1 {
+            for &slot in want.slots.keys() {
+                if slot < capacity
+                    && !occupied.contains(&slot)
+                    && !failures.iter().any(|(s, _)| *s == slot)
+                {
+                    failures.push((slot, "written but not in the module's library".to_owned()));
+                }
+            }
+        } else {
+            tracing::warn!(reader = %ctx.id(), missing, "templates did not land in the module: writing them again");
         }
     }
+    let loaded = want.slots.keys().filter(|s| occupied.contains(s)).count() as u32;
     tracing::info!(reader = %ctx.id(), generation = want.generation, capacity, loaded, written, deleted, failed = failures.len(), "fingerprint library synced");
     let _ = port.reports.send(LibraryReport {
         reader: ctx.id().to_owned(),
