@@ -856,3 +856,31 @@ async fn the_journal_threads_answers_and_counters_follow_appends_and_acks() {
         Some(punch(2).captured_at_ms)
     );
 }
+
+/// A failed read or write is told by its cause: a full disk by its error kind or its errno,
+/// damage redb found as a damaged file (move it aside), anything else as a storage error.
+#[test]
+fn a_storage_error_is_told_by_its_cause() {
+    let io = |e: io::Error| storage("j.redb", redb::Error::Io(e));
+    assert!(matches!(
+        io(io::ErrorKind::StorageFull.into()),
+        JournalError::DiskFull(_)
+    ));
+    assert!(matches!(
+        io(io::Error::from_raw_os_error(libc::ENOSPC)),
+        JournalError::DiskFull(_)
+    ));
+    for other in [
+        io::Error::other("power is off"),
+        io::Error::from_raw_os_error(libc::EIO),
+    ] {
+        let e = io(other);
+        assert!(matches!(e, JournalError::Storage { .. }), "{e}");
+    }
+    let e = storage("j.redb", redb::Error::Corrupted("bad page checksum".into()));
+    assert!(
+        matches!(&e, JournalError::Corrupt { detail, .. } if detail == "bad page checksum"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("move the file aside"), "{e}");
+}
