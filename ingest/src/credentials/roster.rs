@@ -45,7 +45,7 @@ pub async fn hello(
     c.execute(
         "INSERT INTO rollcall.roster_device (device_id, site, version, acked_version, want_snapshot, accepts,
              templates_loaded, capacity, failures, acked_at)
-         VALUES ($1, $2, greatest($3 + 1, 1), $3, true, $4, $5, $6, $7, $8)
+         VALUES ($1, $2, greatest($3::bigint + 1, 1), $3::bigint, true, $4, $5, $6, $7, $8)
          ON CONFLICT (device_id) DO UPDATE SET
              site = $2,
              want_snapshot = $9 OR $3 = 0 OR $3 > roster_device.version OR $3 < roster_device.floor_version,
