@@ -309,6 +309,34 @@ pub async fn send(socket: &Path, command: &str) -> anyhow::Result<String> {
     Ok(lines.next_line().await?.unwrap_or_default())
 }
 
+/// Sends one command to a running rollcalld and passes every reply line to `each` until the
+/// connection closes or a final line (`result: ...`, `error: ...`) arrives; returns the last line.
+pub async fn stream(
+    socket: &Path,
+    command: &str,
+    mut each: impl FnMut(&str),
+) -> anyhow::Result<String> {
+    let stream = UnixStream::connect(socket).await.map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {e}: is rollcalld running, and are you the user it runs as?",
+            socket.display()
+        )
+    })?;
+    let (read, mut write) = stream.into_split();
+    write.write_all(format!("{command}\n").as_bytes()).await?;
+    let mut lines = BufReader::new(read).lines();
+    let mut last = String::new();
+    while let Some(line) = lines.next_line().await? {
+        each(&line);
+        let done = line.starts_with("result:") || line.starts_with("error");
+        last = line;
+        if done {
+            break;
+        }
+    }
+    Ok(last)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

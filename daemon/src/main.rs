@@ -67,6 +67,17 @@ enum Command {
         #[arg(required = true, num_args = 1..)]
         words: Vec<String>,
     },
+    /// Enrol a student at a reader of a running rollcalld (guides the person, prints the
+    /// centre's verdict). Run as the user rollcalld runs as.
+    Enrol {
+        /// The control socket (`<state_dir>/control.sock`).
+        #[arg(long, default_value = "/var/lib/rollcall/control.sock")]
+        socket: PathBuf,
+        /// The reader's id in the config.
+        reader: String,
+        /// The student's CampsHub360 id or roll number.
+        student: String,
+    },
     /// Work on the roster file.
     Roster {
         #[command(subcommand)]
@@ -158,6 +169,21 @@ fn main() -> anyhow::Result<()> {
                 sealed.display(),
                 roster.display()
             );
+            Ok(())
+        }
+        Command::Enrol {
+            socket,
+            reader,
+            student,
+        } => {
+            let last = runtime.block_on(control::stream(
+                &socket,
+                &format!("enrol {reader} {student}"),
+                |line| println!("{line}"),
+            ))?;
+            if last.starts_with("error") || last.starts_with("result: refused") {
+                std::process::exit(1);
+            }
             Ok(())
         }
         Command::Tap { socket, mut words } => {
