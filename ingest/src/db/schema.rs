@@ -339,7 +339,7 @@ mod tests {
     #[test]
     fn subset_has_every_table_and_parses_columns() {
         let t = subset_tables();
-        assert_eq!(t.len(), 16);
+        assert_eq!(t.len(), 17);
         let rec = t.iter().find(|x| x.0 == "attendance_record").unwrap();
         let cols = subset_columns(rec.1);
         assert!(
