@@ -15,6 +15,7 @@
 //! (messages in, publishes out), so the uplink stays the one owner of the MQTT client.
 
 pub mod actor;
+mod commands;
 pub mod enrol;
 pub mod outbox;
 pub mod store;
@@ -243,4 +244,81 @@ pub fn failure(id: Uuid, mut reason: String) -> RosterFailure {
         reason.truncate(cut);
     }
     RosterFailure { id, reason }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rollcall_protocol::v1::{CardCredential, FingerCredential, RosterStudent, Secret, Subject};
+
+    fn finger(n: u8, format: &str, data: Vec<u8>) -> FingerCredential {
+        FingerCredential {
+            id: Uuid::from_bytes([n; 16]),
+            format: format.into(),
+            data: Secret::new(data),
+        }
+    }
+
+    #[test]
+    fn a_stored_roster_identifies_cards_module_slots_and_iso_templates() {
+        let fvc = crate::templates::tests::fvc;
+        let held = StoredRoster {
+            version: 4,
+            students: vec![
+                RosterStudent {
+                    student: "S1".into(),
+                    cards: vec![CardCredential {
+                        id: Uuid::from_bytes([1; 16]),
+                        uid: Secret::new(vec![4, 3, 2, 1]),
+                    }],
+                    fingers: (1..=3)
+                        .map(|i| finger(10 + i, FORMAT_ISO_19794_2, fvc(&format!("101_{i}"))))
+                        .collect(),
+                },
+                RosterStudent {
+                    student: "S2".into(),
+                    cards: vec![],
+                    fingers: vec![
+                        finger(20, FORMAT_EF01, vec![7; 512]),
+                        finger(21, FORMAT_ISO_19794_2, b"not a record".to_vec()),
+                        finger(22, "vendor-x", vec![1; 10]),
+                    ],
+                },
+            ],
+            slots: vec![store::SlotEntry {
+                id: [20; 16],
+                slot: 5,
+            }],
+            ..Default::default()
+        };
+        let p = prepare(&held, rollcall_matcher::THRESHOLD, true);
+        assert_eq!(p.roster.version, Some(4));
+        assert_eq!(
+            p.roster.card(&[4, 3, 2, 1], &[0; 32]),
+            Subject::Student("S1".into())
+        );
+        assert_eq!(p.roster.finger(5), Subject::Student("S2".into()));
+        assert_eq!(p.iso_loaded, 3);
+        let found = p
+            .roster
+            .templates()
+            .expect("templates")
+            .identify(&fvc("101_5"))
+            .expect("identify");
+        assert_eq!(found.subject, Subject::Student("S1".into()));
+        let failed: Vec<_> = p.failures.iter().map(|f| f.id.as_bytes()[0]).collect();
+        assert_eq!(failed, [21, 22], "{:?}", p.failures);
+
+        // Without an iso-template reader, ISO templates are not the gateway's to load.
+        let p = prepare(&held, rollcall_matcher::THRESHOLD, false);
+        assert!(p.roster.templates().is_none());
+        assert_eq!(p.failures.len(), 5);
+    }
+
+    #[test]
+    fn failures_are_cut_to_the_protocols_limit_on_a_character_boundary() {
+        let f = failure(Uuid::nil(), "é".repeat(400));
+        assert!(f.reason.len() <= rollcall_protocol::v1::MAX_REFUSAL_TEXT);
+        assert!(f.reason.chars().all(|c| c == 'é'));
+    }
 }
