@@ -26,9 +26,11 @@ fn gateway(
     broker: u16,
     module: &Module,
     dir: &std::path::Path,
+    metrics: Option<u16>,
 ) -> anyhow::Result<std::path::PathBuf> {
     let mut opts = GatewayOptions::new(broker);
     opts.roster_from_centre = true;
+    opts.metrics_port = metrics;
     opts.readers = Some(format!(
         "[[reader]]\nid = \"door-card\"\nkind = \"simulated-card\"\n{}",
         module.reader("door-finger")
@@ -60,7 +62,8 @@ async fn a_snapshot_then_deltas_are_applied_acknowledged_and_used() -> anyhow::R
     let broker = Mosquitto::start()?;
     let mut centre = Centre::start(broker.port()).await?;
     let module = Module::start(model(50))?;
-    let config = gateway(broker.port(), &module, dir.path())?;
+    let metrics = rollcall_tests::free_port()?;
+    let config = gateway(broker.port(), &module, dir.path(), Some(metrics))?;
     let gw = Rollcalld::start(std::path::Path::new(BIN), &config).await?;
 
     let first = centre.ack_where(WAIT, |_| true).await?;
@@ -187,6 +190,42 @@ async fn a_snapshot_then_deltas_are_applied_acknowledged_and_used() -> anyhow::R
     assert_eq!((ack.version, ack.want_snapshot), (5, false), "{ack:?}");
     assert_eq!(tap(&gw, 4).await?, "accepted student=D");
     assert!(tap(&gw, 1).await?.starts_with("unknown"));
+    library_holds(&module, std::slice::from_ref(&td)).await?;
+    for (series, want) in [
+        ("rollcall_roster_version", 5),
+        ("rollcall_templates_loaded", 1),
+        ("rollcall_module_capacity", 50),
+        ("rollcall_enrolment_outbox", 0),
+    ] {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while metric(metrics, series).await? != Some(want) {
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "{series} is {:?}, not {want}",
+                metric(metrics, series).await?
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    // Hostile or misdirected messages change nothing and stop nothing.
+    use rollcall_protocol::topic::Kind;
+    centre.drain_acks();
+    for kind in [Kind::Roster, Kind::Command] {
+        centre.publish_raw(kind, vec![]).await?;
+        centre.publish_raw(kind, vec![0xFF; 64]).await?;
+        centre.publish_raw(kind, vec![0xBF; 1]).await?;
+    }
+    let mut foreign = update(9, None, 0, 1, vec![], vec![]);
+    foreign.device_id = "room-999".into();
+    centre.send(&foreign).await?;
+    let mut bad_parts = update(9, None, 5, 2, vec![], vec![]);
+    bad_parts.part = 5;
+    centre.publish_raw(Kind::Roster, bad_parts.encode()).await?;
+    centre.command(Action::Resync).await?;
+    let ack = centre.ack_where(WAIT, |_| true).await?;
+    assert_eq!((ack.version, ack.want_snapshot), (5, true), "{ack:?}");
+    assert_eq!(tap(&gw, 4).await?, "accepted student=D");
 
     // Nothing in clear: not in the state directory, the config, the log.
     let mut secrets: Vec<Vec<u8>> = (1..=4).map(uid).collect();
@@ -201,7 +240,7 @@ async fn a_roster_larger_than_the_module_reports_what_does_not_fit() -> anyhow::
     let broker = Mosquitto::start()?;
     let mut centre = Centre::start(broker.port()).await?;
     let module = Module::start(model(3))?;
-    let config = gateway(broker.port(), &module, dir.path())?;
+    let config = gateway(broker.port(), &module, dir.path(), None)?;
     let _gw = Rollcalld::start(std::path::Path::new(BIN), &config).await?;
     centre.ack_where(WAIT, |a| a.version == 0).await?;
     let students: Vec<_> = (1..=5)

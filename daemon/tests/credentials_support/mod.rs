@@ -95,6 +95,19 @@ impl Centre {
         Ok(())
     }
 
+    /// Publishes any bytes on one of the device's topics (hostile input).
+    pub async fn publish_raw(&self, kind: Kind, payload: Vec<u8>) -> anyhow::Result<()> {
+        self.client
+            .publish(
+                topic::build(SITE, DEVICE, kind),
+                QoS::AtLeastOnce,
+                false,
+                payload,
+            )
+            .await?;
+        Ok(())
+    }
+
     pub async fn command(&self, action: Action) -> anyhow::Result<()> {
         let c = Command {
             device_id: DEVICE.into(),
@@ -256,6 +269,23 @@ pub fn update(
         students,
         removed,
     }
+}
+
+/// A gauge or counter from rollcalld's metrics endpoint.
+pub async fn metric(port: u16, series: &str) -> anyhow::Result<Option<i64>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await?;
+    Ok(out.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    }))
 }
 
 /// Every file under `dir`, recursively.
