@@ -153,7 +153,18 @@ impl Enroller {
                         tell(describe(&step)).await;
                     }
                 };
-                let (_, result) = tokio::join!(relay, result);
+                // Each capture and lift has its own timeout in the reader; this bounds a job
+                // that never starts (the reader is down).
+                let whole = STEP_TIMEOUT * 5;
+                let Ok((_, result)) =
+                    tokio::time::timeout(whole, async { tokio::join!(relay, result) }).await
+                else {
+                    return Err(format!(
+                        "reader {reader:?} did not finish the enrolment within {}s (is it \
+                         connected? `status` and the log say): start again",
+                        whole.as_secs()
+                    ));
+                };
                 let enrolled = match result {
                     Ok(Ok(e)) => e,
                     Ok(Err(EnrolError::AlreadyEnrolled { slot })) => {

@@ -312,4 +312,90 @@ mod tests {
             "{failures:?}"
         );
     }
+
+    proptest::proptest! {
+        /// Any sequence of updates, with modules syncing (or not) in between: slots stay
+        /// unique and inside the library, a template keeps its slot while it stays, a slot that
+        /// may still hold another template is never given out, and every template has a slot
+        /// or a failure.
+        #[test]
+        fn slot_assignment_holds_its_rules_over_any_sequence(
+            steps in proptest::collection::vec(
+                (
+                    proptest::collection::vec((0u8..12, proptest::collection::vec(0u8..6, 0..3)), 0..8),
+                    proptest::bool::ANY,
+                    proptest::bool::ANY,
+                ),
+                1..12,
+            ),
+            capacity in 1u16..10,
+        ) {
+            let mut held = StoredRoster::default();
+            for (version, (students, snapshot, synced)) in steps.into_iter().enumerate() {
+                let whole = Whole {
+                    base_version: (!snapshot).then_some(held.version),
+                    version: version as u64 + 1,
+                    students: students
+                        .iter()
+                        .map(|(n, fingers)| {
+                            let mut s = student(&format!("S{n}"), &[]);
+                            s.fingers = fingers
+                                .iter()
+                                .map(|f| FingerCredential {
+                                    id: Uuid::from_bytes([n * 8 + f; 16]),
+                                    format: FORMAT_EF01.into(),
+                                    data: Secret::new(vec![*f; 4]),
+                                })
+                                .collect();
+                            s
+                        })
+                        .collect(),
+                    removed: vec![],
+                };
+                let Verdict::Apply(students) = decide(&held, whole) else {
+                    proptest::prop_assert!(!snapshot && held.version == 0);
+                    continue;
+                };
+                let mut next = StoredRoster {
+                    version: version as u64 + 1,
+                    students,
+                    ..Default::default()
+                };
+                let failures = assign_slots(&held, &mut next, Some(capacity));
+                let slots: BTreeSet<u16> = next.slots.iter().map(|s| s.slot).collect();
+                proptest::prop_assert_eq!(slots.len(), next.slots.len(), "unique slots");
+                proptest::prop_assert!(slots.iter().all(|s| *s < capacity));
+                let wanted: BTreeSet<Uuid> = next
+                    .students
+                    .iter()
+                    .flat_map(|s| s.fingers.iter().map(|f| f.id))
+                    .collect();
+                let assigned: BTreeSet<Uuid> =
+                    next.slots.iter().map(|s| Uuid::from_bytes(s.id)).collect();
+                proptest::prop_assert!(assigned.is_subset(&wanted));
+                let failed: BTreeSet<Uuid> = failures.iter().map(|f| f.id).collect();
+                proptest::prop_assert_eq!(
+                    assigned.union(&failed).copied().collect::<BTreeSet<_>>(),
+                    wanted
+                );
+                for s in &next.slots {
+                    match held.slot_of(&Uuid::from_bytes(s.id)) {
+                        Some(old) => proptest::prop_assert_eq!(old, s.slot, "kept its slot"),
+                        None => {
+                            proptest::prop_assert!(!held.freed.contains(&s.slot));
+                            proptest::prop_assert!(
+                                !held.slots.iter().any(|h| h.slot == s.slot),
+                                "a slot freed by this update is not given out"
+                            );
+                        }
+                    }
+                }
+                proptest::prop_assert!(next.freed.iter().all(|f| !slots.contains(f)));
+                held = next;
+                if synced {
+                    held.freed.clear();
+                }
+            }
+        }
+    }
 }

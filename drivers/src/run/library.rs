@@ -268,6 +268,10 @@ pub(crate) async fn enrol<T: AsyncRead + AsyncWrite + Unpin>(
         progress,
         reply,
     } = job;
+    if reply.is_closed() {
+        // Whoever asked gave up while the job waited (the reader was down): nobody to guide.
+        return Ok(());
+    }
     let wanted: Vec<u16> = port.desired.borrow().slots.keys().copied().collect();
     let result = enrol_steps(dev, captures.clamp(2, 6), timeout, &progress, &wanted).await;
     let line_failure = match &result {
