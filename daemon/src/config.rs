@@ -556,6 +556,43 @@ mod tests {
     }
 
     #[test]
+    fn the_roster_comes_from_the_centre_unless_a_file_is_named_explicitly() {
+        let c = Config::parse(GOOD).expect("valid");
+        assert_eq!(c.roster.source, RosterSource::Centre);
+        let file =
+            format!("{GOOD}\n[roster]\nsource = \"file\"\npath = \"/etc/rollcall/roster.toml\"\n");
+        let c = Config::parse(&file).expect("file with path");
+        assert_eq!(c.roster.source, RosterSource::File);
+        for (text, want) in [
+            (
+                "source = \"file\"",
+                "roster.path: required with roster.source = \"file\"",
+            ),
+            (
+                "path = \"/etc/rollcall/roster.toml\"",
+                "roster.source is \"centre\"",
+            ),
+            (
+                "source = \"centre\"\npath = \"/r.toml\"",
+                "Remove path, or set source = \"file\"",
+            ),
+            (
+                "source = \"file\"\npath = \"roster.toml\"",
+                "must be an absolute path",
+            ),
+        ] {
+            let e = Config::parse(&format!("{GOOD}\n[roster]\n{text}\n"))
+                .expect_err(text)
+                .to_string();
+            assert!(e.contains(want), "{text}: {e}");
+        }
+        let e = Config::parse(&format!("{GOOD}\n[roster]\nsource = \"cloud\"\n"))
+            .expect_err("unknown source")
+            .to_string();
+        assert!(e.contains("centre") && e.contains("file"), "{e}");
+    }
+
+    #[test]
     fn errors_name_the_key_and_the_fix() {
         let bad = GOOD
             .replace("room-101", "room 101")
