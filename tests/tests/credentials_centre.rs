@@ -22,8 +22,6 @@ use tokio::sync::mpsc;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-const D201: &str = "dev-201";
-
 /// Credentials a gateway holds: student -> credential id -> bytes.
 type Held = BTreeMap<String, BTreeMap<Uuid, Vec<u8>>>;
 
@@ -350,55 +348,9 @@ async fn flow(schema: Schema) {
     };
     let c = &db.client;
     let campus = campus(c, SessionClock::Utc).await;
-    let (s0, s1, s2) = (campus.students[0], campus.students[1], campus.students[2]);
     // S2 has class in R201 only and no credential: on no roster.
-    // The academic period covers today; the other section meets in R201 by the timetable.
-    c.execute(
-        "UPDATE attendance_academicperiod SET is_active = true, period_start = current_date - 30,
-             period_end = current_date + 30 WHERE id = $1",
-        &[&campus.period],
-    )
-    .await
-    .unwrap();
-    ins(
-        c,
-        "attendance_timetable_slot",
-        &[
-            ("academic_period_id", &format!("'{}'", campus.period)),
-            ("course_section_id", &campus.other_section.to_string()),
-            ("faculty_id", &format!("'{}'", campus.faculty)),
-            ("day_of_week", "1"),
-            ("start_time", "'11:00'"),
-            ("end_time", "'12:00'"),
-            ("room", "'R201'"),
-            ("is_active", "true"),
-        ],
-    )
-    .await;
-    for s in [s0, s2] {
-        ins(
-            c,
-            "academics_courseenrollment",
-            &[
-                ("student_id", &format!("'{s}'")),
-                ("course_section_id", &campus.other_section.to_string()),
-                ("status", "'ENROLLED'"),
-            ],
-        )
-        .await;
-    }
-    ins(
-        c,
-        "attendance_biometric_device",
-        &[
-            ("device_id", &format!("'{D201}'")),
-            ("room", "'R201'"),
-            ("is_enabled", "true"),
-            ("status", "'active'"),
-            ("device_type", "'fingerprint'"),
-        ],
-    )
-    .await;
+    let (s0, s1) = (campus.students[0], campus.students[1]);
+    two_rooms(c, &campus).await;
 
     let broker = Mosquitto::start().unwrap();
     let dir = tempfile::tempdir().unwrap();

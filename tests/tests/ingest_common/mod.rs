@@ -293,6 +293,61 @@ pub async fn campus(c: &Client, clock: SessionClock) -> Campus {
     }
 }
 
+/// The second room of the credentials tests: the academic period covers today, the other
+/// section meets in R201 by a timetable slot, S0 and S2 are enrolled in it, and device
+/// [`D201`] (enabled) is in R201. With [`campus`], S0 and S1 have class in R101 ([`DEVICE`]).
+pub async fn two_rooms(c: &Client, campus: &Campus) {
+    c.execute(
+        "UPDATE attendance_academicperiod SET is_active = true, period_start = current_date - 30,
+             period_end = current_date + 30 WHERE id = $1",
+        &[&campus.period],
+    )
+    .await
+    .unwrap();
+    ins(
+        c,
+        "attendance_timetable_slot",
+        &[
+            ("academic_period_id", &format!("'{}'", campus.period)),
+            ("course_section_id", &campus.other_section.to_string()),
+            ("faculty_id", &format!("'{}'", campus.faculty)),
+            ("day_of_week", "1"),
+            ("start_time", "'11:00'"),
+            ("end_time", "'12:00'"),
+            ("room", "'R201'"),
+            ("is_active", "true"),
+        ],
+    )
+    .await;
+    for s in [campus.students[0], campus.students[2]] {
+        ins(
+            c,
+            "academics_courseenrollment",
+            &[
+                ("student_id", &format!("'{s}'")),
+                ("course_section_id", &campus.other_section.to_string()),
+                ("status", "'ENROLLED'"),
+            ],
+        )
+        .await;
+    }
+    ins(
+        c,
+        "attendance_biometric_device",
+        &[
+            ("device_id", &format!("'{D201}'")),
+            ("room", "'R201'"),
+            ("is_enabled", "true"),
+            ("status", "'active'"),
+            ("device_type", "'fingerprint'"),
+        ],
+    )
+    .await;
+}
+
+/// The device in room R201 of [`two_rooms`].
+pub const D201: &str = "dev-201";
+
 /// Instant of campus (IST) wall-clock `hh:mm:ss` on 2025-01-06.
 pub fn ist(hms: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(&format!("2025-01-06T{hms}+05:30"))
