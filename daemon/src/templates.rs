@@ -18,10 +18,12 @@
 //!
 //! The associated data is the student id, so a file moved to another student's entry (or a
 //! student id edited in the roster) fails authentication instead of punching for the wrong
-//! person. The data key is 32 random bytes in `<state_dir>/template.key`, created mode 0600 on
-//! first use (by rollcalld or by `rollcalld roster add-template`); templates sealed under
-//! another device's key do not open here: enrol them again on this device, or copy the key
-//! with them as IT policy allows.
+//! person. The key is the **device data key**: 32 random bytes in `<state_dir>/template.key`
+//! (the name is historical), created mode 0600 on first use (by rollcalld or by `rollcalld
+//! roster add-template`). It also seals the centre's roster (`roster.sealed`) and the
+//! enrolment outbox (see `credentials::store`). Templates sealed under another device's key do
+//! not open here: enrol them again on this device, or copy the key with them as IT policy
+//! allows.
 //!
 //! # In memory
 //!
@@ -51,7 +53,7 @@ const TAG_LEN: usize = 16;
 /// Largest record accepted from a file or a sensor: far above any real template (a few hundred
 /// bytes), small enough that a hostile input cannot make the gateway allocate much.
 pub const MAX_RECORD: usize = 64 * 1024;
-/// Name of the data key file in the state directory.
+/// Name of the device data key file in the state directory (roster, outbox, templates).
 pub const KEY_FILE: &str = "template.key";
 
 /// Scores travel in punches as `u16`: the matcher's score in `[0, 1]` times this (so the
@@ -80,9 +82,10 @@ impl DataKey {
                 let bytes = Zeroizing::new(bytes);
                 let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
                     anyhow::anyhow!(
-                        "{}: must hold exactly 32 bytes. It is the key the roster's fingerprint \
-                         templates are sealed with: restore it from backup, or delete it and \
-                         enrol every template again",
+                        "{}: must hold exactly 32 bytes. It is the device data key the \
+                         roster, its fingerprint templates and the enrolment outbox are sealed \
+                         with: restore it from backup, or delete it, let the centre send a new \
+                         snapshot and enrol hand-added templates again",
                         path.display()
                     )
                 })?;
@@ -99,7 +102,7 @@ impl DataKey {
                     .map_err(|e| anyhow::anyhow!("creating {}: {e}", path.display()))?;
                 f.write_all(key.as_slice())?;
                 f.sync_all()?;
-                tracing::info!(key = %path.display(), "template data key created");
+                tracing::info!(key = %path.display(), "device data key created");
                 Ok(Self(key))
             }
             Err(e) => Err(anyhow::anyhow!("{}: {e}", path.display())),
