@@ -79,6 +79,8 @@ pub struct Accept {
     roster: RwLock<Arc<Roster>>,
     /// Card readers in enrolment mode: their next tap goes here, not into the journal.
     enrolling: Mutex<HashMap<String, oneshot::Sender<Vec<u8>>>>,
+    /// Readers whose tap was taken for an enrolment (for the control socket's answer).
+    enrolment_taps: broadcast::Sender<String>,
     hash_key: [u8; 32],
     window: Duration,
     recent: Mutex<HashMap<Subject, Instant>>,
@@ -103,6 +105,7 @@ impl Accept {
             journal,
             roster: RwLock::new(Arc::new(roster)),
             enrolling: Mutex::new(HashMap::new()),
+            enrolment_taps: broadcast::channel(64).0,
             hash_key,
             window,
             recent: Mutex::new(HashMap::new()),
@@ -137,6 +140,11 @@ impl Accept {
     /// Ends enrolment mode at `reader`.
     pub fn disarm_enrolment(&self, reader: &str) {
         self.lock_enrolling().remove(reader);
+    }
+
+    /// Reader ids whose tap was taken for an enrolment, from now on.
+    pub fn subscribe_enrolment_taps(&self) -> broadcast::Receiver<String> {
+        self.enrolment_taps.subscribe()
     }
 
     /// Whether `reader` is in enrolment mode.
@@ -198,6 +206,7 @@ impl Accept {
                     if let Some(tx) = enrolling {
                         tracing::info!(reader = %reader.id, "card taken for an enrolment, not punched");
                         let _ = tx.send(uid);
+                        let _ = self.enrolment_taps.send(reader.id.clone());
                         self.signal(Signal::Accepted);
                         continue;
                     }

@@ -198,19 +198,12 @@ async fn handle(line: &str, control: &Control) -> String {
         Ok(v) => v,
         Err(e) => return e,
     };
-    if matches!(what, Presentation::Card(_)) && accept.is_enrolling(&reader) {
-        return if presenter.present(&reader, what) {
-            "enrolment: card presented for the enrolment waiting at this reader (not a punch)"
-                .into()
-        } else {
-            "error: no simulated reader is running".into()
-        };
-    }
     let mut decisions = accept.subscribe();
+    let mut enrolment_taps = accept.subscribe_enrolment_taps();
     if !presenter.present(&reader, what) {
         return "error: no simulated reader is running".into();
     }
-    let wait = async {
+    let decision = async {
         loop {
             match decisions.recv().await {
                 Ok(d) if d.reader == reader => return Some(d),
@@ -220,8 +213,27 @@ async fn handle(line: &str, control: &Control) -> String {
             }
         }
     };
+    let enrolment = async {
+        loop {
+            match enrolment_taps.recv().await {
+                Ok(r) if r == reader => return,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => std::future::pending::<()>().await,
+            }
+        }
+    };
+    let wait = async {
+        tokio::select! {
+            d = decision => d.map(Ok),
+            () = enrolment => Some(Err(())),
+        }
+    };
     match tokio::time::timeout(DECISION_TIMEOUT, wait).await {
-        Ok(Some(d)) => format_decision(&d),
+        Ok(Some(Err(()))) => {
+            "enrolment: the card was taken for the enrolment waiting at this reader (not a punch)"
+                .into()
+        }
+        Ok(Some(Ok(d))) => format_decision(&d),
         _ => format!(
             "error: no decision from reader {reader:?} (unknown reader id, or it is not simulated?)"
         ),

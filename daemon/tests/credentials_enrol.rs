@@ -214,3 +214,42 @@ async fn a_finger_enrols_at_the_module_and_one_enrolled_for_someone_else_is_refu
     assert_nothing_in_clear(dir.path(), &[ta, tn]);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_centre_can_start_an_enrolment_at_a_reader() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Mosquitto::start()?;
+    let mut centre = Centre::start(broker.port()).await?;
+    let module = Module::start(model(20))?;
+    let (config, _) = setup(broker.port(), &module, dir.path())?;
+    let gw = Rollcalld::start(Path::new(BIN), &config).await?;
+    centre.ack_where(WAIT, |_| true).await?;
+    centre
+        .command(Action::Enrol {
+            student: "S5".into(),
+            reader_id: "door-card".into(),
+            kind: CredentialKind::Card,
+        })
+        .await?;
+    // The reader is in enrolment mode once the control socket says so for a tap.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let reply = gw
+            .command(&format!("card door-card {}", hex::encode(uid(5))))
+            .await?;
+        if reply.starts_with("enrolment:") {
+            break;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "never in enrolment mode: {reply}; log:\n{}",
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let e = centre.enrolment(WAIT).await.expect("enrolment published");
+    assert_eq!((e.student.as_str(), e.kind), ("S5", CredentialKind::Card));
+    assert_eq!(e.data.as_bytes(), uid(5));
+    assert!(e.operator.starts_with("centre:"), "{}", e.operator);
+    Ok(())
+}
