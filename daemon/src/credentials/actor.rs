@@ -173,7 +173,7 @@ impl Actor {
                 tracing::warn!("roster update ignored: roster.source is \"file\"")
             }
             Msg::Link(Inbound::Command(payload)) => self.on_command(st, &payload).await,
-            Msg::Enrolled(enrolment, reply) => self.on_enrolled(*enrolment, reply).await,
+            Msg::Enrolled(enrolment, reply) => self.on_enrolled(*enrolment, reply, st.online).await,
             Msg::Watch(id, tx) => st.waiters.entry(id).or_default().push(tx),
         }
     }

@@ -8,11 +8,12 @@ use super::actor::{Actor, State};
 
 impl Actor {
     /// Stores a captured enrolment in the outbox (durably), answers whether it is stored, then
-    /// publishes it.
+    /// publishes it when online (offline, the next link up sends the outbox).
     pub(super) async fn on_enrolled(
         &self,
         enrolment: Enrolment,
         reply: oneshot::Sender<Result<(), String>>,
+        online: bool,
     ) {
         let stored = {
             let (outbox, key, e) = (self.outbox.clone(), self.store.clone(), enrolment.clone());
@@ -25,7 +26,9 @@ impl Actor {
             Ok(()) => {
                 tracing::info!(enrolment = %enrolment.enrolment_id, student = %enrolment.student, reader = %enrolment.reader_id, "enrolment stored in the outbox");
                 let _ = reply.send(Ok(()));
-                self.publish(Kind::Enrol, enrolment.encode()).await;
+                if online {
+                    self.publish(Kind::Enrol, enrolment.encode()).await;
+                }
             }
             Err(e) => {
                 tracing::error!(error = %e, "enrolment NOT stored");
