@@ -263,3 +263,86 @@ async fn a_roster_larger_than_the_module_reports_what_does_not_fit() -> anyhow::
     assert_eq!(module.library().len(), 3);
     Ok(())
 }
+
+/// FVC2002 DB1_B (`FVC_ISO_DIR`, default `../shared/reference/fingerprint/fvc-iso`).
+fn fvc(name: &str) -> std::path::PathBuf {
+    let dir = std::env::var("FVC_ISO_DIR").unwrap_or_else(|_| {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/reference/fingerprint/fvc-iso"
+        )
+        .into()
+    });
+    let path = std::path::Path::new(&dir).join(format!("fvc2002/DB1_B/{name}.iso"));
+    assert!(
+        path.is_file(),
+        "{}: missing: set FVC_ISO_DIR to the fvc-iso directory",
+        path.display()
+    );
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iso_templates_from_the_centre_are_matched_in_software() -> anyhow::Result<()> {
+    use rollcall_protocol::v1::credentials::FORMAT_ISO_19794_2;
+    use rollcall_protocol::v1::{FingerCredential, Secret};
+    let dir = tempfile::tempdir()?;
+    let broker = Mosquitto::start()?;
+    let mut centre = Centre::start(broker.port()).await?;
+    let mut opts = GatewayOptions::new(broker.port());
+    opts.roster_from_centre = true;
+    opts.readers = Some(
+        "[[reader]]\nid = \"door-template\"\nkind = \"iso-template\"\nsimulate = true\n".into(),
+    );
+    let gw = Rollcalld::start(std::path::Path::new(BIN), &opts.write(dir.path())?).await?;
+    let first = centre.ack_where(WAIT, |_| true).await?;
+    assert_eq!(first.accepts, ["iso19794-2"]);
+    assert_eq!(first.capacity, None, "no module");
+    let mut records = Vec::new();
+    let students = [101u32, 102]
+        .into_iter()
+        .map(|finger| {
+            let mut s = student(&format!("S{finger}"), finger, false, vec![]);
+            s.fingers = (1..=3)
+                .map(|i| {
+                    let record = std::fs::read(fvc(&format!("{finger}_{i}"))).expect("fvc");
+                    records.push(record.clone());
+                    FingerCredential {
+                        id: id(finger * 8 + i, 3),
+                        format: FORMAT_ISO_19794_2.into(),
+                        data: Secret::new(record),
+                    }
+                })
+                .collect();
+            s
+        })
+        .collect();
+    centre
+        .send(&update(1, None, 0, 1, students, vec![]))
+        .await?;
+    let ack = centre.ack_where(WAIT, |a| a.version == 1).await?;
+    assert_eq!(
+        (ack.templates_loaded, ack.failures.len()),
+        (6, 0),
+        "{ack:?}"
+    );
+    for (probe, want) in [
+        ("101_5", "accepted student=S101"),
+        ("102_6", "accepted student=S102"),
+        ("105_4", "unknown unknown-finger"),
+    ] {
+        let line = gw
+            .command(&format!("finger door-template {}", fvc(probe).display()))
+            .await?;
+        let reply = parse_reply(&line).ok_or_else(|| anyhow::anyhow!("{probe}: {line}"))?;
+        assert_eq!(
+            format!("{} {}", reply.outcome, reply.subject),
+            want,
+            "{probe}"
+        );
+    }
+    let state = dir.path().join("state");
+    // Minutiae records have little structure to hide; every 32-byte window of each must be gone.
+    assert_nothing_in_clear(&state, &records);
+    Ok(())
+}
