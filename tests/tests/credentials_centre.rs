@@ -497,6 +497,22 @@ async fn flow(schema: Schema) {
     let cmd = g101.command(within).await;
     assert_eq!(cmd.action, Action::Resync);
 
+    // S1 enrols in the section that meets in R201: their card follows within a refresh.
+    ins(
+        c,
+        "academics_courseenrollment",
+        &[
+            ("student_id", &format!("'{s1}'")),
+            ("course_section_id", &campus.other_section.to_string()),
+            ("status", "'ENROLLED'"),
+        ],
+    )
+    .await;
+    g201.until(within, "S1's card after the course enrolment", |h| {
+        h.get(&s1t).is_some_and(|m| m.contains_key(&c_id))
+    })
+    .await;
+
     // dev-201 is disabled at the centre: its room's credentials leave it.
     c.execute(
         "UPDATE attendance_biometric_device SET is_enabled = false WHERE device_id = $1",
@@ -578,4 +594,100 @@ async fn detail_of(e: &Enrolment, c: &Client) -> String {
 
 fn to_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Retention: the fingerprint templates of students who left (a leaving status, unchanged for
+/// the retention period) are destroyed; those who left recently, and cards, are kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_destroys_the_templates_of_students_who_left() {
+    use rollcall_ingest::credentials::{keys::KeyRing, store};
+    let db = db(Schema::Standalone).await.unwrap();
+    let c = &db.client;
+    let campus = campus(c, SessionClock::Utc).await;
+    let pool = pool(&db.url, 2);
+    let pc = pool.get().await.unwrap();
+    let keys = KeyRing::parse(&KeyRing::generate("k1").unwrap()).unwrap();
+    let now = chrono::Utc::now();
+    let leaving = vec!["GRADUATED".to_string(), "DROPPED".to_string()];
+    let mut ids = Vec::new();
+    for (i, s) in campus.students.iter().enumerate() {
+        store::grant_consent(&pc, *s, "registrar", "form", now)
+            .await
+            .unwrap();
+        let e = enrolment(
+            DEVICE,
+            &s.to_string(),
+            CredentialKind::Fingerprint,
+            vec![i as u8; 512],
+        );
+        let v = store::enrol(&pc, &keys, &e, &leaving, now).await.unwrap();
+        assert!(v.accepted, "{v:?}");
+        ids.push(e.enrolment_id);
+    }
+    let card = enrolment(
+        DEVICE,
+        &campus.students[0].to_string(),
+        CredentialKind::Card,
+        vec![9; 4],
+    );
+    assert!(
+        store::enrol(&pc, &keys, &card, &leaving, now)
+            .await
+            .unwrap()
+            .accepted
+    );
+    // S0 graduated 40 days ago, S1 dropped 10 days ago, S2 is active.
+    for (s, status, days) in [(0, "GRADUATED", 40), (1, "DROPPED", 10)] {
+        c.execute(
+            &format!(
+                "UPDATE students_student SET status = '{status}', updated_at = now() - interval '{days} days' WHERE id = $1"
+            ),
+            &[&campus.students[s]],
+        )
+        .await
+        .unwrap();
+    }
+    let month = std::time::Duration::from_secs(30 * 86_400);
+    assert_eq!(
+        store::apply_retention(&pc, &leaving, month, now)
+            .await
+            .unwrap(),
+        1
+    );
+    let live = |id: uuid::Uuid| async move {
+        c.query_one(
+            "SELECT ciphertext IS NOT NULL FROM rollcall.credential WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get::<_, bool>(0)
+    };
+    assert!(!live(ids[0]).await, "S0 left 40 days ago: destroyed");
+    assert!(
+        live(ids[1]).await,
+        "S1 left 10 days ago: kept until 30 days"
+    );
+    assert!(live(ids[2]).await, "S2 is active");
+    assert!(
+        live(card.enrolment_id).await,
+        "cards are not biometric data"
+    );
+    // A student who left cannot enrol again; a second pass revokes nothing more.
+    let again = enrolment(
+        DEVICE,
+        &campus.students[0].to_string(),
+        CredentialKind::Fingerprint,
+        vec![7; 512],
+    );
+    let v = store::enrol(&pc, &keys, &again, &leaving, now)
+        .await
+        .unwrap();
+    assert!(!v.accepted && v.detail.contains("GRADUATED"), "{v:?}");
+    assert_eq!(
+        store::apply_retention(&pc, &leaving, month, now)
+            .await
+            .unwrap(),
+        0
+    );
 }
