@@ -13,6 +13,8 @@
 //!                                          rollcalld reads; absolute, or has a '/' or '.')
 //! > status
 //! < epoch=... last_seq=18 acked=12 depth=6 capacity=2000000 roster_version=7
+//! > status --json                   the same and the link, readers, clock, modules, outbox
+//! < {"epoch":...,"depth":6,...,"link_up":true,"readers":{...},...}   (one line, `rollcall status`)
 //! > enrol door-finger 2024CS001       enrol a student at a reader (any reader kind that can:
 //! < progress: place finger (capture 1 of 2)     cards by a tap, EF01 fingers by captures);
 //! < progress: captured 1 of 2                   one line per step, then the enrolment, then
@@ -40,6 +42,9 @@ use crate::capture::{Accept, Decision};
 use crate::credentials::enrol::Enroller;
 use crate::journal::actor::JournalHandle;
 
+mod status;
+pub use status::{ReaderReport, StatusReport};
+
 /// How long `enrol` waits for the centre's verdict before answering that it is pending.
 const VERDICT_WAIT: Duration = Duration::from_secs(30);
 
@@ -54,6 +59,8 @@ pub struct Control {
     pub journal: JournalHandle,
     /// Enrolments.
     pub enroller: Arc<Enroller>,
+    /// Link, module and outbox gauges (`status --json`).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// How long a presentation may take to become a decision.
@@ -176,12 +183,15 @@ pub fn parse(line: &str) -> Result<(String, Presentation), String> {
             let slot = slot.parse().map_err(|_| format!("error: {slot:?} is not a slot number, 'none' or a template file"))?;
             Ok((reader.to_string(), Presentation::Finger(Some(slot))))
         }
-        _ => Err("error: commands are `card <reader> <hex uid>`, `finger <reader> <slot|none|file.iso>`, `enrol <reader> <student>`, `status`".into()),
+        _ => Err("error: commands are `card <reader> <hex uid>`, `finger <reader> <slot|none|file.iso>`, `enrol <reader> <student>`, `status [--json]`".into()),
     }
 }
 
 async fn handle(line: &str, control: &Control) -> String {
     let (presenter, accept) = (&control.presenter, &control.accept);
+    if line.trim() == "status --json" {
+        return status::report(control).await.to_json();
+    }
     if line.trim() == "status" {
         let s = *control.journal.stats().borrow();
         return format!(

@@ -79,7 +79,14 @@ pub async fn run(
     tasks.spawn_late(actor.run(tasks.late_stop()));
     let presenter = Presenter::new();
     tasks.spawn_readers(&config, &accept, &presenter, &mut aura, &mut ports);
-    tasks.spawn_control(&config, &options, &presenter, &accept, &journal, &enroller)?;
+    let control = crate::control::Control {
+        presenter: presenter.clone(),
+        accept: accept.clone(),
+        journal: journal.clone(),
+        enroller,
+        metrics: metrics.clone(),
+    };
+    tasks.spawn_control(&config, &options, control)?;
 
     let uplink = UplinkShell {
         config: config.clone(),
@@ -238,28 +245,18 @@ impl Tasks {
         &self,
         config: &Config,
         options: &RunOptions,
-        presenter: &Presenter,
-        accept: &Arc<Accept>,
-        journal: &JournalHandle,
-        enroller: &Arc<crate::credentials::enrol::Enroller>,
+        control: crate::control::Control,
     ) -> anyhow::Result<()> {
         let socket = config.control_socket();
         let listener = crate::control::bind(&socket)?;
         tracing::info!(socket = %socket.display(), "control socket ready: `rollcalld tap card door-card 0462E3086C`, `enrol <reader> <student>`");
-        self.tracker.spawn(crate::control::serve(
-            listener,
-            crate::control::Control {
-                presenter: presenter.clone(),
-                accept: accept.clone(),
-                journal: journal.clone(),
-                enroller: enroller.clone(),
-            },
-            self.early_stop(),
-        ));
+        let presenter = control.presenter.clone();
+        self.tracker
+            .spawn(crate::control::serve(listener, control, self.early_stop()));
         if let Some(every) = options.demo_every {
             self.tracker.spawn(crate::demo::ticker(
                 config.clone(),
-                presenter.clone(),
+                presenter,
                 every,
                 self.early_stop(),
             ));
