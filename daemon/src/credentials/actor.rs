@@ -221,19 +221,9 @@ impl Actor {
                 };
                 let capacity = next.capacity;
                 let failures = sync::assign_slots(&st.held, &mut next, capacity);
-                let (store, to_save) = (self.store.clone(), next.clone());
-                let saved = tokio::task::spawn_blocking(move || store.save(&to_save)).await;
-                match saved {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        tracing::error!(error = %e, version, "roster NOT stored; the held one stays");
-                        self.send_ack(st).await;
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "roster store task failed");
-                        return;
-                    }
+                if !self.save(&next).await {
+                    self.send_ack(st).await;
+                    return;
                 }
                 tracing::info!(
                     version,
@@ -294,6 +284,20 @@ impl Actor {
             st.held.capacity = Some(report.capacity);
         }
         st.latest.insert(report.reader.clone(), report);
+        if let Some(capacity) = self.capacity(st)
+            && st.held.slots.iter().any(|s| s.slot >= capacity)
+        {
+            // Slots were given before the module's size was known: give them again inside it.
+            let mut next = st.held.clone();
+            next.capacity = Some(capacity);
+            let failures = sync::assign_slots(&st.held, &mut next, Some(capacity));
+            if self.save(&next).await {
+                tracing::info!(capacity, "module slots given again inside the library");
+                st.held = next;
+                self.install(st, failures).await;
+            }
+            return;
+        }
         let synced = self.modules.iter().all(|m| {
             st.latest
                 .get(m)
@@ -304,6 +308,22 @@ impl Actor {
             st.held.freed.clear();
             if st.ack_due.take().is_some() || st.online {
                 self.send_ack(st).await;
+            }
+        }
+    }
+
+    /// Stores `roster` (on a blocking thread); false, logged, when it could not be.
+    async fn save(&self, roster: &StoredRoster) -> bool {
+        let (store, to_save) = (self.store.clone(), roster.clone());
+        match tokio::task::spawn_blocking(move || store.save(&to_save)).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, version = roster.version, "roster NOT stored; the held one stays");
+                false
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "roster store task failed");
+                false
             }
         }
     }

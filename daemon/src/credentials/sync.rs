@@ -130,9 +130,14 @@ pub fn assign_slots(
     }
     let wanted_ids: BTreeSet<_> = wanted.iter().copied().collect();
     let mut freed: BTreeSet<u16> = held.freed.iter().copied().collect();
+    let limit = capacity.unwrap_or(u16::MAX);
     let mut slots = Vec::new();
     let mut used = BTreeSet::new();
     for s in &held.slots {
+        if s.slot >= limit {
+            // Given before the module's size was known: no module holds it; give another.
+            continue;
+        }
         if wanted_ids.contains(&uuid::Uuid::from_bytes(s.id)) {
             slots.push(*s);
             used.insert(s.slot);
@@ -140,7 +145,6 @@ pub fn assign_slots(
             freed.insert(s.slot);
         }
     }
-    let limit = capacity.unwrap_or(u16::MAX);
     let mut failures = Vec::new();
     let mut candidate = 0u16;
     for id in wanted {
@@ -311,6 +315,25 @@ mod tests {
             failures[0].reason.starts_with("module full"),
             "{failures:?}"
         );
+
+        // Slots given before the module's size was known do not count once it is: what is
+        // beyond the library is a failure, not a slot kept.
+        let mut unknown = StoredRoster {
+            version: 1,
+            students: vec![student("A", &[1, 2, 3, 4])],
+            ..Default::default()
+        };
+        assert!(assign_slots(&empty, &mut unknown, None).is_empty());
+        let mut next = StoredRoster {
+            version: 2,
+            students: vec![student("A", &[1, 2, 3, 4])],
+            ..Default::default()
+        };
+        let failures = assign_slots(&unknown, &mut next, Some(3));
+        assert_eq!(next.slot_of(&Uuid::from_bytes([4; 16])), None);
+        assert!(next.slots.iter().all(|s| s.slot < 3));
+        assert_eq!(failures.len(), 1);
+        assert_eq!(failures[0].id, Uuid::from_bytes([4; 16]));
     }
 
     proptest::proptest! {
