@@ -291,7 +291,7 @@ pub fn serial_hex(bytes: &[u8]) -> String {
 /// The bytes of a hex serial from the index or the command line (colons and case ignored).
 pub fn serial_bytes(hex: &str) -> Option<Vec<u8>> {
     let h: String = hex.chars().filter(|c| *c != ':').collect();
-    if h.is_empty() || h.len() % 2 != 0 {
+    if h.is_empty() || !h.len().is_multiple_of(2) {
         return None;
     }
     (0..h.len())
