@@ -19,8 +19,8 @@ Examples (a new gateway, from a laptop or the central server, then on the Pi):
   rollcall ca init --dir /etc/rollcall/ca --campus 'North Campus'
   rollcall ca issue room-101 --dir /etc/rollcall/ca
   rollcall provision room-101 --site north --room R101 --broker mqtts://broker.campus:8883 \\
-      --ca-dir /etc/rollcall/ca --out ./sd-card/etc/rollcall
-  rollcall device register room-101 --room R101 --db postgres://rollcall@db.campus/campshub
+      --ca-dir /etc/rollcall/ca --reader card:rdm6300:/dev/ttyAMA0 --root ./sd-card
+  rollcall device register room-101 --room R101 --ingest-config /etc/rollcall/ingest.toml
   # on the Pi
   rollcall doctor
   rollcall status";
