@@ -844,7 +844,16 @@ async fn the_journal_threads_answers_and_counters_follow_appends_and_acks() {
     };
     assert_eq!(*handle.stats().borrow(), stats(5, 0, 5));
     assert_eq!(handle.ack(2).await.expect("ack"), 2);
-    assert_eq!(*handle.stats().borrow(), stats(5, 2, 3));
+    // An ack's counters follow its reply (an append's come before it).
+    let after_ack = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        handle.stats().wait_for(|s| s.acked == 2),
+    )
+    .await
+    .expect("the counters follow the ack")
+    .map(|s| *s)
+    .expect("journal thread");
+    assert_eq!(after_ack, stats(5, 2, 3));
     let held = handle.read(1, 5).await.expect("read");
     let held: Vec<Punch> = held
         .iter()
