@@ -38,6 +38,7 @@
 
 pub mod actor;
 pub mod powercut;
+pub mod salvage;
 
 use std::fs;
 use std::io;
