@@ -346,3 +346,46 @@ async fn iso_templates_from_the_centre_are_matched_in_software() -> anyhow::Resu
     assert_nothing_in_clear(&state, &records);
     Ok(())
 }
+
+/// A gateway whose first roster ack found nobody subscribed (the centre starting later, a
+/// broker restart) says hello again until a roster comes, so it is never left without one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_waiting_for_a_roster_says_hello_again() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Mosquitto::start()?;
+    let module = Module::start(model(20))?;
+    let gw = Rollcalld::start(
+        std::path::Path::new(BIN),
+        &gateway(broker.port(), &module, dir.path(), None)?,
+    )
+    .await?;
+    // rollcalld is up and connected: its first hello went to nobody.
+    gw.command("status").await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut centre = Centre::start(broker.port()).await?;
+    let ack = centre
+        .ack_where(WAIT, |a| a.version == 0 && a.want_snapshot)
+        .await?;
+    assert_eq!(ack.device_id, DEVICE);
+    centre
+        .send(&update(
+            1,
+            None,
+            0,
+            1,
+            vec![student("A", 1, true, vec![])],
+            vec![],
+        ))
+        .await?;
+    centre.ack_where(WAIT, |a| a.version == 1).await?;
+    // Holding a roster, it stops repeating itself.
+    centre.drain_acks();
+    assert!(
+        centre
+            .ack_where(Duration::from_secs(12), |_| true)
+            .await
+            .is_err(),
+        "a gateway holding its roster sent another hello"
+    );
+    Ok(())
+}

@@ -24,6 +24,10 @@ use crate::metrics::Metrics;
 
 /// How often enrolments without a result are sent again while online.
 pub const RESEND_EVERY: Duration = Duration::from_secs(60);
+/// How often a gateway still waiting for a roster (it holds none, or asked for a snapshot) says
+/// so again: a roster ack sent while the centre was not yet subscribed (ingest starting, a
+/// broker restart) is lost, as MQTT keeps nothing for a subscription that does not exist.
+pub const HELLO_EVERY: Duration = Duration::from_secs(10);
 
 /// What the uplink tells the actor.
 #[derive(Debug)]
@@ -136,6 +140,8 @@ impl Actor {
         self.gauges(&st);
         let mut resend = tokio::time::interval(RESEND_EVERY);
         resend.reset();
+        let mut hello = tokio::time::interval(HELLO_EVERY);
+        hello.reset();
         let far = || Instant::now() + Duration::from_secs(3600);
         loop {
             let due = st.ack_due.unwrap_or_else(far);
@@ -151,6 +157,9 @@ impl Actor {
                     self.send_ack(&st).await;
                 }
                 _ = resend.tick() => if st.online { self.resend_outbox().await },
+                _ = hello.tick() => if st.want_snapshot || st.held.version == 0 {
+                    self.send_ack(&st).await
+                },
             }
             self.gauges(&st);
         }
