@@ -151,7 +151,10 @@ pub fn pn532(data: &[u8]) {
     // at once does not, or miss some it finds: the two `regression-postamble-*` inputs. Each
     // frame found either way is still a checksum-valid frame.
     let streamed = stream(Pn532Codec, data);
-    assert!(streamed.len() <= data.len() / 4, "a frame takes at least 4 bytes");
+    assert!(
+        streamed.len() <= data.len() / 4,
+        "a frame takes at least 4 bytes"
+    );
     for frame in &streamed {
         match pn532::parse(&frame.encode()) {
             Ok(pn532::Decoded::Frame { frame: again, .. }) => assert_eq!(&again, frame),
