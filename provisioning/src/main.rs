@@ -23,7 +23,8 @@ Examples (a new gateway, from a laptop or the central server, then on the Pi):
   rollcall device register room-101 --room R101 --ingest-config /etc/rollcall/ingest.toml
   # on the Pi
   rollcall doctor
-  rollcall status";
+  rollcall status
+  rollcall enrol door-finger 2024CS001";
 
 /// The IT command line for Rollcall gateways.
 #[derive(Debug, Parser)]
