@@ -371,6 +371,27 @@ fn reader(spec: &str) -> anyhow::Result<Reader> {
         bail!("--reader {spec:?}: {fix}");
     }
     let kind = kind.to_ascii_lowercase();
+    // rollcalld's reader kinds (drivers' ReaderKind, with its aliases); rollcalld's own parser
+    // checks the result again before anything is written.
+    const KINDS: &[&str] = &[
+        "rdm6300",
+        "pn532",
+        "ef01",
+        "r503",
+        "r307",
+        "r305",
+        "as608",
+        "iso-template",
+        "wiegand",
+        "simulated-card",
+        "simulated-fingerprint",
+    ];
+    if !KINDS.contains(&kind.as_str()) {
+        bail!(
+            "--reader {spec:?}: unknown kind {kind:?}: use one of {}",
+            KINDS.join(", ")
+        );
+    }
     let mut r = Reader {
         id: id.to_owned(),
         kind: kind.clone(),
