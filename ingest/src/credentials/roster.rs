@@ -68,6 +68,16 @@ pub async fn hello(
     Ok(())
 }
 
+/// Turns PostgreSQL's JIT compilation off for the rest of the transaction. The roster
+/// statements join and sort every roster at once (360,000 rows for 20,000 students on 500
+/// devices), so their estimated cost is far above `jit_above_cost` and PostgreSQL compiled them
+/// on every refresh: 1.5-2 s of a 3-4 s idle refresh, every `roster_every` (BENCHMARKS.md,
+/// "Rosters"). They run once a tick; compiling never pays back.
+async fn no_jit(c: &impl GenericClient) -> Result<(), DbError> {
+    c.batch_execute("SET LOCAL jit = off").await?;
+    Ok(())
+}
+
 /// Recomputes every roster against `today` (the campus's date); returns the devices whose
 /// roster changed, with their new version.
 pub async fn refresh(
@@ -75,6 +85,7 @@ pub async fn refresh(
     today: NaiveDate,
     now: DateTime<Utc>,
 ) -> Result<Vec<(String, i64)>, DbError> {
+    no_jit(c).await?;
     let rows = c
         .query(
             "WITH periods AS (
@@ -153,6 +164,7 @@ pub async fn sync_template_table(
     since: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<(), DbError> {
+    no_jit(c).await?;
     let loaded = "SELECT DISTINCT ON (m.device_id, m.student_id) m.student_id, d.id AS dev_pk,
                       encode(c.digest, 'hex') AS hash, (c.quality::numeric / 100)::numeric(3,2) AS q,
                       c.enrolled_at
