@@ -468,18 +468,25 @@ async fn main() -> anyhow::Result<()> {
     let now = Utc::now();
     let today = now.with_timezone(&cfg.campus.timezone).date_naive();
 
-    // Reference: the bare membership SELECT, twice (the second warm).
+    // Reference: the bare membership SELECT, cold and warm with the server's settings, then
+    // with JIT off as `roster::refresh` runs.
     let mut bare = Vec::new();
     let mut pairs = 0;
-    for _ in 0..2 {
-        let t = Instant::now();
-        pairs = c.query(BARE_SELECT, &[&today]).await?.len();
-        bare.push(t.elapsed());
+    for set in ["", "", "SET jit = off", "RESET jit"] {
+        if !set.is_empty() {
+            c.batch_execute(set).await?;
+        }
+        if set != "RESET jit" {
+            let t = Instant::now();
+            pairs = c.query(BARE_SELECT, &[&today]).await?.len();
+            bare.push(t.elapsed());
+        }
     }
     println!(
-        "\n[ref] bare membership SELECT: {} (cold), {} (warm), {pairs} device-student rows",
+        "\n[ref] bare membership SELECT: {} (cold), {} (warm), {} (warm, jit = off); {pairs} device-student rows",
         ms(bare[0]),
-        ms(bare[1])
+        ms(bare[1]),
+        ms(bare[2])
     );
     pg_top(&c, "bare SELECT").await?;
 
@@ -495,11 +502,11 @@ async fn main() -> anyhow::Result<()> {
         .await?
         .get(0);
     println!(
-        "\n[1] first full refresh: {} + COMMIT {}; {} devices changed, {members} roster members written ({:.2}x the bare SELECT, warm)",
+        "\n[1] first full refresh: {} + COMMIT {}; {} devices changed, {members} roster members written ({:.2}x the bare SELECT, warm, jit = off)",
         ms(t_refresh),
         ms(t_commit),
         changed.len(),
-        t_refresh.as_secs_f64() / bare[1].as_secs_f64()
+        t_refresh.as_secs_f64() / bare[2].as_secs_f64()
     );
     pg_top(&c, "first refresh").await?;
     let tx = pc.transaction().await?;
