@@ -256,3 +256,41 @@ fn certificate_dates_expired_not_yet_valid_near_the_end_and_fine() {
         Level::Fail
     );
 }
+
+#[tokio::test]
+async fn without_the_daemon_the_journal_is_judged_by_opening_a_copy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = Config::parse(&format!(
+        "[device]\nid = \"room-101\"\nsite = \"north\"\nstate_dir = \"{}\"\n\
+         [mqtt]\nhost = \"127.0.0.1\"\nallow_plaintext = true\n\
+         [[reader]]\nid = \"door-card\"\nkind = \"simulated-card\"\n",
+        dir.path().display()
+    ))
+    .expect("valid config");
+    let f = journal(&c, None).await;
+    assert!(
+        f.level == Level::Ok && f.what.contains("not created yet"),
+        "{f:?}"
+    );
+
+    drop(rollcall_daemon::journal::Journal::open(&c.journal_path(), 100).expect("create"));
+    let before = std::fs::read(c.journal_path()).expect("read");
+    let f = journal(&c, None).await;
+    assert!(
+        f.level == Level::Ok && f.what.contains("opens (a copy), 0 unacked"),
+        "{f:?}"
+    );
+    assert_eq!(
+        std::fs::read(c.journal_path()).expect("read"),
+        before,
+        "the original untouched"
+    );
+
+    std::fs::write(c.journal_path(), vec![0x5a; 8192]).expect("damage");
+    let f = journal(&c, None).await;
+    assert_eq!(f.level, Level::Fail, "{f:?}");
+    assert!(
+        f.fix.as_deref().unwrap_or_default().contains("salvage"),
+        "{f:?}"
+    );
+}
