@@ -10,7 +10,8 @@
 //! heartbeats), `auto_sync` false with `sync_interval_minutes` 5 (the gateway pushes over MQTT;
 //! there is nothing for CampsHub360 to pull), `ip_address` and `port` (a gateway serves no API:
 //! 0.0.0.0 and 0 unless given), `api_endpoint` and `api_key` '' (no secret stored in clear),
-//! `created_at`/`updated_at` now. `room` is what ties the device to sessions: it must equal
+//! `created_at`/`updated_at` now. Registering again updates `room` and whatever else is
+//! given, leaving what people set in CampsHub360 alone. `room` is what ties the device to sessions: it must equal
 //! `attendance_session.room` for its classes.
 
 use std::net::IpAddr;
@@ -83,19 +84,21 @@ struct RegisterArgs {
     /// class).
     #[arg(long)]
     room: String,
-    /// A name for people (default "Rollcall gateway <device id>").
+    /// A name for people (new rows: "Rollcall gateway <device id>"; an update keeps the name
+    /// unless given).
     #[arg(long)]
     name: Option<String>,
-    /// Where it hangs (default "Room <room>").
+    /// Where it hangs (new rows: "Room <room>"; kept on update unless given).
     #[arg(long)]
     location: Option<String>,
-    /// The gateway's address, for CampsHub360's records (the gateway pushes; nothing connects to
-    /// it).
-    #[arg(long, default_value = "0.0.0.0")]
-    ip: IpAddr,
-    /// Its API port for CampsHub360's records (0: none, the gateway pushes over MQTT).
-    #[arg(long, default_value_t = 0)]
-    port: u16,
+    /// The gateway's address, for CampsHub360's records; the gateway pushes, nothing connects
+    /// to it (new rows: 0.0.0.0; kept on update unless given).
+    #[arg(long)]
+    ip: Option<IpAddr>,
+    /// Its API port for CampsHub360's records (new rows: 0, none: the gateway pushes over MQTT;
+    /// kept on update unless given).
+    #[arg(long)]
+    port: Option<u16>,
     #[command(flatten)]
     db: Db,
 }
@@ -179,7 +182,8 @@ async fn register(a: RegisterArgs) -> anyhow::Result<ExitCode> {
     fits("--name", &name, 200)?;
     fits("--location", &location, 200)?;
     let client = connect(&a.db).await?;
-    let port = i32::from(a.port);
+    let ip = a.ip.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    let port = i32::from(a.port.unwrap_or(0));
     let row = client
         .query_one(
             "INSERT INTO attendance_biometric_device
@@ -190,15 +194,29 @@ async fn register(a: RegisterArgs) -> anyhow::Result<ExitCode> {
                      'active', NULL, '', true, false,
                      5, $5, $6, '', '')
              ON CONFLICT (device_id) DO UPDATE SET
-                 updated_at = now(), device_name = EXCLUDED.device_name,
-                 location = EXCLUDED.location, room = EXCLUDED.room,
-                 ip_address = EXCLUDED.ip_address, port = EXCLUDED.port
-             RETURNING id, (xmax = 0) AS inserted, is_enabled",
-            &[&a.device_id, &name, &location, &a.room, &a.ip, &port],
+                 updated_at = now(), room = EXCLUDED.room,
+                 device_name = CASE WHEN $7 THEN EXCLUDED.device_name ELSE attendance_biometric_device.device_name END,
+                 location = CASE WHEN $8 THEN EXCLUDED.location ELSE attendance_biometric_device.location END,
+                 ip_address = CASE WHEN $9 THEN EXCLUDED.ip_address ELSE attendance_biometric_device.ip_address END,
+                 port = CASE WHEN $10 THEN EXCLUDED.port ELSE attendance_biometric_device.port END
+             RETURNING id, (xmax = 0) AS inserted, is_enabled, device_name",
+            &[
+                &a.device_id,
+                &name,
+                &location,
+                &a.room,
+                &ip,
+                &port,
+                &a.name.is_some(),
+                &a.location.is_some(),
+                &a.ip.is_some(),
+                &a.port.is_some(),
+            ],
         )
         .await
         .map_err(|e| explain(e, &a.db))?;
-    let (id, inserted, enabled): (i64, bool, bool) = (row.get(0), row.get(1), row.get(2));
+    let (id, inserted, enabled, name): (i64, bool, bool, String) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
     println!(
         "{} {} (attendance_biometric_device.id {id}): room {}, \"{name}\", {}",
         if inserted { "registered" } else { "updated" },

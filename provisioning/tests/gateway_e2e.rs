@@ -124,7 +124,7 @@ async fn a_provisioned_and_registered_gateway_connects_with_its_new_certificate_
         .query_one(
             "SELECT room, device_type, status, is_enabled, host(ip_address), port, location,
                     firmware_version, api_key, auto_sync, sync_interval_minutes,
-                    created_at <= updated_at
+                    created_at <= updated_at, device_name
              FROM attendance_biometric_device WHERE device_id = $1",
             &[&DEVICE],
         )
@@ -142,6 +142,11 @@ async fn a_provisioned_and_registered_gateway_connects_with_its_new_certificate_
     assert!(!row.get::<_, bool>(9));
     assert_eq!(row.get::<_, i32>(10), 5);
     assert!(row.get::<_, bool>(11));
+    assert_eq!(
+        row.get::<_, String>(12),
+        "Room 101 door",
+        "an update keeps the name unless given"
+    );
     let list = ok(&[
         "device",
         "list",
