@@ -23,6 +23,10 @@ have chromium || need+=(chromium)
 # Cross build and emulation for the Raspberry Pi (aarch64); optional but installed when possible.
 have aarch64-linux-gnu-gcc || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 have qemu-aarch64 || need+=(qemu-user)
+# The Debian packages' test (tests/tests/packages.rs): dpkg-deb (dpkg, always there) reads them,
+# systemd-analyze verifies their units, binutils-aarch64-linux-gnu strips the arm64 binaries.
+have systemd-analyze || need+=(systemd)
+have aarch64-linux-gnu-strip || need+=(binutils-aarch64-linux-gnu)
 
 if ((${#need[@]})); then
   echo "install-deps: installing ${need[*]}"
@@ -32,12 +36,19 @@ if ((${#need[@]})); then
   $sudo apt-get update -qq
   # Optional packages may be missing on some releases; the required ones must install.
   $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" ||
-    $sudo apt-get install -y -qq --no-install-recommends mosquitto postgresql socat openssl python3 python3-venv gcc faketime fuse3 prometheus chromium
+    $sudo apt-get install -y -qq --no-install-recommends mosquitto postgresql socat openssl python3 python3-venv gcc faketime fuse3 prometheus chromium systemd
 fi
 
 # The aarch64 standard library for cross builds (rustup only; skipped elsewhere).
 if command -v rustup >/dev/null 2>&1 && ! rustup target list --installed | grep -q aarch64-unknown-linux-gnu; then
   rustup target add aarch64-unknown-linux-gnu || echo "install-deps: aarch64 target unavailable; aarch64 steps will be skipped"
+fi
+# cargo-deb (a build tool, not a dependency of any crate) makes the Debian packages:
+# scripts/package.sh. Pinned so every machine builds the same packages.
+cargo_deb_version=3.8.0
+if ! cargo deb --version 2>/dev/null | grep -q "$cargo_deb_version"; then
+  echo "install-deps: installing cargo-deb $cargo_deb_version"
+  cargo install --locked --version "$cargo_deb_version" cargo-deb
 fi
 # The Debian mosquitto package starts a system broker on port 1883; Rollcall's tests never use
 # it (each test starts its own on a free port). Likewise the prometheus package's server (port
