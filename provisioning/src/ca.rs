@@ -42,6 +42,12 @@ Examples:
   rollcall ca revoke room-101 --reason key-compromise --dir /etc/rollcall/ca
   rollcall ca crl --dir /etc/rollcall/ca      # re-sign the CRL before its next update";
 
+/// Validity in days: at least one, at most a century (dates past that help nobody and would
+/// overflow the date arithmetic).
+fn days() -> clap::builder::RangedI64ValueParser<u32> {
+    clap::builder::RangedI64ValueParser::new().range(1..=36_500)
+}
+
 /// Default CA directory.
 const DEFAULT_DIR: &str = "/etc/rollcall/ca";
 
@@ -105,10 +111,10 @@ struct InitArgs {
     #[arg(long)]
     campus: String,
     /// Validity of the CA certificate in days.
-    #[arg(long, default_value_t = 3650)]
+    #[arg(long, default_value_t = 3650, value_parser = days())]
     days: u32,
     /// Validity of the (empty) CRL in days.
-    #[arg(long, default_value_t = 365)]
+    #[arg(long, default_value_t = 365, value_parser = days())]
     crl_days: u32,
 }
 
@@ -128,7 +134,7 @@ struct IssueArgs {
     #[arg(long = "san", value_name = "NAME|IP")]
     sans: Vec<String>,
     /// Validity in days.
-    #[arg(long, default_value_t = 730)]
+    #[arg(long, default_value_t = 730, value_parser = days())]
     days: u32,
     /// Issue another certificate even though the name has a valid one.
     #[arg(long)]
@@ -143,7 +149,7 @@ struct RenewArgs {
     #[arg(long, default_value = DEFAULT_DIR)]
     dir: PathBuf,
     /// Validity of the new certificate in days.
-    #[arg(long, default_value_t = 730)]
+    #[arg(long, default_value_t = 730, value_parser = days())]
     days: u32,
     /// Make a new key too (the gateway then needs the new key file as well as the certificate).
     #[arg(long)]
@@ -161,7 +167,7 @@ struct RevokeArgs {
     #[arg(long, default_value = "unspecified")]
     reason: String,
     /// Validity of the new CRL in days.
-    #[arg(long, default_value_t = 365)]
+    #[arg(long, default_value_t = 365, value_parser = days())]
     crl_days: u32,
 }
 
@@ -171,7 +177,7 @@ struct CrlArgs {
     #[arg(long, default_value = DEFAULT_DIR)]
     dir: PathBuf,
     /// Validity of the new CRL in days.
-    #[arg(long, default_value_t = 365)]
+    #[arg(long, default_value_t = 365, value_parser = days())]
     crl_days: u32,
 }
 

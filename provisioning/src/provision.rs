@@ -126,6 +126,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             args.device_id
         );
     }
+    if let Some(room) = &args.room
+        && (room.is_empty() || room.chars().count() > 64 || room.chars().any(char::is_control))
+    {
+        bail!(
+            "--room {room:?}: give the room as attendance_session.room names it, 1 to 64 \
+             characters on one line"
+        );
+    }
     let (host, port) = broker(&args.broker)?;
     let readers = args
         .readers
