@@ -475,4 +475,18 @@ mod tests {
             Err("not an InListPassiveTarget reply")
         );
     }
+
+    #[test]
+    fn one_resync_step_drops_all_the_noise_before_a_frame() {
+        let noisy = [0x55, 0x12, 0x34, 0x00, 0x00, 0xFF, 0x00, 0xFF, 0x00];
+        let e = parse(&noisy).expect_err("noise first");
+        assert_eq!(e, FrameError::Garbage(3));
+        assert_eq!(
+            parse(&noisy[e.skip()..]),
+            Ok(Decoded::Frame {
+                frame: Frame::Ack,
+                len: 6
+            })
+        );
+    }
 }

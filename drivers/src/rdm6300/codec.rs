@@ -315,4 +315,16 @@ mod tests {
         lower[4] = b'g';
         assert_eq!(parse(&lower), Err(FrameError::Malformed));
     }
+
+    #[test]
+    fn one_resync_step_drops_all_the_noise_before_a_frame() {
+        let mut noisy = vec![0xFF, 0x00, b'6'];
+        noisy.extend_from_slice(&EXAMPLE);
+        let e = parse(&noisy).expect_err("noise first");
+        assert_eq!(e, FrameError::Garbage(3));
+        assert!(matches!(
+            parse(&noisy[e.skip()..]),
+            Ok(Decoded::Tag { len: 14, .. })
+        ));
+    }
 }
