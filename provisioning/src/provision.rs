@@ -31,13 +31,14 @@ use files::{Install, Owner};
 
 const EXAMPLES: &str = "\
 Examples:
-  # on the gateway, with the campus CA's directory at hand (certificate from `rollcall ca issue`)
-  rollcall provision room-101 --site north --room R101 --broker mqtts://broker.campus:8883 \\
-      --ca-dir /etc/rollcall/ca --reader card:rdm6300:/dev/ttyAMA0 --reader finger:r503:/dev/ttyAMA1
-  # an SD card's root file system prepared on a laptop, certificates from the campus PKI
+  # on the gateway, with the three files `rollcall ca issue room-101` made (or the campus PKI's)
+  sudo rollcall provision room-101 --site north --room R101 --broker mqtts://broker.campus:8883 \\
+      --ca-file ca.pem --cert room-101.pem --key room-101.key \\
+      --reader card:rdm6300:/dev/ttyAMA0 --reader finger:r503:/dev/ttyAMA1
+  # on the CA's machine, straight onto an SD card's root file system
   rollcall provision room-102 --site north --room R102 --broker mqtts://broker.campus:8883 \\
-      --ca-file campus-ca.pem --cert room-102.pem --key room-102.key \\
-      --reader gate:wiegand:17,27 --root /media/$USER/rootfs
+      --ca-dir /etc/rollcall/ca --reader gate:wiegand:17,27 --root /media/$USER/rootfs
+
 Reader specs: ID:KIND[:PORT], KIND one of rdm6300, pn532, ef01 (alias r503, r307, r305, as608),
 iso-template (PORT a UART such as /dev/ttyAMA0), wiegand (PORT the D0,D1 GPIO lines, e.g. 17,27),
 simulated-card, simulated-fingerprint (no PORT).";
