@@ -170,7 +170,7 @@ d1_line = 27
         ),
         (
             &format!(
-                "FAIL  serial port {} (reader door-nfc): permission denied for rollcall (mode 0,",
+                "FAIL  serial port {} (reader door-nfc): permission denied for rollcall (mode 0000,",
                 locked.display()
             ),
             "chmod 660",

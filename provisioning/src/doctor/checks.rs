@@ -162,7 +162,7 @@ fn device_file(
     if !user.may_read_write(&meta) {
         return Finding::fail(
             format!(
-                "{what}: permission denied for {} (mode {:o}, owner {}:{})",
+                "{what}: permission denied for {} (mode {:04o}, owner {}:{})",
                 user.name,
                 meta.mode() & 0o777,
                 meta.uid(),
