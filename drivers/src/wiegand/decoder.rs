@@ -510,27 +510,38 @@ mod tests {
     #[test]
     fn pulses_at_the_width_limits_are_bits_and_beyond_them_noise() {
         let timing = Timing::default();
-        let mut d = Decoder::new(timing);
         let ns = |d: Duration| d.as_nanos() as u64;
-        let widths = [
-            ns(timing.min_pulse),     // 10 us: a bit
-            ns(timing.min_pulse) - 1, // noise
-            ns(timing.max_pulse),     // 2 ms: a bit
-            ns(timing.max_pulse) + 1, // noise
-        ];
-        for (i, width) in widths.into_iter().enumerate() {
+        let (min, max) = (ns(timing.min_pulse), ns(timing.max_pulse));
+        let mut d = Decoder::new(timing);
+        let mut out = Vec::new();
+        // The frame's bits alternate between the shortest (10 us) and the longest (2 ms) pulse
+        // that counts; between two bits, a pulse 1 ns shorter or longer than those on the other
+        // line, which would flip the bit if it counted.
+        for (i, bit) in bits(EXAMPLE).into_iter().enumerate() {
+            let (line, other) = if bit {
+                (Line::D1, Line::D0)
+            } else {
+                (Line::D0, Line::D1)
+            };
             let at = i as u64 * 5_000_000;
-            for (falling, at_ns) in [(true, at), (false, at + width)] {
-                let edge = Edge {
-                    line: Line::D1,
-                    falling,
-                    at_ns,
-                };
-                assert_eq!(d.edge(edge), None);
+            let (width, noise) = if i % 2 == 0 {
+                (min, min - 1)
+            } else {
+                (max, max + 1)
+            };
+            for (line, start, width) in [(line, at, width), (other, at + 2_500_000, noise)] {
+                for (falling, at_ns) in [(true, start), (false, start + width)] {
+                    out.extend(d.edge(Edge {
+                        line,
+                        falling,
+                        at_ns,
+                    }));
+                }
             }
         }
-        assert_eq!(d.noise_pulses(), 2);
-        assert_eq!(d.poll(u64::MAX), Some(Err(WiegandError::Length(2))));
+        out.extend(d.poll(u64::MAX));
+        assert_eq!(out, [Ok(W26)]);
+        assert_eq!(d.noise_pulses(), 26);
     }
 
     #[test]
