@@ -24,7 +24,10 @@ Examples (a new gateway, from a laptop or the central server, then on the Pi):
   # on the Pi
   rollcall doctor
   rollcall status
-  rollcall enrol door-finger 2024CS001";
+  rollcall enrol door-finger 2024CS001
+  # after a failure, or when the gateway leaves service
+  rollcall journal salvage /var/lib/rollcall/journal.redb.corrupt --publish
+  rollcall reset --factory --export /root/room-101-punches";
 
 /// The IT command line for Rollcall gateways.
 #[derive(Debug, Parser)]
