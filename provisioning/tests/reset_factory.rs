@@ -127,7 +127,7 @@ async fn factory_reset_refuses_unacked_punches_then_shreds_keys_and_empties_the_
         removed: vec![],
     };
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !(state.join("roster.sealed").exists() && !sim.lock().library().is_empty()) {
+    while !state.join("roster.sealed").exists() || sim.lock().library().is_empty() {
         anyhow::ensure!(
             Instant::now() < deadline,
             "roster never applied; log:\n{}",
