@@ -118,6 +118,7 @@ pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
 
 /// Serves control connections until `shutdown`.
 pub async fn serve(listener: UnixListener, control: Control, shutdown: CancellationToken) {
+    let last_ack = status::LastAck::watch(control.journal.stats(), shutdown.clone());
     loop {
         let stream = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -129,12 +130,17 @@ pub async fn serve(listener: UnixListener, control: Control, shutdown: Cancellat
                 }
             },
         };
-        let (c, s) = (control.clone(), shutdown.clone());
-        tokio::spawn(async move { session(stream, c, s).await });
+        let (c, a, s) = (control.clone(), last_ack.clone(), shutdown.clone());
+        tokio::spawn(async move { session(stream, c, a, s).await });
     }
 }
 
-async fn session(stream: UnixStream, control: Control, shutdown: CancellationToken) {
+async fn session(
+    stream: UnixStream,
+    control: Control,
+    last_ack: status::LastAck,
+    shutdown: CancellationToken,
+) {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     loop {
@@ -151,7 +157,7 @@ async fn session(stream: UnixStream, control: Control, shutdown: CancellationTok
             }
             continue;
         }
-        let reply = handle(&line, &control).await;
+        let reply = handle(&line, &control, &last_ack).await;
         if write
             .write_all(format!("{reply}\n").as_bytes())
             .await
@@ -187,10 +193,10 @@ pub fn parse(line: &str) -> Result<(String, Presentation), String> {
     }
 }
 
-async fn handle(line: &str, control: &Control) -> String {
+async fn handle(line: &str, control: &Control, last_ack: &status::LastAck) -> String {
     let (presenter, accept) = (&control.presenter, &control.accept);
     if line.trim() == "status --json" {
-        return status::report(control).await.to_json();
+        return status::report(control, last_ack).await.to_json();
     }
     if line.trim() == "status" {
         let s = *control.journal.stats().borrow();

@@ -272,9 +272,20 @@ fn human(config: &Config, r: &StatusReport, free: Option<u64>, problems: &[Probl
     row(
         "journal",
         format!(
-            "{} unacked of {}{oldest}; last seq {}, acked up to {} (epoch {}); {} acked since start",
-            r.depth, r.capacity, r.last_seq, r.acked, r.epoch, r.punches_acked
+            "{} unacked of {}{oldest}; last seq {}, acked up to {} (epoch {})",
+            r.depth, r.capacity, r.last_seq, r.acked, r.epoch
         ),
+    );
+    row(
+        "last ack",
+        match r.last_ack_age_s {
+            Some(a) => format!(
+                "{} ago; {} punches acked since start",
+                age(a),
+                r.punches_acked
+            ),
+            None => "none since rollcalld started".to_owned(),
+        },
     );
     for reader in &config.readers {
         let state = match r.readers.get(&reader.id) {
@@ -373,6 +384,7 @@ fn to_json(
         "capacity": r.capacity,
         "oldest_unacked_age_s": r.oldest_unacked_age_s,
         "punches_acked": r.punches_acked,
+        "last_ack_age_s": r.last_ack_age_s,
         "readers": readers,
         "clock_synced": r.clock_synced,
         "clock_offset_ms": r.clock_offset_ms,
@@ -452,6 +464,7 @@ mod tests {
             capacity: 1000,
             oldest_unacked_age_s: None,
             punches_acked: 10,
+            last_ack_age_s: Some(5),
             link_up: true,
             readers: BTreeMap::from([(
                 "door-card".to_owned(),
@@ -563,6 +576,7 @@ mod tests {
             "exit",
             "depth",
             "oldest_unacked_age_s",
+            "last_ack_age_s",
             "acked",
             "link_up",
             "readers",

@@ -56,6 +56,8 @@ async fn status_reads_a_healthy_gateway_then_its_backlog_offline_then_a_stopped_
     let dir = tempfile::tempdir()?;
     let config = GatewayOptions::new(broker.port()).write(dir.path())?;
     let mut gw = Rollcalld::start(&rollcall_tests::binaries::rollcalld(), &config).await?;
+    // The test in the centre's place: acks what it receives.
+    let _acker = rollcall_tests::acker::Acker::start(broker.port()).await?;
 
     // Connected, nothing waiting: healthy, every field there.
     let (out, v) = status_until(&config, &gw, |v| v["link_up"] == true).await?;
@@ -65,6 +67,7 @@ async fn status_reads_a_healthy_gateway_then_its_backlog_offline_then_a_stopped_
         "depth",
         "capacity",
         "oldest_unacked_age_s",
+        "last_ack_age_s",
         "acked",
         "last_seq",
         "readers",
@@ -100,6 +103,21 @@ async fn status_reads_a_healthy_gateway_then_its_backlog_offline_then_a_stopped_
     ] {
         assert!(text.contains(want), "{want:?} not in:\n{text}");
     }
+
+    // A punch goes out and is acked: the last ack is seen.
+    let reply = gw.command("card door-card 0000000002").await?;
+    assert!(reply.starts_with("accepted"), "{reply}");
+    let (out, v) = status_until(&config, &gw, |v| {
+        v["depth"].as_u64() == Some(0) && v["last_ack_age_s"].as_u64().is_some()
+    })
+    .await?;
+    assert_eq!(out.status.code(), Some(0), "{v}");
+    assert_eq!(v["acked"].as_u64(), Some(1), "{v}");
+    let text = String::from_utf8_lossy(&status(&config, false)?.stdout).into_owned();
+    assert!(
+        text.contains("  last ack  ") && text.contains("s ago; 1 punches acked"),
+        "{text}"
+    );
 
     // The broker dies and students keep punching: degraded, the backlog shown.
     broker.kill();

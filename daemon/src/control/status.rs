@@ -4,11 +4,14 @@
 //! for it, and `rollcall` reads it back into [`StatusReport`] with serde.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use rollcall_drivers::ReaderHealth;
-use std::fmt::Write as _;
-
 use serde::Deserialize;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::Control;
 
@@ -29,6 +32,8 @@ pub struct StatusReport {
     pub oldest_unacked_age_s: Option<u64>,
     /// Punches deleted after the centre's acks since rollcalld started.
     pub punches_acked: u64,
+    /// Seconds since an ack last moved the journal on; `None`: none since rollcalld started.
+    pub last_ack_age_s: Option<u64>,
     /// Whether the MQTT link to the broker is up.
     pub link_up: bool,
     /// Health reported by each reader that reported (a reader absent here never did).
@@ -73,7 +78,7 @@ impl StatusReport {
         }
         format!(
             "{{\"epoch\":{},\"last_seq\":{},\"acked\":{},\"depth\":{},\"capacity\":{},\
-             \"oldest_unacked_age_s\":{},\"punches_acked\":{},\"link_up\":{},\"readers\":{{{readers}}},\
+             \"oldest_unacked_age_s\":{},\"punches_acked\":{},\"last_ack_age_s\":{},\"link_up\":{},\"readers\":{{{readers}}},\
              \"clock_synced\":{},\"clock_offset_ms\":{},\"roster_version\":{},\
              \"templates_loaded\":{},\"module_capacity\":{},\"enrolment_outbox\":{}}}",
             self.epoch,
@@ -83,6 +88,7 @@ impl StatusReport {
             self.capacity,
             opt(self.oldest_unacked_age_s.map(|v| v.to_string())),
             self.punches_acked,
+            opt(self.last_ack_age_s.map(|v| v.to_string())),
             self.link_up,
             self.clock_synced,
             opt(self.clock_offset_ms.map(|v| v.to_string())),
@@ -113,8 +119,45 @@ fn json_string(s: &str) -> String {
     out
 }
 
+/// When the centre's acks last moved the journal on, as seen since rollcalld started.
+#[derive(Debug, Clone, Default)]
+pub(super) struct LastAck(Arc<Mutex<Option<Instant>>>);
+
+impl LastAck {
+    /// Notes the time of every change of the journal's acked seq until `shutdown`.
+    pub(super) fn watch(
+        mut stats: watch::Receiver<crate::journal::actor::JournalStats>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let me = Self::default();
+        let seen = me.clone();
+        let mut acked = stats.borrow_and_update().acked;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    changed = stats.changed() => if changed.is_err() { return },
+                }
+                let now = stats.borrow_and_update().acked;
+                if now != acked {
+                    acked = now;
+                    *seen.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+                }
+            }
+        });
+        me
+    }
+
+    fn age_s(&self) -> Option<u64> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|at| at.elapsed().as_secs())
+    }
+}
+
 /// Gathers the report from the parts `control` holds.
-pub async fn report(control: &Control) -> StatusReport {
+pub(super) async fn report(control: &Control, last_ack: &LastAck) -> StatusReport {
     let s = *control.journal.stats().borrow();
     let (now, clock) = crate::clock::now();
     let oldest = match control.journal.oldest_captured_at_ms().await {
@@ -131,6 +174,7 @@ pub async fn report(control: &Control) -> StatusReport {
         capacity: s.capacity,
         oldest_unacked_age_s: if s.depth == 0 { None } else { oldest },
         punches_acked: m.punches_acked.get(),
+        last_ack_age_s: last_ack.age_s(),
         link_up: m.link_up.get() == 1,
         readers: readers(&control.accept.reader_health_snapshot()),
         clock_synced: clock.ntp_synced,
@@ -179,6 +223,27 @@ mod tests {
         assert!(got["door-card"].healthy);
     }
 
+    #[tokio::test]
+    async fn the_last_ack_is_when_the_acked_seq_last_moved() {
+        use crate::journal::actor::JournalStats;
+        let (tx, rx) = watch::channel(JournalStats::default());
+        let stop = CancellationToken::new();
+        let last = LastAck::watch(rx, stop.clone());
+        assert_eq!(last.age_s(), None, "no ack yet");
+        tx.send_modify(|s| s.depth = 3);
+        tokio::task::yield_now().await;
+        assert_eq!(last.age_s(), None, "a new punch is not an ack");
+        tx.send_modify(|s| s.acked = 3);
+        for _ in 0..100 {
+            if last.age_s().is_some() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(last.age_s(), Some(0));
+        stop.cancel();
+    }
+
     #[test]
     fn strings_are_escaped_for_json() {
         assert_eq!(
@@ -197,6 +262,7 @@ mod tests {
             capacity: 100,
             oldest_unacked_age_s: Some(42),
             punches_acked: 12,
+            last_ack_age_s: Some(9),
             link_up: false,
             readers: readers(&crate::capture::ReaderHealthMap::from([(
                 "door".to_owned(),
@@ -213,10 +279,11 @@ mod tests {
         assert!(!line.contains('\n'), "{line}");
         assert_eq!(
             line,
-            r#"{"epoch":3,"last_seq":20,"acked":12,"depth":8,"capacity":100,"oldest_unacked_age_s":42,"punches_acked":12,"link_up":false,"readers":{"door":{"healthy":false,"detail":"line\nbreak \"quoted\""}},"clock_synced":true,"clock_offset_ms":5,"roster_version":7,"templates_loaded":2,"module_capacity":200,"enrolment_outbox":1}"#
+            r#"{"epoch":3,"last_seq":20,"acked":12,"depth":8,"capacity":100,"oldest_unacked_age_s":42,"punches_acked":12,"last_ack_age_s":9,"link_up":false,"readers":{"door":{"healthy":false,"detail":"line\nbreak \"quoted\""}},"clock_synced":true,"clock_offset_ms":5,"roster_version":7,"templates_loaded":2,"module_capacity":200,"enrolment_outbox":1}"#
         );
         let empty = StatusReport {
             oldest_unacked_age_s: None,
+            last_ack_age_s: None,
             clock_offset_ms: None,
             readers: BTreeMap::new(),
             ..r
