@@ -33,8 +33,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let Sub::Rotate { config } = args.command;
     anyhow::bail!(
         "rollcall keys rotate is not available yet: rollcalld has no key rotation command, so the \
-         device data key (template.key in the state directory {} names) is unchanged. To stop trusting a key today, \
-         run rollcall reset --factory --export DIR and provision the gateway again",
+         device data key (template.key in the state directory {} names) is unchanged. To stop \
+         trusting a key today, run rollcall reset --factory --export DIR and provision the \
+         gateway again",
         config.display()
     )
 }
