@@ -4,19 +4,14 @@
 //!
 //! Each is built, or found up to date, by cargo into the target directory the running test
 //! binary lives in, in the same profile, so `cargo test --release` tests release binaries.
-//! `ROLLCALL_ROLLCALLD_BIN`, `ROLLCALL_INGEST_BIN` and `ROLLCALL_CLI_BIN` name other builds to
-//! test instead (a release, or the code before a fix, to see a regression test fail).
+//! `ROLLCALL_ROLLCALLD_BIN` and `ROLLCALL_INGEST_BIN` name other builds to test instead (a
+//! release, or the code before a fix, to see a regression test fail).
 
 use std::path::PathBuf;
 
 /// rollcalld, or the build `ROLLCALL_ROLLCALLD_BIN` names.
 pub fn rollcalld() -> PathBuf {
     workspace_binary("ROLLCALL_ROLLCALLD_BIN", "rollcall-daemon", "rollcalld")
-}
-
-/// rollcall, the IT command line, or the build `ROLLCALL_CLI_BIN` names.
-pub fn rollcall() -> PathBuf {
-    workspace_binary("ROLLCALL_CLI_BIN", "rollcall-provisioning", "rollcall")
 }
 
 /// rollcall-ingest, or the build `ROLLCALL_INGEST_BIN` names.
