@@ -23,7 +23,7 @@
 use chrono::Utc;
 use rollcall_ingest::config::Config;
 use rollcall_ingest::credentials::keys::KeyRing;
-use rollcall_ingest::credentials::{refresh_once, roster};
+use rollcall_ingest::credentials::{Tick, refresh_once, roster};
 use rollcall_protocol::topic;
 use rollcall_protocol::v1::RosterAck;
 use rollcall_protocol::v1::credentials::{FORMAT_CARD, FORMAT_EF01};
@@ -610,7 +610,19 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     sub.reset();
     let t = Instant::now();
-    let r = refresh_once(&pool, &keys, &cfg, &cc, &service, now, Utc::now()).await?;
+    let r = refresh_once(
+        &pool,
+        &keys,
+        &cfg,
+        &cc,
+        &service,
+        Tick {
+            last: now,
+            now: Utc::now(),
+            template_table: true,
+        },
+    )
+    .await?;
     let t_returned = t.elapsed();
     let got = sub.wait(r.messages as u64).await?;
     let t_all = t.elapsed();
@@ -693,7 +705,19 @@ async fn main() -> anyhow::Result<()> {
     let t_change = t.elapsed();
     sub.reset();
     let t = Instant::now();
-    let r = refresh_once(&pool, &keys, &cfg, &cc, &service, now, Utc::now()).await?;
+    let r = refresh_once(
+        &pool,
+        &keys,
+        &cfg,
+        &cc,
+        &service,
+        Tick {
+            last: now,
+            now: Utc::now(),
+            template_table: true,
+        },
+    )
+    .await?;
     let t_returned = t.elapsed();
     let got = sub.wait(r.messages as u64).await?;
     let t_all = t.elapsed();
@@ -717,7 +741,19 @@ async fn main() -> anyhow::Result<()> {
         let at = Utc::now();
         let last = at - chrono::Duration::from_std(cc.roster_every)?;
         let t = Instant::now();
-        let r = refresh_once(&pool, &keys, &cfg, &cc, &service, last, at).await?;
+        let r = refresh_once(
+            &pool,
+            &keys,
+            &cfg,
+            &cc,
+            &service,
+            Tick {
+                last,
+                now: at,
+                template_table: false,
+            },
+        )
+        .await?;
         idle.push(t.elapsed());
         anyhow::ensure!(r.changed == 0 && r.messages == 0, "idle refresh did {r:?}");
     }

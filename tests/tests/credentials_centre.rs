@@ -691,3 +691,89 @@ async fn retention_destroys_the_templates_of_students_who_left() {
         0
     );
 }
+
+/// A roster far larger than one MQTT packet of the punch path (64 KiB) reaches its gateway,
+/// split into parts within `max_part_bytes`, each applied only with the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_large_roster_reaches_the_gateway_in_parts() {
+    use rollcall_ingest::credentials::{keys::KeyRing, store};
+    let db = db(Schema::Standalone).await.unwrap();
+    let c = &db.client;
+    let campus = campus(c, SessionClock::Utc).await;
+    two_rooms(c, &campus).await;
+    let broker = Mosquitto::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("credential-keys");
+    cli(
+        &key_file,
+        &["credentials", "init-key", key_file.to_str().unwrap()],
+    );
+    let keys = KeyRing::load(&key_file).unwrap();
+    // 30 more students in R101's section, each with ten impressions of 1,536 bytes (as an R503
+    // stores them): about 460 KB for dev-101. An eleventh impression is refused.
+    let pool = pool(&db.url, 2);
+    let pc = pool.get().await.unwrap();
+    let now = chrono::Utc::now();
+    let mut ids: BTreeMap<String, std::collections::BTreeSet<Uuid>> = BTreeMap::new();
+    for k in 0..30u32 {
+        let s = Uuid::now_v7();
+        ins(
+            c,
+            "students_student",
+            &[
+                ("id", &format!("'{s}'")),
+                ("roll_number", &format!("'B{k:03}'")),
+                ("status", "'ACTIVE'"),
+            ],
+        )
+        .await;
+        ins(
+            c,
+            "academics_courseenrollment",
+            &[
+                ("student_id", &format!("'{s}'")),
+                ("course_section_id", &campus.section.to_string()),
+                ("status", "'ENROLLED'"),
+            ],
+        )
+        .await;
+        store::grant_consent(&pc, s, "registrar", "form", now)
+            .await
+            .unwrap();
+        for n in 0..11u32 {
+            let data: Vec<u8> = (0..1536u32).map(|i| (i * 31 + n * 7 + k) as u8).collect();
+            let e = enrolment(DEVICE, &s.to_string(), CredentialKind::Fingerprint, data);
+            let v = store::enrol(&pc, &keys, &e, &[], now).await.unwrap();
+            assert_eq!(v.accepted, n < 10, "impression {n}: {v:?}");
+            if v.accepted {
+                ids.entry(s.to_string()).or_default().insert(e.enrolment_id);
+            }
+        }
+    }
+    let toml = format!(
+        "{}[credentials]\nkey_file = \"{}\"\nroster_every = \"1s\"\nmax_part_bytes = 131072\n",
+        service::config(&db.url, &broker.url(), "cred-big", false),
+        key_file.display()
+    );
+    let ingest = service::start(&toml);
+    let mut g = Gateway::connect(broker.port(), DEVICE).await;
+    g.hello(Duration::from_secs(30)).await;
+    g.until(Duration::from_secs(60), "every impression", |h| {
+        ids.iter().all(|(s, want)| {
+            h.get(s).is_some_and(|m| {
+                m.keys().copied().collect::<std::collections::BTreeSet<_>>() == *want
+            })
+        })
+    })
+    .await;
+    let big = g
+        .applied
+        .iter()
+        .find(|u| u[0].parts > 1)
+        .expect("an update in parts");
+    assert!(big.len() >= 4, "460 KB in parts of at most 128 KiB");
+    for part in big {
+        assert!(part.encode().len() <= 131_072);
+    }
+    ingest.shutdown().await;
+}

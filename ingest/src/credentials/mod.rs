@@ -16,7 +16,7 @@
 //! ```toml
 //! [credentials]
 //! key_file = "/etc/rollcall/credential-keys"  # see keys.rs; mode 0600
-//! roster_every = "10s"                         # changes reach gateways within this (plus MQTT)
+//! roster_every = "30s"                         # changes made in CampsHub360 reach gateways within this
 //! resend_after = "1m"                          # an unacknowledged update is sent again
 //! leaving_statuses = ["GRADUATED", "DROPPED"]  # students_student.status meaning "has left"
 //! retention_after_leaving = "30d"              # then their templates are destroyed
@@ -130,7 +130,7 @@ impl CredentialsFile {
         let roster_every = bounded(
             "roster_every",
             self.roster_every,
-            Duration::from_secs(10),
+            Duration::from_secs(30),
             Duration::from_secs(1),
             Duration::from_secs(600),
         );
@@ -192,6 +192,23 @@ pub struct Refresh {
     pub messages: usize,
     /// Commands published.
     pub commands: usize,
+    /// CampsHub360's `attendance_biometric_template` was brought up to date.
+    pub template_table: bool,
+}
+
+/// How often CampsHub360's template table is brought up to date when nothing changed (for
+/// `last_used`).
+const TEMPLATE_TABLE_EVERY: chrono::Duration = chrono::Duration::minutes(5);
+
+/// When a refresh runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Tick {
+    /// The previous refresh (fingerprint punches since then update `last_used`).
+    pub last: DateTime<Utc>,
+    /// Now.
+    pub now: DateTime<Utc>,
+    /// Bring CampsHub360's template table up to date even if no roster changed.
+    pub template_table: bool,
 }
 
 /// One refresh: retention, rosters, the template table, then every due update and queued
@@ -203,9 +220,13 @@ pub async fn refresh_once(
     cfg: &Config,
     cc: &CredentialsConfig,
     client: &AsyncClient,
-    last: DateTime<Utc>,
-    now: DateTime<Utc>,
+    tick: Tick,
 ) -> Result<Refresh, Error> {
+    let Tick {
+        last,
+        now,
+        template_table: template_sync_due,
+    } = tick;
     let mut c = pool.get().await?;
     let tx = c.transaction().await?;
     let locked: bool = tx
@@ -222,7 +243,13 @@ pub async fn refresh_once(
     };
     let today = now.with_timezone(&cfg.campus.timezone).date_naive();
     out.changed = roster::refresh(&tx, today, now).await?.len();
-    roster::sync_template_table(&tx, last - chrono::Duration::minutes(1), now).await?;
+    // CampsHub360's template table follows the rosters: at once after a change, and every few
+    // minutes for `last_used` (rebuilding it costs seconds on a large campus, too much for
+    // every idle tick).
+    if out.changed > 0 || out.revoked > 0 || template_sync_due {
+        roster::sync_template_table(&tx, last - chrono::Duration::minutes(1), now).await?;
+        out.template_table = true;
+    }
     let resend_before = now - chrono::Duration::from_std(cc.resend_after).unwrap_or_default();
     let mut publish: Vec<(String, Vec<u8>)> = Vec::new();
     for d in roster::due(&tx, resend_before).await? {
@@ -327,8 +354,7 @@ pub async fn handle(
                 }
             };
             let c = pool.get().await?;
-            roster::hello(&c, t.site, &ack, now).await?;
-            Ok(true)
+            Ok(roster::hello(&c, t.site, &ack, now).await?)
         }
         topic::Kind::Enrol => {
             let e = match Enrolment::decode(payload) {
@@ -382,6 +408,12 @@ pub async fn run(
     let mut opts = crate::consumer::mqtt_options(&cfg)?;
     opts.set_client_id(format!("rollcall-ingest-{}-credentials", cfg.node_name));
     opts.set_manual_acks(false);
+    // Roster parts are up to `max_part_bytes` (256 KiB by default): the punch consumer's 64 KiB
+    // outgoing limit would refuse every one of them.
+    opts.set_max_packet_size(
+        v1::MAX_MESSAGE_BYTES + 64 * 1024,
+        v1::MAX_MESSAGE_BYTES + 64 * 1024,
+    );
     let (client, mut el) = AsyncClient::new(opts, 4096);
     let wake = Arc::new(Notify::new());
     let group = cfg.mqtt.share_group.clone();
@@ -449,11 +481,29 @@ pub async fn run(
         })
     };
     let mut last = Utc::now() - chrono::Duration::minutes(10);
+    let mut last_template_table = last;
     loop {
         let now = Utc::now();
-        match refresh_once(&pool, &keys, &cfg, &cc, &client, last, now).await {
+        let template_sync_due = now - last_template_table >= TEMPLATE_TABLE_EVERY;
+        match refresh_once(
+            &pool,
+            &keys,
+            &cfg,
+            &cc,
+            &client,
+            Tick {
+                last,
+                now,
+                template_table: template_sync_due,
+            },
+        )
+        .await
+        {
             Ok(r) => {
-                if r != Refresh::default() {
+                if r.template_table {
+                    last_template_table = now;
+                }
+                if r.revoked + (r.changed + r.messages + r.commands) as u64 > 0 {
                     info!(
                         revoked = r.revoked,
                         changed = r.changed,
@@ -468,7 +518,11 @@ pub async fn run(
         }
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = wake.notified() => {}
+            _ = wake.notified() => {
+                // A burst of acks or enrolments (every gateway reconnecting after a broker
+                // restart) is handled by one refresh, not one each.
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
             _ = tokio::time::sleep(cc.roster_every) => {}
         }
     }

@@ -23,6 +23,8 @@ use super::keys::{KeyRing, Sealed};
 use crate::db::DbError;
 
 /// Records a device's roster ack (its hello on every connect): where it stands, what it takes.
+/// Returns whether the device now needs an update (behind its version, or asking for a
+/// snapshot).
 /// A device new to the centre gets version 1 (an empty roster until the next refresh), so it
 /// always has a version to be brought to; a device claiming a version the centre never issued
 /// (the centre's database restored from backup) is moved past it with a snapshot.
@@ -31,7 +33,7 @@ pub async fn hello(
     site: &str,
     ack: &RosterAck,
     now: DateTime<Utc>,
-) -> Result<(), DbError> {
+) -> Result<bool, DbError> {
     let acked = ack.version as i64;
     let failures = serde_json::to_value(
         ack.failures
@@ -42,7 +44,7 @@ pub async fn hello(
     .unwrap_or_default();
     let loaded = ack.templates_loaded as i32;
     let capacity = ack.capacity.map(|c| c.min(i32::MAX as u32) as i32);
-    c.execute(
+    let row = c.query_one(
         "INSERT INTO rollcall.roster_device (device_id, site, version, acked_version, want_snapshot, accepts,
              templates_loaded, capacity, failures, acked_at)
          VALUES ($1, $2, greatest($3::bigint + 1, 1), $3::bigint, true, $4, $5, $6, $7, $8)
@@ -51,7 +53,8 @@ pub async fn hello(
              want_snapshot = $9 OR $3 = 0 OR $3 > roster_device.version OR $3 < roster_device.floor_version,
              version = CASE WHEN $3 > roster_device.version THEN $3 + 1 ELSE roster_device.version END,
              acked_version = $3, accepts = $4, templates_loaded = $5, capacity = $6, failures = $7,
-             acked_at = $8",
+             acked_at = $8
+         RETURNING want_snapshot OR acked_version < version",
         &[
             &ack.device_id,
             &site,
@@ -65,7 +68,7 @@ pub async fn hello(
         ],
     )
     .await?;
-    Ok(())
+    Ok(row.get(0))
 }
 
 /// Turns PostgreSQL's JIT compilation off for the rest of the transaction. The roster
@@ -174,7 +177,7 @@ pub async fn sync_template_table(
                   JOIN rollcall.credential c ON c.student_id = m.student_id AND c.kind = 'fingerprint'
                        AND c.revoked_at IS NULL AND c.format = ANY(r.accepts)
                   WHERE NOT m.removed
-                  ORDER BY m.device_id, m.student_id, c.enrolled_at DESC";
+                  ORDER BY m.device_id, m.student_id, c.enrolled_at DESC, c.id DESC";
     c.execute(
         &format!(
             "INSERT INTO attendance_biometric_template AS t (created_at, updated_at, student_id, device_id,

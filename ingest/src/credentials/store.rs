@@ -67,6 +67,21 @@ impl Verdict {
     }
 }
 
+/// Most active fingerprint templates per student (ten fingers). With the protocol's 16 KiB per
+/// template this keeps one student's roster entry far below a message, so rosters always split.
+pub const MAX_FINGERPRINTS: i64 = 10;
+/// Most active cards per student.
+pub const MAX_CARDS: i64 = 4;
+
+async fn count_active(c: &impl GenericClient, student: Uuid, kind: &str) -> Result<i64, DbError> {
+    Ok(c.query_one(
+        "SELECT count(*) FROM rollcall.credential WHERE student_id = $1 AND kind = $2 AND revoked_at IS NULL",
+        &[&student, &kind],
+    )
+    .await?
+    .get(0))
+}
+
 /// Whether the student's consent to biometric processing is currently recorded.
 pub async fn has_consent(c: &impl GenericClient, student: Uuid) -> Result<bool, DbError> {
     Ok(c.query_opt(
@@ -156,6 +171,19 @@ async fn judge_and_store(
         return Ok(Verdict::refuse(format!(
             "no biometric consent recorded for {}: record it with `rollcall-ingest consent grant {} --by <who> --method <how>`, then enrol again",
             student.roll_number, student.roll_number
+        )));
+    }
+    let (held, most): (i64, i64) = match e.kind {
+        CredentialKind::Card => (count_active(c, student.id, "card").await?, MAX_CARDS),
+        CredentialKind::Fingerprint => (
+            count_active(c, student.id, "fingerprint").await?,
+            MAX_FINGERPRINTS,
+        ),
+    };
+    if held >= most {
+        return Ok(Verdict::refuse(format!(
+            "{} already has {held} active {kind} credentials, the most a student may have: revoke one first (`rollcall-ingest credentials list {0}`)",
+            student.roll_number
         )));
     }
     let digest = keys.digest(kind, e.data.as_bytes());
