@@ -436,8 +436,10 @@ fn packages_hold_the_binaries_units_config_and_scripts_for_their_architectures()
     }
 }
 
-/// A sandbox for a maintainer script: stubs for every command it may call, keeping users and
-/// groups in files under `state/` and logging each call to `log`.
+/// A sandbox for a maintainer script: stubs for every command it may call, keeping users,
+/// groups and the group owning each path `chown` was given in files, and logging each call to
+/// `log`. `stat -c %G` answers root for a path never chowned, as dpkg leaves a directory it
+/// unpacked.
 #[derive(Debug)]
 struct Sandbox {
     dir: tempfile::TempDir,
@@ -454,6 +456,8 @@ groupadd) touch "$STATE/group/$(last "$@")" ;;
 useradd) touch "$STATE/passwd/$(last "$@")" ;;
 usermod) echo "$3" >> "$STATE/member/$4" ;;
 id) echo "$2 $(cat "$STATE/member/$2" 2>/dev/null | tr '\n' ' ')" ;;
+chown) echo "${1#*:}" > "$STATE/owner/$(echo "$2" | tr / _)" ;;
+stat) f="$STATE/owner/$(echo "$3" | tr / _)"; if [ -f "$f" ]; then cat "$f"; else echo root; fi ;;
 esac
 exit 0
 "#;
@@ -475,13 +479,14 @@ const STUBBED: &[&str] = &[
     "delgroup",
     "rm",
     "install",
+    "stat",
 ];
 
 impl Sandbox {
     fn new() -> Sandbox {
         let dir = tempfile::tempdir().unwrap();
         let bin = dir.path().join("bin");
-        for d in ["bin", "group", "passwd", "member"] {
+        for d in ["bin", "group", "passwd", "member", "owner"] {
             std::fs::create_dir_all(dir.path().join(d)).unwrap();
         }
         // Debian's base system has dialout (base-passwd); gpio only on Raspberry Pi OS.
@@ -636,13 +641,24 @@ fn ingest_postinst_makes_its_user_and_never_starts_the_service() {
         useradd.contains("--shell /usr/sbin/nologin") && useradd.contains("--system"),
         "{useradd}"
     );
+    // dpkg unpacked /etc/rollcall root:root before postinst runs: it goes to the service's group.
+    assert!(
+        calls.contains(&"chown root:rollcall-ingest /etc/rollcall".to_string()),
+        "{calls:#?}"
+    );
+    assert!(
+        calls.contains(&"chmod 0750 /etc/rollcall".to_string()),
+        "{calls:#?}"
+    );
     never_enables_or_starts(&calls, "rollcall-ingest");
     script_never_enables_or_starts("ingest/debian/postinst");
     let again = sandbox.run("ingest/debian/postinst", &["configure", "0.1.0-1"]);
     assert!(
         !again
             .iter()
-            .any(|c| c.starts_with("groupadd") || c.starts_with("useradd")),
+            .any(|c| ["groupadd", "useradd", "chown", "chmod"]
+                .iter()
+                .any(|w| c.starts_with(w))),
         "{again:#?}"
     );
 }
