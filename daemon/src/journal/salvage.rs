@@ -378,6 +378,39 @@ mod tests {
     }
 
     #[test]
+    fn a_file_left_open_by_a_killed_daemon_is_repaired_on_a_copy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("journal.redb");
+        let mut j = Journal::open(&path, 1000).expect("open");
+        let mut batch: Vec<Punch> = (0..20).map(punch).collect();
+        j.append(&mut batch).expect("append");
+        j.ack(5).expect("ack");
+        let epoch = j.epoch();
+        // Never closed, as after kill -9: the file still says it needs recovery.
+        std::mem::forget(j);
+        let before = std::fs::read(&path).expect("read");
+        let s = salvage(&path, dir.path()).expect("salvage");
+        assert!(
+            s.notes.iter().any(|n| n.contains("repaired a copy")),
+            "{:?}",
+            s.notes
+        );
+        assert_eq!(s.epoch, Some(epoch));
+        // The un-synced ack may or may not have survived: either way nothing acked comes back
+        // unless its deletion was lost, and every unacked punch does.
+        assert!(s.acked <= 5);
+        assert_eq!(
+            s.punches.keys().copied().collect::<Vec<_>>(),
+            (s.acked + 1..=20).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            std::fs::read(&path).expect("read"),
+            before,
+            "file untouched"
+        );
+    }
+
+    #[test]
     fn a_destroyed_header_is_scanned_for_punches_and_metadata() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (epoch, path) = journal(dir.path());
