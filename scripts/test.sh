@@ -12,6 +12,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 # The Raspberry Pi build: the whole workspace for aarch64, and the drivers' tests as aarch64
 # binaries under qemu-user (both skipped, saying so, where the target or the tools are missing).
+# tests/tests/packages.rs makes the arm64 Debian packages from these debug binaries.
 if command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 && rustup target list --installed 2>/dev/null | grep -q aarch64-unknown-linux-gnu; then
   cargo build --workspace --target aarch64-unknown-linux-gnu
 elif [ "${CI:-}" = true ]; then
