@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use rollcall_drivers::simulated::{Presentation, Presenter};
 use rollcall_protocol::v1::Subject;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 
@@ -135,6 +135,9 @@ pub async fn serve(listener: UnixListener, control: Control, shutdown: Cancellat
     }
 }
 
+/// Longest command line the control socket takes, newline included.
+pub const MAX_LINE: usize = 4096;
+
 async fn session(
     stream: UnixStream,
     control: Control,
@@ -142,15 +145,41 @@ async fn session(
     shutdown: CancellationToken,
 ) {
     let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read).lines();
+    let mut reader = BufReader::new(read);
     loop {
-        let line = tokio::select! {
+        let mut buf = Vec::new();
+        // At most MAX_LINE bytes per command: a client cannot make rollcalld hold a line of
+        // any length (found by the daemon_control fuzz target's report).
+        let mut limited = (&mut reader).take(MAX_LINE as u64 + 1);
+        let read = tokio::select! {
             _ = shutdown.cancelled() => return,
-            l = lines.next_line() => match l {
-                Ok(Some(l)) => l,
-                _ => return,
-            },
+            r = limited.read_until(b'\n', &mut buf) => r,
         };
+        match read {
+            Ok(0) | Err(_) => return,
+            Ok(_) if buf.len() > MAX_LINE => {
+                let _ = write
+                    .write_all(format!("error: a command is at most {MAX_LINE} bytes\n").as_bytes())
+                    .await;
+                let _ = write.shutdown().await;
+                // Read on (and drop) for a moment before hanging up: closing with unread input
+                // resets the connection and the client would lose the error.
+                let mut sink = [0u8; 8192];
+                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    while let Ok(n) = reader.read(&mut sink).await {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                })
+                .await;
+                return;
+            }
+            Ok(_) => {}
+        }
+        let line = String::from_utf8_lossy(&buf)
+            .trim_end_matches(['\n', '\r'])
+            .to_string();
         if let Some(args) = line.trim().strip_prefix("enrol ") {
             if enrol(args, &control, &mut write).await.is_err() {
                 return;
