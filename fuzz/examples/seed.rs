@@ -344,7 +344,35 @@ fn daemon() {
     }
 }
 
+/// The credential messages' golden fixtures (protocol/tests/fixtures), one seed each.
+fn credentials() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../protocol/tests/fixtures");
+    for (target, fixtures) in [
+        (
+            "protocol_roster",
+            &["roster-delta-v1", "roster-snapshot-part-v1"][..],
+        ),
+        ("protocol_roster_ack", &["roster-ack-v1"][..]),
+        ("protocol_enrolment", &["enrolment-v1"][..]),
+        (
+            "protocol_command",
+            &[
+                "command-enrol-v1",
+                "command-resync-v1",
+                "command-enrolment-result-v1",
+            ][..],
+        ),
+    ] {
+        for name in fixtures {
+            let text = std::fs::read_to_string(dir.join(format!("{name}.hex"))).expect("fixture");
+            let bytes = hex::decode(text.split_whitespace().collect::<String>()).expect("hex");
+            write(target, name, &bytes);
+        }
+    }
+}
+
 fn main() {
+    credentials();
     protocol();
     ingest_adms();
     readers();

@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use rollcall_protocol::topic;
 use rollcall_protocol::uplink::{AckOutcome, Uplink, UplinkConfig};
-use rollcall_protocol::v1::{self, Ack, Punch, PunchBatch, Status};
+use rollcall_protocol::v1::{
+    self, Ack, Command, Enrolment, Punch, PunchBatch, RosterAck, RosterUpdate, Status,
+};
 
 /// CBOR decodes may allocate this many bytes per input byte: a decoded struct is larger than
 /// its encoding (a 3-byte empty string becomes a 24-byte `String`; a 10-byte `ReaderStatus` an
@@ -130,4 +132,58 @@ pub fn journal_punch(data: &[u8]) {
     let batch = v1::encode_batch_raw("room-101", 7, &[&bytes]);
     let batch = PunchBatch::decode(&batch).expect("a raw batch of one stored punch decodes");
     assert_eq!(batch.punches, [punch]);
+}
+
+/// One credential message: no panic, bounded allocation, and the round trip (a decoded message
+/// re-encodes to bytes no longer than its input that decode to the same message).
+fn credential_message<T: PartialEq + std::fmt::Debug>(
+    what: &str,
+    data: &[u8],
+    decode: fn(&[u8]) -> Result<T, v1::DecodeError>,
+    encode: fn(&T) -> Vec<u8>,
+) {
+    let decoded =
+        crate::alloc::bounded(what, data.len(), CBOR_PER_BYTE, CBOR_FIXED, || decode(data));
+    let Ok(message) = decoded else { return };
+    let bytes = encode(&message);
+    assert!(bytes.len() <= data.len());
+    assert_eq!(
+        decode(&bytes).expect("a re-encoded message decodes"),
+        message
+    );
+}
+
+/// `RosterUpdate::decode`, as rollcalld applies it to every message on its roster topic.
+pub fn roster(data: &[u8]) {
+    credential_message(
+        "RosterUpdate::decode",
+        data,
+        RosterUpdate::decode,
+        RosterUpdate::encode,
+    );
+}
+
+/// `RosterAck::decode`, as rollcall-ingest applies it to every roster ack.
+pub fn roster_ack(data: &[u8]) {
+    credential_message(
+        "RosterAck::decode",
+        data,
+        RosterAck::decode,
+        RosterAck::encode,
+    );
+}
+
+/// `Enrolment::decode`, as rollcall-ingest applies it to every enrolment.
+pub fn enrolment(data: &[u8]) {
+    credential_message(
+        "Enrolment::decode",
+        data,
+        Enrolment::decode,
+        Enrolment::encode,
+    );
+}
+
+/// `Command::decode`, as rollcalld applies it to every message on its command topic.
+pub fn command(data: &[u8]) {
+    credential_message("Command::decode", data, Command::decode, Command::encode);
 }
