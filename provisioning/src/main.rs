@@ -6,7 +6,6 @@ mod device;
 mod doctor;
 mod enrol;
 mod journal;
-mod keys;
 mod provision;
 mod reset;
 mod status;
@@ -53,8 +52,6 @@ enum Command {
     Enrol(enrol::Args),
     /// Recover the unacknowledged punches of a journal rollcalld refused as damaged.
     Journal(journal::Args),
-    /// Rotate the device data key, re-encrypting what it protects.
-    Keys(keys::Args),
     /// Factory reset: destroy the keys so no stored template or roster can be read again.
     Reset(reset::Args),
 }
@@ -70,7 +67,6 @@ async fn main() -> ExitCode {
         Command::Doctor(a) => doctor::run(a).await,
         Command::Enrol(a) => enrol::run(a).await,
         Command::Journal(a) => journal::run(a).await,
-        Command::Keys(a) => keys::run(a).await,
         Command::Reset(a) => reset::run(a).await,
     };
     match result {
