@@ -295,22 +295,6 @@ async fn dump(c: &Client) -> String {
     out
 }
 
-fn cli(config: &std::path::Path, args: &[&str]) -> String {
-    let out = std::process::Command::new(rollcall_tests::binaries::ingest())
-        .args(args)
-        .arg("-c")
-        .arg(config)
-        .output()
-        .expect("run rollcall-ingest");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "rollcall-ingest {args:?}: {text}");
-    text
-}
-
 async fn template_rows(c: &Client) -> BTreeMap<(String, String), (bool, String, String)> {
     c.query(
         "SELECT s.roll_number::text, d.device_id::text, t.is_active, t.template_hash::text, t.template_data
@@ -354,16 +338,13 @@ async fn flow(schema: Schema) {
 
     let broker = Mosquitto::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let keys = dir.path().join("credential-keys");
-    cli(&keys, &["credentials", "init-key", keys.to_str().unwrap()]);
-    let toml = format!(
-        "{}[credentials]\nkey_file = \"{}\"\nroster_every = \"1s\"\nresend_after = \"30s\"\n",
-        service::config(&db.url, &broker.url(), "cred-a", false),
-        keys.display()
+    let (config, ingest) = service::with_credentials(
+        dir.path(),
+        &db.url,
+        &broker.url(),
+        "cred-a",
+        "resend_after = \"30s\"\n",
     );
-    let config = dir.path().join("ingest.toml");
-    std::fs::write(&config, &toml).unwrap();
-    let ingest = service::start(&toml);
 
     let mut g101 = Gateway::connect(broker.port(), DEVICE).await;
     let mut g201 = Gateway::connect(broker.port(), D201).await;
@@ -379,7 +360,7 @@ async fn flow(schema: Schema) {
     }
 
     // Consent is recorded for S0 only (by roll number, as a registrar would type it).
-    let out = cli(
+    let out = service::cli(
         &config,
         &[
             "consent",
@@ -493,7 +474,7 @@ async fn flow(schema: Schema) {
     );
 
     // A resync command reaches its device.
-    cli(&config, &["device", "resync", DEVICE]);
+    service::cli(&config, &["device", "resync", DEVICE]);
     let cmd = g101.command(within).await;
     assert_eq!(cmd.action, Action::Resync);
 
@@ -533,7 +514,7 @@ async fn flow(schema: Schema) {
     assert!(!refused.0 && refused.1.contains("disabled"), "{refused:?}");
 
     // S0 withdraws consent: the template is destroyed here and removed from dev-101.
-    let out = cli(
+    let out = service::cli(
         &config,
         &["consent", "withdraw", &s0t, "--by", "dpo@campus.test"],
     );
@@ -703,12 +684,14 @@ async fn a_large_roster_reaches_the_gateway_in_parts() {
     two_rooms(c, &campus).await;
     let broker = Mosquitto::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let key_file = dir.path().join("credential-keys");
-    cli(
-        &key_file,
-        &["credentials", "init-key", key_file.to_str().unwrap()],
+    let (_, ingest) = service::with_credentials(
+        dir.path(),
+        &db.url,
+        &broker.url(),
+        "cred-big",
+        "max_part_bytes = 131072\n",
     );
-    let keys = KeyRing::load(&key_file).unwrap();
+    let keys = KeyRing::load(&dir.path().join("credential-keys")).unwrap();
     // 30 more students in R101's section, each with ten impressions of 1,536 bytes (as an R503
     // stores them): about 460 KB for dev-101. An eleventh impression is refused.
     let pool = pool(&db.url, 2);
@@ -750,12 +733,6 @@ async fn a_large_roster_reaches_the_gateway_in_parts() {
             }
         }
     }
-    let toml = format!(
-        "{}[credentials]\nkey_file = \"{}\"\nroster_every = \"1s\"\nmax_part_bytes = 131072\n",
-        service::config(&db.url, &broker.url(), "cred-big", false),
-        key_file.display()
-    );
-    let ingest = service::start(&toml);
     let mut g = Gateway::connect(broker.port(), DEVICE).await;
     g.hello(Duration::from_secs(30)).await;
     g.until(Duration::from_secs(60), "every impression", |h| {

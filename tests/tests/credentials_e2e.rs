@@ -116,22 +116,6 @@ async fn enrol(socket: &Path, reader: &str, student: &str, mut act: impl FnMut(&
     }
 }
 
-fn cli(config: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new(rollcall_tests::binaries::ingest())
-        .args(args)
-        .arg("-c")
-        .arg(config)
-        .output()
-        .expect("run rollcall-ingest");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "rollcall-ingest {args:?}: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
-}
-
 /// Every file under `dir`, read whole.
 fn contents(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
     let mut out = Vec::new();
@@ -179,16 +163,7 @@ async fn enrolled_once_at_one_gateway_recognised_at_the_gateway_of_another_room(
 
     let broker = Mosquitto::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let keys = dir.path().join("credential-keys");
-    cli(&keys, &["credentials", "init-key", keys.to_str().unwrap()]);
-    let toml = format!(
-        "{}[credentials]\nkey_file = \"{}\"\nroster_every = \"1s\"\n",
-        service::config(&db.url, &broker.url(), "e2e", false),
-        keys.display()
-    );
-    let config = dir.path().join("ingest.toml");
-    std::fs::write(&config, &toml).unwrap();
-    let ingest = service::start(&toml);
+    let (config, ingest) = service::with_credentials(dir.path(), &db.url, &broker.url(), "e2e", "");
 
     let (dir_a, dir_b) = (dir.path().join("a"), dir.path().join("b"));
     std::fs::create_dir_all(&dir_a).unwrap();
@@ -207,7 +182,7 @@ async fn enrolled_once_at_one_gateway_recognised_at_the_gateway_of_another_room(
     })
     .await;
 
-    cli(
+    service::cli(
         &config,
         &[
             "consent",
@@ -292,7 +267,7 @@ async fn enrolled_once_at_one_gateway_recognised_at_the_gateway_of_another_room(
     );
 
     // Withdrawal: the template leaves B's module (and A's).
-    cli(
+    service::cli(
         &config,
         &["consent", "withdraw", "R000", "--by", "dpo@campus.test"],
     );

@@ -47,3 +47,50 @@ impl Ingest {
             .unwrap();
     }
 }
+
+/// Runs the `rollcall-ingest` binary with `args` and `-c config`; its stdout and stderr. Panics
+/// (saying both) unless it succeeds.
+pub fn cli(config: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(rollcall_tests::binaries::ingest())
+        .args(args)
+        .arg("-c")
+        .arg(config)
+        .output()
+        .expect("run rollcall-ingest");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "rollcall-ingest {args:?}: {text}");
+    text
+}
+
+/// rollcall-ingest with `[credentials]`: a key file made by `credentials init-key` in `dir`,
+/// rosters refreshed every second, `extra` lines added to the section. Returns the written
+/// configuration (for the command line) and the running service.
+pub fn with_credentials(
+    dir: &std::path::Path,
+    db_url: &str,
+    broker: &str,
+    node: &str,
+    extra: &str,
+) -> (std::path::PathBuf, Ingest) {
+    let keys = dir.join("credential-keys");
+    cli(
+        &keys,
+        &[
+            "credentials",
+            "init-key",
+            keys.to_str().expect("utf-8 path"),
+        ],
+    );
+    let toml = format!(
+        "{}[credentials]\nkey_file = \"{}\"\nroster_every = \"1s\"\n{extra}",
+        config(db_url, broker, node, false),
+        keys.display()
+    );
+    let path = dir.join("ingest.toml");
+    std::fs::write(&path, &toml).expect("write ingest.toml");
+    (path, start(&toml))
+}
