@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 
 use rollcall_daemon::credentials::store::{self, ROSTER_MAGIC};
 use rollcall_daemon::templates::DataKey;
-use rollcall_drivers::ef01::sim::{Ef01Sim, SimHandle, SimModel};
 use rollcall_protocol::topic::{self, Kind};
 use rollcall_protocol::v1::credentials::FORMAT_EF01;
 use rollcall_protocol::v1::{
     CardCredential, FingerCredential, RosterStudent, RosterUpdate, Secret,
 };
+use rollcall_tests::ef01::{Module, model};
 use rollcall_tests::mosquitto::Mosquitto;
 use rollcall_tests::rollcalld::{GatewayOptions, Rollcalld};
 use rumqttc::{AsyncClient, MqttOptions, QoS};
@@ -69,26 +69,15 @@ async fn factory_reset_refuses_unacked_punches_then_shreds_keys_and_empties_the_
     let broker = Mosquitto::start()?;
 
     // The module, on a pty, outlives rollcalld.
-    let (master, slave) = tokio_serial::SerialStream::pair()?;
-    let pty = tokio_serial::SerialPort::name(&slave).ok_or_else(|| anyhow::anyhow!("pty name"))?;
-    let sim = SimHandle::new(Ef01Sim::new(SimModel {
-        library_size: 50,
-        boot_time: Duration::ZERO,
-        ..SimModel::R307
-    }));
-    let serving = sim.clone();
-    tokio::spawn(async move {
-        let _ = serving
-            .serve(master, tokio_util::sync::CancellationToken::new())
-            .await;
-    });
-    let template = sim.lock().template_for(1);
+    let module = Module::start(model(50))?;
+    let template = module.template(1);
 
     let mut opts = GatewayOptions::new(broker.port());
     opts.roster_from_centre = true;
     opts.readers = Some(format!(
         "[[reader]]\nid = \"door-card\"\nkind = \"simulated-card\"\n\
-         [[reader]]\nid = \"door-finger\"\nkind = \"r307\"\nport = \"{pty}\"\n"
+         {}",
+        module.reader("door-finger")
     ));
     let config = opts.write(dir.path())?;
     let mut gw = Rollcalld::start(&rollcall_tests::binaries::rollcalld(), &config).await?;
@@ -127,7 +116,7 @@ async fn factory_reset_refuses_unacked_punches_then_shreds_keys_and_empties_the_
         removed: vec![],
     };
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !state.join("roster.sealed").exists() || sim.lock().library().is_empty() {
+    while !state.join("roster.sealed").exists() || module.library().is_empty() {
         anyhow::ensure!(
             Instant::now() < deadline,
             "roster never applied; log:\n{}",
@@ -210,10 +199,7 @@ async fn factory_reset_refuses_unacked_punches_then_shreds_keys_and_empties_the_
     ] {
         assert!(!state.join(gone).exists(), "{gone} still there");
     }
-    assert!(
-        sim.lock().library().is_empty(),
-        "the module's library is empty"
-    );
+    assert!(module.library().is_empty(), "the module's library is empty");
     // Any key left: every 32 bytes of every file in the state directory, and any 32-byte file.
     let left: Vec<PathBuf> = files(dir.path())
         .into_iter()

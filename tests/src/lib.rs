@@ -7,6 +7,7 @@
 //! * [`rollcalld`]: runs the real rollcalld binary as a child process.
 //! * [`chaos`]: the chaos soak (issue 11): every part real, faults at random moments, a verdict.
 //! * [`binaries`]: finds (building if needed) the workspace's binaries.
+//! * [`ef01`]: an EF01 fingerprint module simulator on a pseudo-terminal.
 //! * [`chromium`]: headless Chromium's DOM dump and screenshot, for the fleet page's test.
 //! * [`fixtures`]: one valid punch to start from.
 //! * [`zkteco`]: a ZKTeco PUSH (ADMS) terminal speaking the protocol like firmware.
@@ -17,6 +18,7 @@ pub mod acker;
 pub mod binaries;
 pub mod chaos;
 pub mod chromium;
+pub mod ef01;
 pub mod fixtures;
 pub mod mosquitto;
 pub mod pki;

@@ -12,8 +12,8 @@
 mod ingest_common;
 
 use ingest_common::*;
-use rollcall_drivers::ef01::sim::{Ef01Sim, SimHandle, SimModel};
 use rollcall_ingest::config::SessionClock;
+use rollcall_tests::ef01::{Module, model};
 use rollcall_tests::mosquitto::Mosquitto;
 use rollcall_tests::rollcalld::{GatewayOptions, Rollcalld};
 use std::path::Path;
@@ -22,55 +22,23 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// An EF01 module simulator behind a pseudo-terminal, as the Pi's UART would present it.
-struct Module {
-    sim: SimHandle,
-    path: String,
-    _slave: tokio_serial::SerialStream,
-}
-
-impl Module {
-    fn start() -> Module {
-        use tokio_serial::SerialPort;
-        let (master, slave) = tokio_serial::SerialStream::pair().expect("pty pair");
-        let path = slave.name().expect("pty name");
-        let model = SimModel {
-            library_size: 50,
-            boot_time: Duration::ZERO,
-            ..SimModel::R307
-        };
-        let sim = SimHandle::new(Ef01Sim::new(model));
-        let serving = sim.clone();
-        tokio::spawn(async move {
-            let _ = serving
-                .serve(master, tokio_util::sync::CancellationToken::new())
-                .await;
-        });
-        Module {
-            sim,
-            path,
-            _slave: slave,
-        }
-    }
-
-    fn library(&self) -> Vec<Vec<u8>> {
-        self.sim.lock().library().values().cloned().collect()
-    }
-}
-
 async fn gateway(broker: u16, device: &str, module: &Module, dir: &Path) -> Rollcalld {
     let mut opts = GatewayOptions::new(broker);
     opts.device_id = device.into();
     opts.roster_from_centre = true;
     opts.readers = Some(format!(
-        "[[reader]]\nid = \"door-card\"\nkind = \"simulated-card\"\n\
-         [[reader]]\nid = \"door-finger\"\nkind = \"r307\"\nport = \"{}\"\n",
-        module.path
+        "[[reader]]\nid = \"door-card\"\nkind = \"simulated-card\"\n{}",
+        module.reader("door-finger")
     ));
     let config = opts.write(dir).unwrap();
     Rollcalld::start(&rollcall_tests::binaries::rollcalld(), &config)
         .await
         .unwrap()
+}
+
+/// Whether the module's library holds `template` in some slot.
+fn holds(module: &Module, template: &[u8]) -> bool {
+    module.library().values().any(|t| t == template)
 }
 
 /// Polls `f` until it returns `Some`, within [`WAIT`].
@@ -168,7 +136,10 @@ async fn enrolled_once_at_one_gateway_recognised_at_the_gateway_of_another_room(
     let (dir_a, dir_b) = (dir.path().join("a"), dir.path().join("b"));
     std::fs::create_dir_all(&dir_a).unwrap();
     std::fs::create_dir_all(&dir_b).unwrap();
-    let (module_a, module_b) = (Module::start(), Module::start());
+    let (module_a, module_b) = (
+        Module::start(model(50)).unwrap(),
+        Module::start(model(50)).unwrap(),
+    );
     let a = gateway(broker.port(), DEVICE, &module_a, &dir_a).await;
     let b = gateway(broker.port(), D201, &module_b, &dir_b).await;
     // Both gateways said hello and hold a roster.
@@ -195,7 +166,7 @@ async fn enrolled_once_at_one_gateway_recognised_at_the_gateway_of_another_room(
         ],
     );
     // S0's finger at A's module: two captures of the same finger, as the gateway guides.
-    let finger = module_a.sim.lock().template_for(4242);
+    let finger = module_a.template(4242);
     let result = enrol(
         &dir_a.join("state/control.sock"),
         "door-finger",
@@ -224,12 +195,12 @@ async fn enrolled_once_at_one_gateway_recognised_at_the_gateway_of_another_room(
 
     // The template reaches B's module (S0 has class in R201); S1's card is not B's business.
     eventually("S0's template in B's module", || async {
-        module_b.library().contains(&finger).then_some(())
+        holds(&module_b, &finger).then_some(())
     })
     .await;
     assert_eq!(module_b.library().len(), 1, "only S0 is expected in R201");
     eventually("S0's template kept in A's module", || async {
-        module_a.library().contains(&finger).then_some(())
+        holds(&module_a, &finger).then_some(())
     })
     .await;
     let reply = b.command(&format!("card door-card {uid}")).await.unwrap();
@@ -272,8 +243,7 @@ async fn enrolled_once_at_one_gateway_recognised_at_the_gateway_of_another_room(
         &["consent", "withdraw", "R000", "--by", "dpo@campus.test"],
     );
     eventually("S0's template deleted from both modules", || async {
-        (!module_b.library().contains(&finger) && !module_a.library().contains(&finger))
-            .then_some(())
+        (!holds(&module_b, &finger) && !holds(&module_a, &finger)).then_some(())
     })
     .await;
 

@@ -7,7 +7,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rollcall_drivers::ef01::sim::{Ef01Sim, SimHandle, SimModel};
 use rollcall_protocol::topic::{self, Kind};
 use rollcall_protocol::v1::credentials::FORMAT_EF01;
 use rollcall_protocol::v1::{
@@ -157,63 +156,7 @@ impl Centre {
     }
 }
 
-/// An EF01 module simulator on a pseudo-terminal: rollcalld opens `path`; the module (its
-/// library) lives in the test across rollcalld restarts.
-pub struct Module {
-    pub sim: SimHandle,
-    pub path: String,
-    slave: tokio_serial::SerialStream,
-}
-
-impl Module {
-    pub fn start(model: SimModel) -> anyhow::Result<Self> {
-        use tokio_serial::SerialPort;
-        let (master, slave) = tokio_serial::SerialStream::pair()?;
-        let path = slave
-            .name()
-            .ok_or_else(|| anyhow::anyhow!("pty without a name"))?;
-        let sim = SimHandle::new(Ef01Sim::new(model));
-        let serving = sim.clone();
-        tokio::spawn(async move {
-            let _ = serving
-                .serve(master, tokio_util::sync::CancellationToken::new())
-                .await;
-        });
-        Ok(Self { sim, path, slave })
-    }
-
-    /// After a kill: drops what the module sent to the dead process.
-    pub fn flush(&self) {
-        use tokio_serial::SerialPort;
-        let _ = self.slave.clear(tokio_serial::ClearBuffer::All);
-    }
-
-    /// The library: slot -> template.
-    pub fn library(&self) -> std::collections::BTreeMap<u16, Vec<u8>> {
-        self.sim.lock().library().clone()
-    }
-
-    pub fn template(&self, seed: u32) -> Vec<u8> {
-        self.sim.lock().template_for(seed)
-    }
-
-    /// The `[[reader]]` table of this module.
-    pub fn reader(&self, id: &str) -> String {
-        format!(
-            "[[reader]]\nid = \"{id}\"\nkind = \"r307\"\nport = \"{}\"\n",
-            self.path
-        )
-    }
-}
-
-/// A small, fast module: R307-like (512-byte templates) with `slots` slots.
-pub fn model(slots: u16) -> SimModel {
-    SimModel {
-        library_size: slots,
-        boot_time: Duration::ZERO,
-        ..SimModel::R307
-    }
-}
+pub use rollcall_tests::ef01::{Module, model};
 
 pub fn id(n: u32, kind: u8) -> Uuid {
     let mut b = [0u8; 16];
