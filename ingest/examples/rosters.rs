@@ -241,31 +241,12 @@ async fn published_versions(c: &Client) -> anyhow::Result<Vec<(String, i64)>> {
 
 /// The reference: the membership join of `roster::refresh` alone (no diff, no writes), every
 /// row sent to the client.
-const BARE_SELECT: &str = "WITH periods AS (
-        SELECT id FROM attendance_academicperiod
-        WHERE is_active AND period_start <= $1 AND period_end >= $1
-    ), sections AS (
-        SELECT course_section_id, room FROM attendance_timetable_slot
-        WHERE is_active AND academic_period_id IN (SELECT id FROM periods)
-        UNION
-        SELECT course_section_id, room FROM attendance_session
-        WHERE academic_period_id IN (SELECT id FROM periods) AND status <> 'cancelled'
-    ), devices AS (
-        SELECT r.device_id, d.room, r.accepts FROM rollcall.roster_device r
-        JOIN attendance_biometric_device d ON d.device_id = r.device_id
-        WHERE d.is_enabled AND d.room <> ''
-    ), pairs AS (
-        SELECT DISTINCT dv.device_id, dv.accepts, e.student_id
-        FROM devices dv
-        JOIN sections s ON s.room = dv.room
-        JOIN academics_courseenrollment e
-          ON e.course_section_id = s.course_section_id AND e.status = 'ENROLLED'
+fn bare_select() -> String {
+    format!(
+        "WITH {} SELECT device_id::text, student_id, digest FROM desired",
+        roster::MEMBERSHIP_CTES
     )
-    SELECT p.device_id::text, p.student_id, string_agg(c.id::text, ',' ORDER BY c.id) AS digest
-    FROM pairs p
-    JOIN rollcall.credential c
-      ON c.student_id = p.student_id AND c.revoked_at IS NULL AND c.format = ANY(p.accepts)
-    GROUP BY p.device_id, p.student_id";
+}
 
 /// PostgreSQL's time per statement since the last reset, largest first.
 async fn pg_top(c: &Client, what: &str) -> anyhow::Result<()> {
@@ -472,13 +453,14 @@ async fn main() -> anyhow::Result<()> {
     // with JIT off as `roster::refresh` runs.
     let mut bare = Vec::new();
     let mut pairs = 0;
+    let bare_select = bare_select();
     for set in ["", "", "SET jit = off", "RESET jit"] {
         if !set.is_empty() {
             c.batch_execute(set).await?;
         }
         if set != "RESET jit" {
             let t = Instant::now();
-            pairs = c.query(BARE_SELECT, &[&today]).await?.len();
+            pairs = c.query(&bare_select, &[&today]).await?.len();
             bare.push(t.elapsed());
         }
     }

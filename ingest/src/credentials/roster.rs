@@ -81,17 +81,12 @@ async fn no_jit(c: &impl GenericClient) -> Result<(), DbError> {
     Ok(())
 }
 
-/// Recomputes every roster against `today` (the campus's date); returns the devices whose
-/// roster changed, with their new version.
-pub async fn refresh(
-    c: &impl GenericClient,
-    today: NaiveDate,
-    now: DateTime<Utc>,
-) -> Result<Vec<(String, i64)>, DbError> {
-    no_jit(c).await?;
-    let rows = c
-        .query(
-            "WITH periods AS (
+/// Who each device must know, as SQL common table expressions ending in `desired (device_id,
+/// student_id, digest)`: the students ENROLLED in sections meeting in the device's room in the
+/// academic periods covering `$1` (active timetable slots and sessions), with a digest of their
+/// credentials of the formats the device takes. [`refresh`] diffs it against the stored
+/// members; the roster benchmark times it alone as its reference.
+pub const MEMBERSHIP_CTES: &str = "periods AS (
                  SELECT id FROM attendance_academicperiod
                  WHERE is_active AND period_start <= $1 AND period_end >= $1
              ), sections AS (
@@ -116,7 +111,20 @@ pub async fn refresh(
                  JOIN rollcall.credential c
                    ON c.student_id = p.student_id AND c.revoked_at IS NULL AND c.format = ANY(p.accepts)
                  GROUP BY p.device_id, p.student_id
-             ), changes AS (
+             )";
+
+/// Recomputes every roster against `today` (the campus's date); returns the devices whose
+/// roster changed, with their new version.
+pub async fn refresh(
+    c: &impl GenericClient,
+    today: NaiveDate,
+    now: DateTime<Utc>,
+) -> Result<Vec<(String, i64)>, DbError> {
+    no_jit(c).await?;
+    let rows = c
+        .query(
+            &format!(
+                "WITH {MEMBERSHIP_CTES}, changes AS (
                  SELECT d.device_id, d.student_id, d.digest FROM desired d
                  LEFT JOIN rollcall.roster_member m
                    ON m.device_id = d.device_id AND m.student_id = d.student_id
@@ -136,7 +144,8 @@ pub async fn refresh(
                  ON CONFLICT (device_id, student_id) DO UPDATE SET digest = excluded.digest,
                      changed_version = excluded.changed_version, removed = excluded.removed
              )
-             SELECT device_id::text, version FROM bumped",
+             SELECT device_id::text, version FROM bumped"
+            ),
             &[&today, &now],
         )
         .await?;
