@@ -69,6 +69,15 @@ pub struct Verdict {
 }
 
 impl Verdict {
+    /// Faults that killed a process without warning: kill -9 of any component, or a power cut.
+    pub fn kill_cycles(&self) -> u64 {
+        self.faults
+            .iter()
+            .filter(|(k, _)| k.starts_with("kill9_") || **k == "power_cut")
+            .map(|(_, n)| n)
+            .sum()
+    }
+
     /// Whether the run passed: nothing lost, nothing duplicated, nothing wrong, all drained.
     pub fn passed(&self) -> bool {
         self.lost.is_empty()
@@ -277,7 +286,11 @@ impl fmt::Display for Verdict {
         }
         writeln!(f, " {} taken under a stepped clock", self.skewed)?;
         let total: u64 = self.faults.values().sum();
-        write!(f, "  faults     {total}:")?;
+        write!(
+            f,
+            "  faults     {total} ({} kill cycles: kill -9 or power cut):",
+            self.kill_cycles()
+        )?;
         for (k, n) in &self.faults {
             write!(f, " {k} {n},")?;
         }
