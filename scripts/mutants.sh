@@ -7,11 +7,18 @@
 #   scripts/mutants.sh protocol journal only those areas
 #   scripts/mutants.sh --matcher        the four areas and the fingerprint matcher
 #   scripts/mutants.sh --list [AREA..]  list the mutants each area would test, run nothing
+#   scripts/mutants.sh AREA.. -- ARGS   pass ARGS on to cargo mutants, e.g. a part of an area:
+#       -- --shard 1/2 --sharding round-robin   every second mutant of the list, from the second
+#       -- -e daemon/src/journal/mod.rs ...   leave those files out (`-F REGEX` on mutant names
+#                                             also lets through some `delete field` mutants)
+#       -- --cargo-test-arg=--lib             judged by the unit tests only (faster, a lower bound)
+#     Round-robin shards are cut from the list after the equivalents are left out, so a change
+#     to mutants/equivalent.txt moves mutants between shards.
 #
 # Equivalent mutants (no observable difference) are listed with their reason in
 # mutants/equivalent.txt and are not tested, so a run reports only new survivors. Not part of
 # CI: it takes hours on a 2-core machine. Results: target/mutants/<area>/mutants.out/
-# (missed.txt lists the survivors). Environment: MUTANTS_JOBS (default 1),
+# (missed.txt lists the survivors; a later run of the area replaces them). Environment: MUTANTS_JOBS (default 1),
 # MUTANTS_TIMEOUT (seconds per test run, default: per area below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,13 +35,20 @@ export CARGO_PROFILE_TEST_DEBUG="${CARGO_PROFILE_TEST_DEBUG:-0}"
 all_areas=(protocol ingest journal drivers)
 list=false
 areas=()
-for arg in "$@"; do
+extra=()
+while [ $# -gt 0 ]; do
+  arg="$1"
+  shift
   case "$arg" in
+    --)
+      extra=("$@")
+      break
+      ;;
     --matcher) all_areas+=(matcher) ;;
     --list) list=true ;;
     protocol | ingest | journal | drivers | matcher) areas+=("$arg") ;;
     *)
-      echo "usage: scripts/mutants.sh [--matcher] [--list] [protocol|ingest|journal|drivers|matcher]..." >&2
+      echo "usage: scripts/mutants.sh [--matcher] [--list] [protocol|ingest|journal|drivers|matcher]... [-- CARGO_MUTANTS_ARGS]" >&2
       exit 2
       ;;
   esac
@@ -113,7 +127,7 @@ for area in "${areas[@]}"; do
   set -f
   args=($(area_args "$area"))
   set +f
-  all=$(cargo mutants --list "${args[@]}")
+  all=$(cargo mutants --list "${args[@]}" ${extra[@]+"${extra[@]}"})
   if $list; then
     if [ ${#patterns[@]} -eq 0 ]; then
       printf '%s\n' "$all"
@@ -132,9 +146,10 @@ for area in "${areas[@]}"; do
   done
   out="target/mutants/$area"
   mkdir -p "$out"
-  echo "=== $area: cargo mutants ${args[*]}" >&2
+  echo "=== $area: cargo mutants ${args[*]} ${extra[*]-}" >&2
   status=0
-  cargo mutants --jobs "${MUTANTS_JOBS:-1}" --output "$out" "${args[@]}" "${excludes[@]}" || status=$?
+  cargo mutants --jobs "${MUTANTS_JOBS:-1}" --output "$out" "${args[@]}" ${excludes[@]+"${excludes[@]}"} \
+    ${extra[@]+"${extra[@]}"} || status=$?
   # 0: all caught; 2: some missed; 3: some timed out. Anything else is a failure to run.
   case "$status" in 0 | 2 | 3) ;; *) echo "$area: cargo mutants failed ($status)" >&2; exit "$status" ;; esac
   dir="$out/mutants.out"
