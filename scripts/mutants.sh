@@ -18,8 +18,8 @@
 # Equivalent mutants (no observable difference) are listed with their reason in
 # mutants/equivalent.txt and are not tested, so a run reports only new survivors. Not part of
 # CI: it takes hours on a 2-core machine. Results: target/mutants/<area>/mutants.out/
-# (missed.txt lists the survivors; a later run of the area replaces them). Environment: MUTANTS_JOBS (default 1),
-# MUTANTS_TIMEOUT (seconds per test run, default: per area below).
+# (missed.txt lists the survivors; a later run of the area replaces them). Environment:
+# MUTANTS_JOBS (default 1), MUTANTS_TIMEOUT (seconds per test run, default: per area below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
