@@ -361,22 +361,39 @@ mod tests {
         assert_eq!(parse(&bytes), Ok(Decoded::NeedMore(2)));
     }
 
+    /// Runs `test` on another thread and fails if it has not finished within 20 s (it takes
+    /// milliseconds): a parser that stops advancing must fail the test, not hang it.
+    fn within_20_s(test: impl FnOnce() + Send + 'static) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            test();
+            let _ = tx.send(());
+        });
+        match rx.recv_timeout(std::time::Duration::from_secs(20)) {
+            Ok(()) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("not finished in 20 s"),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("failed (above)"),
+        }
+    }
+
     #[test]
     fn resyncs_after_garbage() {
-        let mut codec = Ef01Codec;
-        let mut buf = BytesMut::from(
-            &[
-                0x55, 0x13, 0xEF, 0x00, // noise, including a false EF
-                0xEF, 0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0x07, 0x00, 0x03, 0x00, 0x00, 0x0A,
-            ][..],
-        );
-        assert_eq!(
-            codec.decode(&mut buf).unwrap(),
-            Some(Err(FrameError::Garbage(vec![0x55, 0x13, 0xEF, 0x00])))
-        );
-        let p = codec.decode(&mut buf).unwrap().unwrap().unwrap();
-        assert_eq!(p.payload, vec![0x00]);
-        assert!(buf.is_empty());
+        within_20_s(|| {
+            let mut codec = Ef01Codec;
+            let mut buf = BytesMut::from(
+                &[
+                    0x55, 0x13, 0xEF, 0x00, // noise, including a false EF
+                    0xEF, 0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0x07, 0x00, 0x03, 0x00, 0x00, 0x0A,
+                ][..],
+            );
+            assert_eq!(
+                codec.decode(&mut buf).unwrap(),
+                Some(Err(FrameError::Garbage(vec![0x55, 0x13, 0xEF, 0x00])))
+            );
+            let p = codec.decode(&mut buf).unwrap().unwrap().unwrap();
+            assert_eq!(p.payload, vec![0x00]);
+            assert!(buf.is_empty());
+        });
     }
 
     #[test]
@@ -389,15 +406,21 @@ mod tests {
                 0xFF, 0x07, 0x00, 0x03, 0x02, 0x00, 0x0C,
             ][..],
         );
-        let mut codec = Ef01Codec;
-        let mut packets = Vec::new();
-        while let Some(item) = codec.decode(&mut buf).unwrap() {
-            if let Ok(p) = item {
-                packets.push(p);
+        within_20_s(move || {
+            let mut codec = Ef01Codec;
+            let mut packets = Vec::new();
+            let mut items = 0;
+            while let Some(item) = codec.decode(&mut buf).unwrap() {
+                // Each item takes at least one byte, so 21 bytes give at most 21 items.
+                items += 1;
+                assert!(items <= 21, "an item that took no byte: {item:?}");
+                if let Ok(p) = item {
+                    packets.push(p);
+                }
             }
-        }
-        assert_eq!(packets.len(), 1);
-        assert_eq!(packets[0].payload, vec![0x02]);
+            assert_eq!(packets.len(), 1);
+            assert_eq!(packets[0].payload, vec![0x02]);
+        });
     }
 
     #[test]
