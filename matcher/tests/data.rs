@@ -127,3 +127,84 @@ fn empty_roster_and_empty_templates_answer_nothing() {
     assert_eq!(comparer.compare(&probe, &empty), 0.0);
     assert_eq!(comparer.compare(&empty, &probe), 0.0);
 }
+
+/// Each print's descriptor count and the scores of some pairs of the sample, to 4 decimals.
+/// The accuracy figures (BENCHMARKS.md) and the thresholds were measured with exactly these
+/// descriptors and this consolidation: a change to either, however small, shows here first, and
+/// the numbers below are updated only after the `eval` example has measured the change.
+#[test]
+fn descriptors_and_scores_are_those_the_accuracy_figures_were_measured_with() {
+    let prints = sample();
+    let counts: Vec<usize> = prints
+        .iter()
+        .map(|p| p.template.descriptor_count())
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            23, 15, 24, 22, 13, 27, 34, 21, 45, 36, 25, 29, 14, 39, 21, 23, // fvc2002-db1
+            26, 23, 25, 17, 28, 29, 29, 26, 33, 30, 27, 19, 13, 18, 18, 41, // fvc2004-db2
+        ]
+    );
+    // Per database: impression 1 of finger 101 against impressions 2..=8 of it (genuine) and
+    // against impressions 1..=8 of finger 102 (impostor); impression 1 of 102 against 2..=8.
+    let expected: [(&str, [f32; 7], [f32; 8], [f32; 7]); 2] = [
+        (
+            "fvc2002-db1",
+            [0.6453, 0.3510, 0.3469, 0.3456, 0.2118, 0.1672, 0.4354],
+            [
+                0.0155, 0.0126, 0.0139, 0.0154, 0.0156, 0.0125, 0.0162, 0.0139,
+            ],
+            [0.5879, 0.2007, 0.2869, 0.2974, 0.4433, 0.4323, 0.2114],
+        ),
+        (
+            "fvc2004-db2",
+            [0.2899, 0.3021, 0.0385, 0.0801, 0.1734, 0.2136, 0.1089],
+            [
+                0.0186, 0.0148, 0.0238, 0.0128, 0.0110, 0.0133, 0.0197, 0.0157,
+            ],
+            [0.3553, 0.3473, 0.1159, 0.0189, 0.1742, 0.1932, 0.1345],
+        ),
+    ];
+    let mut comparer = Comparer::new();
+    for (db, genuine_101, impostor, genuine_102) in expected {
+        let of = |finger: u32| -> Vec<&Template> {
+            prints
+                .iter()
+                .filter(|p| p.db == db && p.finger == finger)
+                .map(|p| &p.template)
+                .collect()
+        };
+        let (a, b) = (of(101), of(102));
+        let groups = [
+            (
+                "101/1 against 101/2..=8",
+                a[0],
+                &a[1..],
+                genuine_101.as_slice(),
+            ),
+            ("101/1 against 102/1..=8", a[0], &b[..], impostor.as_slice()),
+            (
+                "102/1 against 102/2..=8",
+                b[0],
+                &b[1..],
+                genuine_102.as_slice(),
+            ),
+        ];
+        for (what, x, others, measured) in groups {
+            assert_eq!(others.len(), measured.len());
+            for (k, (y, want)) in others.iter().zip(measured).enumerate() {
+                let score = comparer.compare(x, y);
+                assert!(
+                    (score - want).abs() < 1e-4,
+                    "{db} {what}, pair {}: {score:.4}, measured {want:.4}",
+                    k + 1
+                );
+            }
+        }
+        assert!(
+            (comparer.compare(a[0], a[0]) - 0.9972).abs() < 1e-4,
+            "{db}: a print with itself"
+        );
+    }
+}
