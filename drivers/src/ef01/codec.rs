@@ -335,6 +335,37 @@ mod tests {
     }
 
     #[test]
+    fn each_packet_kind_has_its_datasheet_pid_and_no_other_byte_is_one() {
+        for (kind, pid) in [
+            (PacketKind::Command, 0x01),
+            (PacketKind::Data, 0x02),
+            (PacketKind::Ack, 0x07),
+            (PacketKind::EndData, 0x08),
+        ] {
+            assert_eq!(kind.pid(), pid);
+            assert_eq!(PacketKind::from_pid(pid), Some(kind));
+            let p = Packet::new(kind, vec![0x42]);
+            assert_eq!(p.encode()[6], pid);
+            assert_eq!(packet(&p.encode()), p, "{kind:?} over the wire and back");
+        }
+        for pid in (0..=255u8).filter(|b| ![0x01, 0x02, 0x07, 0x08].contains(b)) {
+            assert_eq!(PacketKind::from_pid(pid), None, "{pid:#04x}");
+        }
+    }
+
+    #[test]
+    fn the_codec_writes_a_packets_bytes() {
+        let mut dst = BytesMut::from(&b"before"[..]);
+        Ef01Codec
+            .encode(Packet::new(PacketKind::Command, vec![0x01]), &mut dst)
+            .unwrap();
+        assert_eq!(
+            &dst[..],
+            b"before\xEF\x01\xFF\xFF\xFF\xFF\x01\x00\x03\x01\x00\x05"
+        );
+    }
+
+    #[test]
     fn rejects_bad_checksum() {
         let bytes = [
             0xEF, 0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0x07, 0x00, 0x03, 0x00, 0x00, 0x0B,
