@@ -405,7 +405,8 @@ impl Punch {
             && !valid_subject(s)
         {
             return Err(format!(
-                "student id {:?} must be 1..={MAX_ID_LEN} bytes of printable text",
+                "student id {:?} must be 1..={MAX_ID_LEN} bytes of printable text, not starting \
+                 with card: or finger:",
                 s
             ));
         }
@@ -428,10 +429,20 @@ impl Punch {
 
 /// Checks a student id as a roster may hold it and a punch may carry it: 1..=64 bytes, no
 /// control characters (NUL, newlines, escape sequences) and no leading or trailing space, so it
-/// is safe in a database column, a log line and a terminal.
+/// is safe in a database column, a log line and a terminal; and not starting with `card:` or
+/// `finger:`, the spellings the centre's ledger gives unknown cards and fingers, so a student id
+/// never reads back as another kind of subject.
 pub fn valid_subject(id: &str) -> bool {
-    !id.is_empty() && id.len() <= MAX_ID_LEN && id.trim() == id && !id.chars().any(char::is_control)
+    !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id.trim() == id
+        && !id.chars().any(char::is_control)
+        && !RESERVED_SUBJECT_PREFIXES.iter().any(|p| id.starts_with(p))
 }
+
+/// Prefixes no student id may start with: the centre's ledger spells an unknown card
+/// `card:<hash>` and an unknown finger `finger:unknown`.
+pub const RESERVED_SUBJECT_PREFIXES: [&str; 2] = ["card:", "finger:"];
 
 /// Encodes a batch from punches that are already CBOR-encoded (as the journal stores them),
 /// without decoding them: the bytes are exactly those of [`PunchBatch::encode`] for the same

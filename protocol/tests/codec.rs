@@ -264,6 +264,17 @@ fn one_punch_breaking_a_value_rule_fails_its_check_not_the_batch() {
     assert!(bad(&|p| p.subject = Subject::Student("A\0B".into())).contains("student id"));
     assert!(bad(&|p| p.subject = Subject::Student("2024\u{1b}[31m".into())).contains("student id"));
     assert!(bad(&|p| p.subject = Subject::Student(" S1".into())).contains("student id"));
+    // The ledger's spellings of the other subjects are not student ids (else a student id
+    // would read back as an unknown card or finger); the words inside an id are fine.
+    let hash = format!("card:{}", "ab".repeat(32));
+    assert!(bad(&|p| p.subject = Subject::Student(hash.clone())).contains("card: or finger:"));
+    assert!(bad(&|p| p.subject = Subject::Student("finger:unknown".into())).contains("student id"));
+    assert!(bad(&|p| p.subject = Subject::Student("finger:".into())).contains("student id"));
+    for fine in ["card", "fingerprint-7", "S1:card:", "2024CS001"] {
+        let mut p = sample_batch().punches[1].clone();
+        p.subject = Subject::Student(fine.into());
+        assert_eq!(p.check(), Ok(()), "{fine}");
+    }
     assert!(
         bad(&|p| p.subject = Subject::Student("x".repeat(MAX_ID_LEN + 1))).contains("student id")
     );
