@@ -15,6 +15,8 @@
 //! < epoch=... last_seq=18 acked=12 depth=6 capacity=2000000 roster_version=7
 //! > status --json                   the same and the link, readers, clock, modules, outbox
 //! < {"epoch":...,"depth":6,...,"link_up":true,"readers":{...},...}   (one line, `rollcall status`)
+//! > rotate-key                      a new device data key, every file it protects re-sealed
+//! < rotated fingerprint=3f0c9a2e51d4b7a6 templates=3 roster=1 outbox=0 unreadable=0
 //! > enrol door-finger 2024CS001       enrol a student at a reader (any reader kind that can:
 //! < progress: place finger (capture 1 of 2)     cards by a tap, EF01 fingers by captures);
 //! < progress: captured 1 of 2                   one line per step, then the enrolment, then
@@ -61,6 +63,10 @@ pub struct Control {
     pub enroller: Arc<Enroller>,
     /// Link, module and outbox gauges (`status --json`).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The device data key (`rotate-key`).
+    pub keyring: Arc<crate::keys::Keyring>,
+    /// What the data key protects (`rotate-key`).
+    pub protected: crate::keys::Protected,
 }
 
 /// How long a presentation may take to become a decision.
@@ -218,7 +224,7 @@ pub fn parse(line: &str) -> Result<(String, Presentation), String> {
             let slot = slot.parse().map_err(|_| format!("error: {slot:?} is not a slot number, 'none' or a template file"))?;
             Ok((reader.to_string(), Presentation::Finger(Some(slot))))
         }
-        _ => Err("error: commands are `card <reader> <hex uid>`, `finger <reader> <slot|none|file.iso>`, `enrol <reader> <student>`, `status [--json]`".into()),
+        _ => Err("error: commands are `card <reader> <hex uid>`, `finger <reader> <slot|none|file.iso>`, `enrol <reader> <student>`, `status [--json]`, `rotate-key`".into()),
     }
 }
 
@@ -226,6 +232,9 @@ async fn handle(line: &str, control: &Control, last_ack: &status::LastAck) -> St
     let (presenter, accept) = (&control.presenter, &control.accept);
     if line.trim() == "status --json" {
         return status::report(control, last_ack).await.to_json();
+    }
+    if line.trim() == "rotate-key" {
+        return rotate_key(control).await;
     }
     if line.trim() == "status" {
         let s = *control.journal.stats().borrow();
@@ -282,6 +291,24 @@ async fn handle(line: &str, control: &Control, last_ack: &status::LastAck) -> St
         _ => format!(
             "error: no decision from reader {reader:?} (unknown reader id, or it is not simulated?)"
         ),
+    }
+}
+
+/// `rotate-key`: a new device data key, every file it protects re-sealed (on a blocking thread:
+/// capture goes on meanwhile); the reply names what was re-sealed and the new key's fingerprint.
+async fn rotate_key(control: &Control) -> String {
+    let (keyring, protected) = (control.keyring.clone(), control.protected.clone());
+    match tokio::task::spawn_blocking(move || keyring.rotate(&protected)).await {
+        Ok(Ok(done)) => done.to_line(),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "key rotation failed");
+            format!(
+                "error: the key rotation did not finish ({e}); files stay readable (with the old or \
+                 the new key), and the next rotation or start of rollcalld finishes it: fix the \
+                 cause and run rollcall keys rotate again"
+            )
+        }
+        Err(e) => format!("error: key rotation task: {e}"),
     }
 }
 

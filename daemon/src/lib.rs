@@ -15,6 +15,7 @@ pub mod control;
 pub mod credentials;
 pub mod demo;
 pub mod journal;
+pub mod keys;
 pub mod metrics;
 pub mod panic;
 pub mod roster;

@@ -108,15 +108,18 @@ fn validate(path: &std::path::Path) -> Result<(), String> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
     if let Some(roster) = config.roster.path.as_deref().filter(|p| p.exists()) {
         let r = rollcall_daemon::roster::Roster::load(roster).map_err(|e| e.to_string())?;
-        // Templates are opened only when the key exists: validate never creates it.
-        let key = config
-            .device
-            .state_dir
-            .join(rollcall_daemon::templates::KEY_FILE);
-        if !r.template_files().is_empty() && key.exists() {
+        // Templates are opened only when the key exists: validate never creates it. During a
+        // key rotation a crash interrupted (template.key.next is there), some are under the new
+        // key: rollcalld finishes the rotation at start, before it opens them.
+        let state = &config.device.state_dir;
+        let key = state.join(rollcall_daemon::templates::KEY_FILE);
+        let rotating = state.join(rollcall_daemon::keys::NEXT_FILE).exists();
+        if !r.template_files().is_empty() && key.exists() && !rotating {
+            let key = rollcall_daemon::templates::DataKey::load_or_create(&key)
+                .map_err(|e| e.to_string())?;
             rollcall_daemon::roster::Roster::load_with_templates(
                 roster,
-                &config.device.state_dir,
+                &key,
                 config.capture.match_threshold,
             )
             .map_err(|e| e.to_string())?;
@@ -157,12 +160,7 @@ fn main() -> anyhow::Result<()> {
                 cfg.roster.path.as_deref().ok_or_else(|| {
                     anyhow::anyhow!("{}: set roster.path first", config.display())
                 })?;
-            let sealed = rollcall_daemon::templates::add_template(
-                roster,
-                &cfg.device.state_dir,
-                &student,
-                &file,
-            )?;
+            let sealed = rollcall_daemon::templates::add_template(&cfg, roster, &student, &file)?;
             println!(
                 "{student}: {} sealed as {} and added to {}",
                 file.display(),

@@ -84,11 +84,11 @@ impl Roster {
         Ok(roster)
     }
 
-    /// Loads a roster file and, when it lists templates, opens them with the data key in
-    /// `state_dir` (created if missing) and prepares them for searches at `threshold`.
+    /// Loads a roster file and, when it lists templates, opens them with the data key `key`
+    /// and prepares them for searches at `threshold`.
     pub fn load_with_templates(
         path: &Path,
-        state_dir: &Path,
+        key: &DataKey,
         threshold: f32,
     ) -> Result<Self, RosterError> {
         let mut roster = Self::load(path)?;
@@ -99,9 +99,7 @@ impl Roster {
             path: path.display().to_string(),
             message,
         };
-        let key = DataKey::load_or_create(&state_dir.join(crate::templates::KEY_FILE))
-            .map_err(|e| err(e.to_string()))?;
-        let templates = Templates::load(&roster.template_files, &key, threshold).map_err(err)?;
+        let templates = Templates::load(&roster.template_files, key, threshold).map_err(err)?;
         roster.templates = Some(Arc::new(templates));
         Ok(roster)
     }
@@ -336,12 +334,11 @@ mod tests {
             [("S1".to_owned(), dir.path().join("t/a.rct"))]
         );
         assert!(r.templates().is_none(), "not opened without the key");
-        let r = Roster::load_with_templates(&roster, &state, 0.135).expect("opens");
+        let r = Roster::load_with_templates(&roster, &key, 0.135).expect("opens");
         assert_eq!(r.templates().map(|t| t.len()), Some((1, 1)));
 
-        // Another device (a new key in another state directory) cannot open them.
-        let other = dir.path().join("other");
-        std::fs::create_dir(&other).expect("mkdir");
+        // Another device (another key) cannot open them.
+        let other = DataKey::from_bytes([9; 32]);
         let e = Roster::load_with_templates(&roster, &other, 0.135)
             .expect_err("another device's key")
             .to_string();
@@ -354,7 +351,7 @@ mod tests {
             "[[template]]\nstudent = \"S1\"\nfile = \"t/gone.rct\"\n",
         )
         .expect("write");
-        let e = Roster::load_with_templates(&roster, &state, 0.135)
+        let e = Roster::load_with_templates(&roster, &key, 0.135)
             .expect_err("missing file")
             .to_string();
         assert!(e.contains("t/gone.rct"), "{e}");

@@ -42,7 +42,10 @@ pub async fn run(
     prepare_state_dir(state_dir)?;
     let journal = open_journal(&config).await?;
     let hash_key = load_or_create_key(&state_dir.join("card-hash.key"))?;
-    let roster = load_roster(&config)?;
+    // Before anything opens a sealed file: finishes a key rotation a crash interrupted.
+    let protected = crate::keys::Protected::from_config(&config);
+    let keyring = Arc::new(crate::keys::Keyring::open(&protected)?);
+    let roster = load_roster(&config, &keyring)?;
     let metrics = Arc::new(Metrics::default());
     if let Some(tls) = &config.mqtt.tls {
         metrics.watch_client_certificate(tls.cert_file.clone());
@@ -75,7 +78,7 @@ pub async fn run(
         link,
         enroller,
         actor,
-    } = crate::credentials::wire(&config, &accept, &metrics)?;
+    } = crate::credentials::wire(&config, &keyring, &accept, &metrics)?;
     tasks.spawn_late(actor.run(tasks.late_stop()));
     let presenter = Presenter::new();
     tasks.spawn_readers(&config, &accept, &presenter, &mut aura, &mut ports);
@@ -85,6 +88,8 @@ pub async fn run(
         journal: journal.clone(),
         enroller,
         metrics: metrics.clone(),
+        keyring,
+        protected,
     };
     tasks.spawn_control(&config, &options, control)?;
 
@@ -353,7 +358,7 @@ fn load_or_create_key(path: &Path) -> anyhow::Result<[u8; 32]> {
     }
 }
 
-fn load_roster(config: &Config) -> anyhow::Result<Roster> {
+fn load_roster(config: &Config, keyring: &crate::keys::Keyring) -> anyhow::Result<Roster> {
     let (crate::config::RosterSource::File, Some(path)) =
         (config.roster.source, &config.roster.path)
     else {
@@ -366,7 +371,7 @@ fn load_roster(config: &Config) -> anyhow::Result<Roster> {
     }
     let roster = Roster::load_with_templates(
         path,
-        &config.device.state_dir,
+        keyring.keys().sealing(),
         config.capture.match_threshold,
     )?;
     let (cards, fingers) = roster.len();

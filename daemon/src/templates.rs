@@ -109,6 +109,10 @@ impl DataKey {
         }
     }
 
+    pub(crate) fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     pub(crate) fn cipher(&self) -> Aes256Gcm {
         Aes256Gcm::new(self.0.as_slice().into())
     }
@@ -316,15 +320,18 @@ pub fn read_bounded(path: &Path, max: usize) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
-/// `rollcalld roster add-template`: seals `record_file` for `student` under the data key in
-/// `state_dir` (created if missing), writes it next to the roster in `templates/`, and appends
-/// a `[[template]]` entry to the roster file (created if missing). Returns the sealed file.
+/// `rollcalld roster add-template`: seals `record_file` for `student` under the data key of
+/// `config`'s state directory (created if missing), writes it next to the roster file `roster`
+/// in `templates/`, and appends a `[[template]]` entry to it (created if missing). Returns the
+/// sealed file. Holds the key's lock throughout, so a rotation in rollcalld waits for it (and it
+/// for a rotation) and the new file is never left under a replaced key.
 pub fn add_template(
+    config: &crate::Config,
     roster: &Path,
-    state_dir: &Path,
     student: &str,
     record_file: &Path,
 ) -> anyhow::Result<PathBuf> {
+    let state_dir = config.device.state_dir.as_path();
     use anyhow::Context;
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     if !rollcall_protocol::v1::valid_subject(student) {
@@ -345,8 +352,10 @@ pub fn add_template(
         )
     })?;
     crate::run::prepare_state_dir(state_dir)?;
-    let key = DataKey::load_or_create(&state_dir.join(KEY_FILE))?;
-    let sealed = seal(&key, student, &record)?;
+    let lock = crate::keys::StateLock::acquire(state_dir)?;
+    let keyring =
+        crate::keys::Keyring::open_under(&lock, &crate::keys::Protected::from_config(config))?;
+    let sealed = seal(keyring.keys().sealing(), student, &record)?;
     let base = roster.parent().unwrap_or(Path::new("."));
     let dir = base.join("templates");
     std::fs::DirBuilder::new()

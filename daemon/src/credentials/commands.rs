@@ -17,7 +17,7 @@ impl Actor {
     ) {
         let stored = {
             let (outbox, key, e) = (self.outbox.clone(), self.store.clone(), enrolment.clone());
-            tokio::task::spawn_blocking(move || outbox.put(key.key(), &e))
+            tokio::task::spawn_blocking(move || outbox.put(&key.keys(), &e))
                 .await
                 .map_err(|e| e.to_string())
                 .and_then(|r| r.map_err(|e| e.to_string()))
@@ -88,9 +88,13 @@ impl Actor {
                 accepted,
                 detail,
             } => {
-                let outbox = self.outbox.clone();
-                let removed =
-                    tokio::task::spawn_blocking(move || outbox.remove(&enrolment_id)).await;
+                let (outbox, store) = (self.outbox.clone(), self.store.clone());
+                // Under the keys' lock: a rotation re-sealing the file would bring it back.
+                let removed = tokio::task::spawn_blocking(move || {
+                    let _keys = store.keys();
+                    outbox.remove(&enrolment_id)
+                })
+                .await;
                 match removed {
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => {
@@ -113,7 +117,7 @@ impl Actor {
 
     pub(super) async fn resend_outbox(&self) {
         let (outbox, store) = (self.outbox.clone(), self.store.clone());
-        let all = tokio::task::spawn_blocking(move || outbox.all(store.key()))
+        let all = tokio::task::spawn_blocking(move || outbox.all(&store.keys()))
             .await
             .unwrap_or_default();
         for e in all {

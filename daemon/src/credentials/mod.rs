@@ -34,6 +34,7 @@ pub use actor::{Actor, CredentialsLink, Inbound, Msg};
 
 use crate::capture::Accept;
 use crate::config::{Config, RosterSource};
+use crate::keys::Keyring;
 use crate::metrics::Metrics;
 use crate::roster::Roster;
 use crate::templates::Templates;
@@ -57,12 +58,17 @@ pub struct Wiring {
 /// punches use it from the first tap), and connects the parts.
 pub fn wire(
     config: &Config,
+    keyring: &Arc<Keyring>,
     accept: &Arc<Accept>,
     metrics: &Arc<Metrics>,
 ) -> anyhow::Result<Wiring> {
     let (state_dir, device_id) = (&config.device.state_dir, config.device.id.as_str());
     let from_centre = config.roster.source == RosterSource::Centre;
-    let store = Arc::new(store::RosterStore::open(state_dir, device_id)?);
+    let store = Arc::new(store::RosterStore::with_keyring(
+        state_dir,
+        device_id,
+        keyring.clone(),
+    ));
     let outbox = Arc::new(outbox::Outbox::open(state_dir, device_id)?);
     let iso = config
         .readers

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use super::store::{self, ENROLMENT_MAGIC, StoreError};
-use crate::templates::DataKey;
+use crate::keys::Keys;
 
 /// The outbox directory in the state directory.
 pub const OUTBOX_DIR: &str = "outbox";
@@ -48,9 +48,9 @@ impl Outbox {
     }
 
     /// Stores `enrolment` durably (returns once it is on disk).
-    pub fn put(&self, key: &DataKey, enrolment: &Enrolment) -> Result<(), StoreError> {
+    pub fn put(&self, keys: &Keys, enrolment: &Enrolment) -> Result<(), StoreError> {
         let plain = Zeroizing::new(enrolment.encode());
-        let sealed = store::seal(key, ENROLMENT_MAGIC, &self.device_id, &plain);
+        let sealed = store::seal(keys.sealing(), ENROLMENT_MAGIC, &self.device_id, &plain);
         store::write_atomic(&self.dir, &file_name(&enrolment.enrolment_id), &sealed)
     }
 
@@ -69,7 +69,7 @@ impl Outbox {
 
     /// Every enrolment waiting, oldest capture first. A file that does not open is logged and
     /// left where it is (for a person to look at), not sent.
-    pub fn all(&self, key: &DataKey) -> Vec<Enrolment> {
+    pub fn all(&self, keys: &Keys) -> Vec<Enrolment> {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
         };
@@ -83,7 +83,7 @@ impl Outbox {
             if Uuid::parse_str(stem).is_err() {
                 continue;
             }
-            match self.read(key, &path) {
+            match self.read(keys, &path) {
                 Ok(e) => out.push(e),
                 Err(e) => {
                     tracing::error!(file = %path.display(), error = %e, "enrolment in the outbox cannot be read; not sent")
@@ -94,9 +94,10 @@ impl Outbox {
         out
     }
 
-    fn read(&self, key: &DataKey, path: &Path) -> Result<Enrolment, StoreError> {
+    fn read(&self, keys: &Keys, path: &Path) -> Result<Enrolment, StoreError> {
         let sealed = store::read_sealed(path)?.unwrap_or_default();
-        let plain = store::open(key, ENROLMENT_MAGIC, &self.device_id, &sealed)
+        let plain = keys
+            .open(|k| store::open(k, ENROLMENT_MAGIC, &self.device_id, &sealed))
             .ok_or_else(|| StoreError::Refused(path.to_owned()))?;
         Enrolment::decode(&plain).map_err(|e| StoreError::Corrupt(path.to_owned(), e.to_string()))
     }
@@ -120,13 +121,14 @@ fn file_name(id: &Uuid) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::templates::DataKey;
     use rollcall_protocol::v1::credentials::FORMAT_CARD;
     use rollcall_protocol::v1::{CredentialKind, Secret};
 
     #[test]
     fn an_enrolment_stays_sealed_until_removed() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let key = DataKey::from_bytes([4; 32]);
+        let key = Keys::single(DataKey::from_bytes([4; 32]));
         let outbox = Outbox::open(dir.path(), "room-1").expect("outbox");
         let e = Enrolment {
             device_id: "room-1".into(),
@@ -149,7 +151,9 @@ mod tests {
             assert!(!bytes.windows(4).any(|w| w == [0xDE, 0xAD, 0xBE, 0xEF]));
         }
         assert!(
-            outbox.all(&DataKey::from_bytes([5; 32])).is_empty(),
+            outbox
+                .all(&Keys::single(DataKey::from_bytes([5; 32])))
+                .is_empty(),
             "another key"
         );
         assert!(outbox.remove(&e.enrolment_id).expect("remove"));

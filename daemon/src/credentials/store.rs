@@ -22,6 +22,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use aes_gcm::Nonce;
 use aes_gcm::aead::{Aead, Payload};
@@ -30,6 +31,7 @@ use rollcall_protocol::v1::RosterStudent;
 use rollcall_protocol::v1::credentials::FORMAT_EF01;
 use zeroize::Zeroizing;
 
+use crate::keys::{Keyring, Keys, Protected};
 use crate::templates::DataKey;
 
 /// The roster file in the state directory.
@@ -223,37 +225,51 @@ pub fn read_sealed(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
     }
 }
 
-/// The roster file of a state directory, with the key to open it.
+/// The roster file of a state directory, with the keyring to open it.
 #[derive(Debug)]
 pub struct RosterStore {
     dir: PathBuf,
     device_id: String,
-    key: DataKey,
+    keyring: Arc<Keyring>,
 }
 
 impl RosterStore {
-    /// The store in `state_dir` for `device_id`, under the data key there (created if missing).
+    /// The store in `state_dir` for `device_id`, under the data key there (created if missing,
+    /// an interrupted rotation finished): for tools and tests; rollcalld shares one [`Keyring`]
+    /// ([`RosterStore::with_keyring`]).
     pub fn open(state_dir: &Path, device_id: &str) -> anyhow::Result<Self> {
-        let key = DataKey::load_or_create(&state_dir.join(crate::templates::KEY_FILE))?;
-        Ok(Self {
-            dir: state_dir.to_owned(),
+        let keyring = Keyring::open(&Protected {
+            state_dir: state_dir.to_owned(),
             device_id: device_id.to_owned(),
-            key,
-        })
+            roster_file: None,
+        })?;
+        Ok(Self::with_keyring(state_dir, device_id, Arc::new(keyring)))
     }
 
-    /// The data key (the outbox seals under it too).
-    pub fn key(&self) -> &DataKey {
-        &self.key
+    /// The store in `state_dir` for `device_id`, sealing under `keyring`.
+    pub fn with_keyring(state_dir: &Path, device_id: &str, keyring: Arc<Keyring>) -> Self {
+        Self {
+            dir: state_dir.to_owned(),
+            device_id: device_id.to_owned(),
+            keyring,
+        }
+    }
+
+    /// The data keys (the outbox seals under them too); hold the guard until the file is
+    /// written. Blocks while a key rotation runs: call it on a blocking thread.
+    pub fn keys(&self) -> std::sync::RwLockReadGuard<'_, Keys> {
+        self.keyring.keys()
     }
 
     /// The stored roster; `Ok(None)` when there is none yet.
     pub fn load(&self) -> Result<Option<StoredRoster>, StoreError> {
+        let keys = self.keys();
         let path = self.dir.join(ROSTER_FILE);
         let Some(sealed) = read_sealed(&path)? else {
             return Ok(None);
         };
-        let plain = open(&self.key, ROSTER_MAGIC, &self.device_id, &sealed)
+        let plain = keys
+            .open(|k| open(k, ROSTER_MAGIC, &self.device_id, &sealed))
             .ok_or_else(|| StoreError::Refused(path.clone()))?;
         minicbor::decode(&plain)
             .map(Some)
@@ -262,8 +278,9 @@ impl RosterStore {
 
     /// Replaces the stored roster, atomically.
     pub fn save(&self, roster: &StoredRoster) -> Result<(), StoreError> {
+        let keys = self.keys();
         let plain = Zeroizing::new(minicbor::to_vec(roster).unwrap_or_default());
-        let sealed = seal(&self.key, ROSTER_MAGIC, &self.device_id, &plain);
+        let sealed = seal(keys.sealing(), ROSTER_MAGIC, &self.device_id, &plain);
         write_atomic(&self.dir, ROSTER_FILE, &sealed)
     }
 }
