@@ -10,6 +10,8 @@
 //! * [`ef01`]: an EF01 fingerprint module simulator on a pseudo-terminal.
 //! * [`chromium`]: headless Chromium's DOM dump and screenshot, for the fleet page's test.
 //! * [`fixtures`]: one valid punch to start from.
+//! * [`fleet`]: the fleet-scale load benchmark: hundreds of simulated gateways at the start of a
+//!   period, real broker, ingest replicas and PostgreSQL.
 //! * [`zkteco`]: a ZKTeco PUSH (ADMS) terminal speaking the protocol like firmware.
 //! * [`free_port`] and [`skip`]: a port to listen on; a missing input that must not pass
 //!   silently under CI.
@@ -20,6 +22,7 @@ pub mod chaos;
 pub mod chromium;
 pub mod ef01;
 pub mod fixtures;
+pub mod fleet;
 pub mod mosquitto;
 pub mod pki;
 pub mod postgres;

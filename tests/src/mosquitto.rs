@@ -147,6 +147,11 @@ impl Mosquitto {
         self.port
     }
 
+    /// The broker's process id while it runs (for resource figures read from /proc).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// `mqtt://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port)

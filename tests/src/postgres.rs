@@ -206,6 +206,11 @@ impl Postgres {
         self.port
     }
 
+    /// The postmaster's process id while it runs; its backends are its children.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// The server log so far (for failure messages).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default()
