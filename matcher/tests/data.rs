@@ -128,6 +128,9 @@ fn empty_roster_and_empty_templates_answer_nothing() {
     assert_eq!(comparer.compare(&empty, &probe), 0.0);
 }
 
+/// A database's scores: finger 101's genuine pairs, its impostor pairs, finger 102's genuine pairs.
+type Measured = (&'static str, [f32; 7], [f32; 8], [f32; 7]);
+
 /// Each print's descriptor count and the scores of some pairs of the sample, to 4 decimals.
 /// The accuracy figures (BENCHMARKS.md) and the thresholds were measured with exactly these
 /// descriptors and this consolidation: a change to either, however small, shows here first, and
@@ -148,7 +151,7 @@ fn descriptors_and_scores_are_those_the_accuracy_figures_were_measured_with() {
     );
     // Per database: impression 1 of finger 101 against impressions 2..=8 of it (genuine) and
     // against impressions 1..=8 of finger 102 (impostor); impression 1 of 102 against 2..=8.
-    let expected: [(&str, [f32; 7], [f32; 8], [f32; 7]); 2] = [
+    let expected: [Measured; 2] = [
         (
             "fvc2002-db1",
             [0.6453, 0.3510, 0.3469, 0.3456, 0.2118, 0.1672, 0.4354],
