@@ -6,6 +6,7 @@ mod device;
 mod doctor;
 mod enrol;
 mod journal;
+mod keys;
 mod provision;
 mod reset;
 mod status;
@@ -24,6 +25,7 @@ Examples (a new gateway, from a laptop or the central server, then on the Pi):
   rollcall doctor
   rollcall status
   rollcall enrol door-finger 2024CS001
+  rollcall keys rotate                    # after a suspected leak of an SD card image, or yearly
   # after a failure, or when the gateway leaves service
   rollcall journal salvage /var/lib/rollcall/journal.redb.corrupt --publish
   rollcall reset --factory --export /root/room-101-punches";
@@ -52,6 +54,8 @@ enum Command {
     Enrol(enrol::Args),
     /// Recover the unacknowledged punches of a journal rollcalld refused as damaged.
     Journal(journal::Args),
+    /// Rotate the device data key without stopping capture (or --offline with rollcalld stopped).
+    Keys(keys::Args),
     /// Factory reset: destroy the keys so no stored template or roster can be read again.
     Reset(reset::Args),
 }
@@ -67,6 +71,7 @@ async fn main() -> ExitCode {
         Command::Doctor(a) => doctor::run(a).await,
         Command::Enrol(a) => enrol::run(a).await,
         Command::Journal(a) => journal::run(a).await,
+        Command::Keys(a) => keys::run(a).await,
         Command::Reset(a) => reset::run(a).await,
     };
     match result {

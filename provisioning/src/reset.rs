@@ -147,7 +147,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 
     let state = &config.device.state_dir;
-    for key in ["template.key", "card-hash.key"] {
+    // template.key.next and .old: what an interrupted key rotation (rollcall keys rotate) left.
+    for key in [
+        "template.key",
+        "template.key.next",
+        "template.key.next.tmp",
+        "template.key.old",
+        "card-hash.key",
+    ] {
         let path = state.join(key);
         if shred(&path).with_context(|| format!("destroying {}", path.display()))? {
             println!("destroyed {}", path.display());
