@@ -1,7 +1,9 @@
 //! The matcher on a sample of the FVC data (2 fingers x 8 impressions from each of two
 //! databases, in `tests/data/`): the full table is the `eval` example's job.
 
-use rollcall_matcher::{Comparer, Roster, THRESHOLD, Template, VERIFICATION_THRESHOLD, parse};
+use rollcall_matcher::{
+    Comparer, Minutia, Roster, THRESHOLD, Template, VERIFICATION_THRESHOLD, parse,
+};
 use std::path::Path;
 
 struct Print {
@@ -88,6 +90,7 @@ fn search_finds_the_enrolled_student_and_rejects_a_stranger() {
             .collect();
         roster.enroll(student, enrolled);
     }
+    assert_eq!((roster.len(), roster.is_empty()), (3, false));
     let mut found = 0;
     for (db, finger) in [
         ("fvc2002-db1", 101),
@@ -121,6 +124,7 @@ fn search_finds_the_enrolled_student_and_rejects_a_stranger() {
 fn empty_roster_and_empty_templates_answer_nothing() {
     let mut comparer = Comparer::new();
     let roster: Roster<u32> = Roster::new();
+    assert_eq!((roster.len(), roster.is_empty()), (0, true));
     let probe = sample().swap_remove(0).template;
     assert!(roster.search(&probe, &mut comparer).is_none());
     let empty = Template::new(Vec::new());
@@ -210,4 +214,21 @@ fn descriptors_and_scores_are_those_the_accuracy_figures_were_measured_with() {
             "{db}: a print with itself"
         );
     }
+}
+
+#[test]
+fn a_template_keeps_its_minutiae_as_given() {
+    let minutiae = vec![
+        Minutia {
+            x: 10.0,
+            y: 20.0,
+            angle: 0.5,
+        },
+        Minutia {
+            x: 110.0,
+            y: 40.0,
+            angle: 3.0,
+        },
+    ];
+    assert_eq!(Template::new(minutiae.clone()).minutiae(), minutiae);
 }
