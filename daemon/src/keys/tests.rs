@@ -193,7 +193,7 @@ fn a_file_no_key_opens_is_left_as_it_is_and_reported() {
     std::fs::write(&tpl, &foreign).expect("write");
     let keyring = Keyring::open(p).expect("open");
     let done = keyring.rotate(p).expect("rotate");
-    assert_eq!(done.unreadable, [tpl.clone()]);
+    assert_eq!(done.unreadable, std::slice::from_ref(&tpl));
     assert_eq!(done.templates, 1);
     assert_eq!(std::fs::read(&tpl).expect("read"), foreign, "untouched");
 }
