@@ -13,7 +13,8 @@
 //! ```text
 //! 1. template.key.next.tmp: 32 new random bytes, fsync; renamed to template.key.next; dir fsync
 //! 2. every protected file: opened with whichever key opens it (new, then old), sealed under the
-//!    new key, replaced atomically (<file>.tmp, fsync, rename, dir fsync)
+//!    new key, replaced atomically (<file>.tmp, fsync, rename); then each directory fsync'd once
+//!    (a rename a power cut undoes leaves the old file, which the old key still opens)
 //! 3. template.key linked as template.key.old; template.key.next renamed over template.key;
 //!    dir fsync; template.key.old overwritten with random bytes, fsync, unlinked
 //! 4. the old key dropped (overwritten in memory)
@@ -189,6 +190,8 @@ pub struct Resealed {
     pub unreadable: Vec<PathBuf>,
     /// The new key's fingerprint ([`fingerprint`]).
     pub fingerprint: String,
+    /// Directories with a renamed file, fsync'd before the key file is replaced.
+    directories: Vec<PathBuf>,
 }
 
 impl Resealed {
@@ -383,6 +386,10 @@ fn complete(
 ) -> Result<Resealed, KeyError> {
     let mut done = reseal_all(protected, templates, keys, abort_after)?;
     let dir = &protected.state_dir;
+    // Every re-sealed file's rename durable before the key's: one fsync per directory.
+    for d in std::mem::take(&mut done.directories) {
+        store::sync_dir(&d)?;
+    }
     let (next, key, old) = (dir.join(NEXT_FILE), dir.join(KEY_FILE), dir.join(OLD_FILE));
     // The old key's file stays reachable by a second name across the rename, so it can be
     // overwritten once nothing needs it (a rename alone would leave its bytes in a free block).
@@ -434,7 +441,7 @@ fn reseal_all(
         match keys.open(|k| store::open(k, ROSTER_MAGIC, device, &bytes)) {
             Some(plain) => {
                 let sealed = store::seal(keys.sealing(), ROSTER_MAGIC, device, &plain);
-                replace(&roster, &sealed)?;
+                replace(&roster, &sealed, &mut done)?;
                 done.roster += 1;
                 step();
             }
@@ -462,7 +469,7 @@ fn reseal_all(
         match keys.open(|k| store::open(k, ENROLMENT_MAGIC, device, &bytes)) {
             Some(plain) => {
                 let sealed = store::seal(keys.sealing(), ENROLMENT_MAGIC, device, &plain);
-                replace(&path, &sealed)?;
+                replace(&path, &sealed, &mut done)?;
                 done.outbox += 1;
                 step();
             }
@@ -485,7 +492,7 @@ fn reseal_all(
             Some(record) => {
                 let sealed = templates::seal(keys.sealing(), student, &record)
                     .map_err(|e| KeyError::Invalid(format!("{}: {e}", path.display())))?;
-                replace(&path, &sealed)?;
+                replace(&path, &sealed, &mut done)?;
                 done.templates += 1;
                 step();
             }
@@ -506,15 +513,27 @@ fn tmp_of(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
-/// Replaces `path` with `bytes` atomically, keeping its owner and mode.
-fn replace(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
+/// Replaces `path` with `bytes` atomically, keeping its owner and mode; its directory is
+/// fsync'd later, once for all the files in it ([`complete`]).
+fn replace(path: &Path, bytes: &[u8], done: &mut Resealed) -> Result<(), KeyError> {
     let meta = std::fs::metadata(path).map_err(io(path))?;
-    write_replacing(path, bytes, &meta)
+    write_tmp_and_rename(path, bytes, &meta)?;
+    let dir = path.parent().unwrap_or(Path::new(".")).to_owned();
+    if !done.directories.contains(&dir) {
+        done.directories.push(dir);
+    }
+    Ok(())
 }
 
 /// Writes `<path>.tmp` (owner and mode of `like`), fsyncs it, renames it to `path`, fsyncs the
-/// directory.
+/// directory (the new key file: durable before anything is sealed under it).
 fn write_replacing(path: &Path, bytes: &[u8], like: &Metadata) -> Result<(), KeyError> {
+    write_tmp_and_rename(path, bytes, like)?;
+    store::sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+    Ok(())
+}
+
+fn write_tmp_and_rename(path: &Path, bytes: &[u8], like: &Metadata) -> Result<(), KeyError> {
     let tmp = tmp_of(path);
     let mut f = OpenOptions::new()
         .write(true)
@@ -527,10 +546,7 @@ fn write_replacing(path: &Path, bytes: &[u8], like: &Metadata) -> Result<(), Key
     chown_like(&f, like);
     f.sync_all().map_err(io(&tmp))?;
     drop(f);
-    std::fs::rename(&tmp, path).map_err(io(path))?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    store::sync_dir(dir)?;
-    Ok(())
+    std::fs::rename(&tmp, path).map_err(io(path))
 }
 
 fn remove_if_there(path: &Path) -> Result<(), KeyError> {
