@@ -18,7 +18,8 @@ const EXAMPLES: &str = "\
 Examples:
   rollcall keys rotate                 # through the running rollcalld; capture goes on
   rollcall keys rotate --offline       # rollcalld stopped (systemctl stop rollcalld)
-  rollcall keys rotate --offline -c /mnt/sd/etc/rollcall/rollcalld.toml --state-dir /mnt/sd/var/lib/rollcall
+  rollcall keys rotate --offline -c /mnt/sd/etc/rollcall/rollcalld.toml \\
+      --state-dir /mnt/sd/var/lib/rollcall   # an SD card's tree, mounted elsewhere
 
 Rotates the device data key (template.key in the state directory): the sealed roster, the
 enrolment outbox and the roster file's sealed templates are re-sealed under a new key, and the
@@ -29,6 +30,7 @@ card by its hash. Run as root or as the user rollcalld runs as.";
 
 /// `rollcall keys`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = EXAMPLES, after_long_help = EXAMPLES)]
 pub struct Args {
     #[command(subcommand)]
     command: Sub,
