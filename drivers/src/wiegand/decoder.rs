@@ -545,6 +545,40 @@ mod tests {
     }
 
     #[test]
+    fn the_parity_bits_make_the_first_half_even_and_the_second_half_odd() {
+        // The leading bit is even parity over the first half of the data bits, the trailing one
+        // odd parity over the second half: with its parity bit, each half of the frame holds an
+        // even, respectively odd, number of ones, however many the data has (0, 1, 2, 3, ...).
+        let ones = |bits: &[bool]| bits.iter().filter(|b| **b).count();
+        for facility in [0u8, 1, 3, 7, 0x0f, 0x80, 0xff] {
+            for card in [
+                0u16, 1, 3, 7, 0x0f, 0x00ff, 0x0fff, 0x1000, 0x3000, 0xa5a5, 0xffff,
+            ] {
+                let bits = Card::W26 { facility, card }.bits();
+                assert_eq!(bits.len(), 26);
+                assert_eq!(ones(&bits[..13]) % 2, 0, "{facility} {card}: first half");
+                assert_eq!(ones(&bits[13..]) % 2, 1, "{facility} {card}: second half");
+            }
+        }
+        for data in [
+            0u32,
+            1,
+            3,
+            7,
+            0xffff,
+            0x1_0000,
+            0x3_0000,
+            0x1234_5678,
+            u32::MAX,
+        ] {
+            let bits = Card::W34 { data }.bits();
+            assert_eq!(bits.len(), 34);
+            assert_eq!(ones(&bits[..17]) % 2, 0, "{data:#x}: first half");
+            assert_eq!(ones(&bits[17..]) % 2, 1, "{data:#x}: second half");
+        }
+    }
+
+    #[test]
     fn all_zero_halves_and_their_parity_bits() {
         // Facility 0, card 0: no ones in either half, so the leading even parity bit is 0 and
         // the trailing odd one is 1.
