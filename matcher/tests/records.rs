@@ -1,7 +1,7 @@
 //! Record parsing against records written out byte by byte, one test per pitfall and per refusal.
 
 use rollcall_matcher::record::{ExtensionBlock, Format, MinutiaKind, RecordError, RecordMinutia};
-use rollcall_matcher::{Minutia, Template, parse};
+use rollcall_matcher::{Minutia, Template, TemplateError, parse};
 
 /// ISO/IEC 19794-2:2005, one view, two minutiae, no extended data: 24 + 4 + 2 x 6 + 2 = 42 bytes.
 const ISO: [u8; 42] = [
@@ -102,6 +102,22 @@ fn ansi_long_length_form_is_read() {
     let r = parse(&long).unwrap();
     assert_eq!(r.format, Format::Ansi2004);
     assert_eq!(r.views[0].minutiae, expected_minutiae());
+}
+
+#[test]
+fn the_shortest_iso_record_is_iso_not_ansis_long_form() {
+    // The header alone, no finger view: ISO length 24 (0x0000 0x0018), which ANSI's long form
+    // (0x0000 then a u32) can only be told from by its value: below 24 it is ANSI's.
+    let mut bare = ISO[..24].to_vec();
+    bare[8..12].copy_from_slice(&24u32.to_be_bytes());
+    bare[22] = 0; // no view
+    let r = parse(&bare).unwrap();
+    assert_eq!(r.format, Format::Iso2005);
+    assert!(r.views.is_empty());
+    assert_eq!(
+        Template::from_record(&r).unwrap_err(),
+        TemplateError::NoView
+    );
 }
 
 #[test]
