@@ -74,6 +74,35 @@ pub const LOCK_FILE: &str = "template.key.lock";
 /// Read by [`Keyring::rotate`] only, never by the start-up recovery.
 pub const TEST_ONLY_ABORT_ENV: &str = "ROLLCALL_TEST_ONLY_ABORT_ROTATION_AFTER";
 
+/// Test-only: makes a rotation wait, after re-sealing this many files, until the file
+/// [`TEST_ONLY_RESUME_FILE`] appears in the state directory (it is removed, and the rotation goes
+/// on), so a test can act while a rotation is surely under way.
+pub const TEST_ONLY_PAUSE_ENV: &str = "ROLLCALL_TEST_ONLY_PAUSE_ROTATION_AFTER";
+/// See [`TEST_ONLY_PAUSE_ENV`].
+pub const TEST_ONLY_RESUME_FILE: &str = "test-only-resume-rotation";
+
+/// The test-only hooks of a rotation ([`TEST_ONLY_ABORT_ENV`], [`TEST_ONLY_PAUSE_ENV`]); never
+/// set in production, and never read by the start-up recovery.
+#[derive(Debug, Clone, Copy, Default)]
+struct TestOnlyHooks {
+    abort_after: Option<usize>,
+    pause_after: Option<usize>,
+}
+
+impl TestOnlyHooks {
+    fn from_env() -> Self {
+        let get = |name| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse::<usize>().ok())
+        };
+        Self {
+            abort_after: get(TEST_ONLY_ABORT_ENV),
+            pause_after: get(TEST_ONLY_PAUSE_ENV),
+        }
+    }
+}
+
 /// Why the key could not be opened or rotated.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -296,7 +325,12 @@ impl Keyring {
                 fingerprint = %fingerprint(&keys.key),
                 "a key rotation was interrupted: finishing it before anything is opened"
             );
-            let done = complete(protected, &protected.templates()?, &keys, None)?;
+            let done = complete(
+                protected,
+                &protected.templates()?,
+                &keys,
+                TestOnlyHooks::default(),
+            )?;
             keys.old = None;
             tracing::info!(
                 templates = done.templates,
@@ -340,14 +374,18 @@ impl Keyring {
 
     /// Rotates the key (see the module docs): blocking, holds the key's locks throughout.
     pub fn rotate(&self, protected: &Protected) -> Result<Resealed, KeyError> {
-        let abort_after = std::env::var(TEST_ONLY_ABORT_ENV)
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok());
+        let hooks = TestOnlyHooks::from_env();
+        let abort_after = hooks.abort_after;
         let _lock = StateLock::acquire(&self.state_dir)?;
         let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
         if keys.old.is_some() {
             // A rotation that failed half-way: finish it first.
-            complete(protected, &protected.templates()?, &keys, None)?;
+            complete(
+                protected,
+                &protected.templates()?,
+                &keys,
+                TestOnlyHooks::default(),
+            )?;
             keys.old = None;
         }
         let dir = &self.state_dir;
@@ -362,7 +400,7 @@ impl Keyring {
         if abort_after == Some(0) {
             std::process::abort();
         }
-        let done = complete(protected, &templates, &keys, abort_after)?;
+        let done = complete(protected, &templates, &keys, hooks)?;
         // Overwritten as it is dropped.
         keys.old = None;
         tracing::info!(
@@ -382,9 +420,9 @@ fn complete(
     protected: &Protected,
     templates: &[(String, PathBuf)],
     keys: &Keys,
-    abort_after: Option<usize>,
+    hooks: TestOnlyHooks,
 ) -> Result<Resealed, KeyError> {
-    let mut done = reseal_all(protected, templates, keys, abort_after)?;
+    let mut done = reseal_all(protected, templates, keys, hooks)?;
     let dir = &protected.state_dir;
     // Every re-sealed file's rename durable before the key's: one fsync per directory.
     for d in std::mem::take(&mut done.directories) {
@@ -423,14 +461,25 @@ fn reseal_all(
     p: &Protected,
     template_files: &[(String, PathBuf)],
     keys: &Keys,
-    abort_after: Option<usize>,
+    hooks: TestOnlyHooks,
 ) -> Result<Resealed, KeyError> {
     let mut done = Resealed::default();
     let mut count = 0usize;
+    let resume = p.state_dir.join(TEST_ONLY_RESUME_FILE);
     let mut step = || {
         count += 1;
-        if abort_after == Some(count) {
+        if hooks.abort_after == Some(count) {
             std::process::abort();
+        }
+        if hooks.pause_after == Some(count) {
+            tracing::warn!(
+                count,
+                "test-only: rotation paused until {} exists",
+                resume.display()
+            );
+            while std::fs::remove_file(&resume).is_err() {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
         }
     };
     let device = p.device_id.as_str();
