@@ -1,5 +1,6 @@
-//! `rollcall keys rotate` against the real rollcalld (a real Mosquitto, the test acker): taps go
-//! on being accepted and delivered while the key rotates; afterwards the old key opens nothing in
+//! `rollcall keys rotate` against the real rollcalld (a real Mosquitto, the test acker): taps and
+//! fingers go on being accepted and delivered while the key rotates (held half-way by the
+//! test-only pause hook, so they surely fall inside the rotation); afterwards the old key opens nothing in
 //! the state directory and the new one opens everything as it was; rollcalld killed half-way
 //! through a rotation (the test-only abort hook, at several points) finishes it at its next start
 //! with nothing lost; `--offline` refuses while rollcalld runs, and the online form says what to
@@ -12,7 +13,9 @@ use std::time::Duration;
 
 use rollcall_daemon::credentials::outbox::Outbox;
 use rollcall_daemon::credentials::store::{self, ROSTER_MAGIC, RosterStore, StoredRoster};
-use rollcall_daemon::keys::{Keyring, NEXT_FILE, TEST_ONLY_ABORT_ENV};
+use rollcall_daemon::keys::{
+    Keyring, NEXT_FILE, TEST_ONLY_ABORT_ENV, TEST_ONLY_PAUSE_ENV, TEST_ONLY_RESUME_FILE,
+};
 use rollcall_daemon::templates::{self, DataKey};
 use rollcall_protocol::v1::credentials::FORMAT_CARD;
 use rollcall_protocol::v1::{CredentialKind, Enrolment, RosterStudent, Secret};
@@ -231,7 +234,7 @@ async fn taps_go_on_while_the_key_rotates_and_afterwards_the_old_key_opens_nothi
     let gw = Gateway::new(broker.port())?;
     let first = gw.key()?;
     assert_eq!(gw.opened_by(first)?, 8, "the installation as written");
-    let d = gw.start(&[]).await?;
+    let d = gw.start(&[(TEST_ONLY_PAUSE_ENV, "2")]).await?;
     fingers_identified(&d).await?;
 
     // --offline is refused while rollcalld answers, and changes nothing.
@@ -244,36 +247,47 @@ async fn taps_go_on_while_the_key_rotates_and_afterwards_the_old_key_opens_nothi
     );
     assert_eq!(gw.key()?, first);
 
-    // Taps in a loop from before the rotation starts until 20 after it ended.
+    // Taps before, during and after the rotation. During: rollcalld runs with the test-only
+    // pause after 2 re-sealed files (the roster and one enrolment), so the taps between are
+    // answered while the rotation is surely under way, with the files half under each key.
     let socket = gw.state().join("control.sock");
-    let tapped = std::sync::atomic::AtomicUsize::new(0);
-    let rotated = std::sync::atomic::AtomicBool::new(false);
-    let taps = async {
-        let mut replies = Vec::new();
-        let mut after = 0;
-        while after < 20 {
-            if rotated.load(std::sync::atomic::Ordering::SeqCst) {
-                after += 1;
-            }
-            replies.push(tap(&socket).await?);
-            tapped.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
-        anyhow::Ok(replies)
-    };
-    let rotation = async {
-        while tapped.load(std::sync::atomic::Ordering::SeqCst) < 10 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let config = gw.config.clone();
-        let out =
-            tokio::task::spawn_blocking(move || rollcall(&["keys", "rotate"], &config)).await??;
-        rotated.store(true, std::sync::atomic::Ordering::SeqCst);
-        anyhow::Ok(out)
-    };
-    let (replies, out) = tokio::join!(taps, rotation);
-    let (replies, out) = (replies?, out?);
+    let mut replies = Vec::new();
+    for _ in 0..5 {
+        replies.push(tap(&socket).await?);
+    }
+    let config = gw.config.clone();
+    let rotation = tokio::task::spawn_blocking(move || rollcall(&["keys", "rotate"], &config));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !gw.state().join(NEXT_FILE).exists() {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the rotation never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let next = gw.key_file(NEXT_FILE)?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while gw.opened_by(next)? < 2 {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the rotation never paused"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for _ in 0..10 {
+        replies.push(tap(&socket).await?);
+    }
+    assert!(!rotation.is_finished(), "the rotation waits for the test");
+    assert_eq!((gw.opened_by(next)?, gw.opened_by(first)?), (2, 6));
+    fingers_identified(&d).await?;
+    std::fs::write(gw.state().join(TEST_ONLY_RESUME_FILE), b"")?;
+    let out = rotation.await??;
+    for _ in 0..5 {
+        replies.push(tap(&socket).await?);
+    }
     assert!(out.status.success(), "{}", text(&out));
     let second = gw.key()?;
+    assert_eq!(second, next);
     assert_ne!(second, first);
     let fp = rollcall_daemon::keys::fingerprint(&DataKey::from_bytes(second));
     assert!(
@@ -290,7 +304,8 @@ async fn taps_go_on_while_the_key_rotates_and_afterwards_the_old_key_opens_nothi
         assert!(seq > last, "{line} after seq {last}");
         last = seq;
     }
-    let punches = replies.len() + FINGERS.len();
+    // The taps and the two finger presentations before and during the rotation.
+    let punches = replies.len() + 2 * FINGERS.len();
     acker
         .wait_for("every tap's punch", Duration::from_secs(60), |s| {
             s.seqs(DEVICE).len() == punches
