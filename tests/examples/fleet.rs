@@ -5,6 +5,7 @@
 //! ```sh
 //! cargo run --release -p rollcall-tests --example fleet -- --gateways 300 --students 12000 \
 //!     --replicas 2 --minutes 10 [--time-scale K] [--seed N] [--writers N] [--pool N]
+//!     [--ack-timeout SECONDS]
 //! ```
 //!
 //! `--gateways`, `--students`, `--replicas` and `--time-scale` take comma-separated lists; every
@@ -103,6 +104,14 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or(4),
         ..FleetConfig::default()
     };
+    let mut base = base;
+    if let Some(s) = value(&args, "--ack-timeout")
+        .map(str::parse::<u64>)
+        .transpose()?
+    {
+        base.uplink.ack_timeout = Duration::from_secs(s);
+        base.uplink.ack_timeout_max = Duration::from_secs(s * 12);
+    }
     println!("machine: {}", cpu());
     println!(
         "latency: scheduled tap -> the gateway's first ack covering the punch (acks follow COMMIT)"

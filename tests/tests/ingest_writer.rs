@@ -19,6 +19,7 @@ both_schemas!(
     unreadable_messages_are_dead_lettered_and_refused_devices_acked_with_reasons,
     heartbeat_updates_the_device_row,
     two_writers_racing_on_the_same_punches_write_once,
+    consecutive_batches_committed_at_once_are_all_acked,
     true_utc_sessions_match_with_the_utc_session_clock,
     a_clock_ahead_is_held_then_counted_when_a_heartbeat_of_its_boot_arrives,
 );
@@ -456,6 +457,60 @@ async fn heartbeat_updates_the_device_row(mut db: Db) {
         )
         .await,
         1
+    );
+}
+
+/// As replicas sharing the subscription do under load: consecutive batches of one device
+/// committed by different connections at the same moment. Once all have committed, the
+/// device's cursor (its ack) must cover them all; a cursor left behind is repaired only when
+/// the gateway re-sends after its ack timeout (found by the fleet benchmark: 10 s stalls with
+/// 2 and 4 replicas).
+async fn consecutive_batches_committed_at_once_are_all_acked(db: Db) {
+    const WRITERS: usize = 6;
+    campus(&db.client, WALL).await;
+    let mut clients = Vec::new();
+    for _ in 0..WRITERS {
+        clients.push(connect(&db.url).await);
+    }
+    let mut behind = Vec::new();
+    for epoch in 100..120u64 {
+        let start = std::sync::Arc::new(tokio::sync::Barrier::new(WRITERS));
+        let mut tasks = Vec::new();
+        for (w, mut cl) in clients.drain(..).enumerate() {
+            let e = env(
+                DEVICE,
+                epoch,
+                // Unknown cards: no attendance row, so nothing else serializes the writers.
+                vec![punch(
+                    w as u64 + 1,
+                    ist("09:01:00"),
+                    v1::Subject::UnknownCard([w as u8; 32]),
+                )],
+            );
+            let start = start.clone();
+            tasks.push(tokio::spawn(async move {
+                start.wait().await;
+                write(&mut cl, &[e], WALL).await;
+                cl
+            }));
+        }
+        for t in tasks {
+            clients.push(t.await.unwrap());
+        }
+        let seq = count(
+            &db.client,
+            &format!(
+                "SELECT contiguous_seq FROM rollcall.device_cursor WHERE device_id = '{DEVICE}' AND epoch = {epoch}"
+            ),
+        )
+        .await;
+        if seq != WRITERS as i64 {
+            behind.push((epoch, seq));
+        }
+    }
+    assert!(
+        behind.is_empty(),
+        "cursor behind its committed punches, (epoch, contiguous_seq), {WRITERS} expected: {behind:?}"
     );
 }
 

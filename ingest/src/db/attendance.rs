@@ -263,6 +263,19 @@ pub(crate) async fn advance_cursors(
         &[&devs, &epochs, &now],
     )
     .await?;
+    // Lock the cursors first, in one order, in a statement of their own. Under READ COMMITTED
+    // the UPDATE below then takes its snapshot after every earlier holder of these rows has
+    // committed, so it sees their ledger rows. Without this, two transactions with consecutive
+    // batches of one device (replicas sharing the subscription) could each miss the other's
+    // seqs, the later-committing one leaving the cursor below punches already stored; the
+    // device would wait for its ack timeout and re-send (the fleet benchmark's 10 s stalls).
+    tx.execute(
+        "SELECT 1 FROM rollcall.device_cursor c
+           JOIN unnest($1::text[], $2::int8[]) AS u(d, e) ON c.device_id = u.d AND c.epoch = u.e
+          ORDER BY c.device_id, c.epoch FOR UPDATE OF c",
+        &[&devs, &epochs],
+    )
+    .await?;
     // Gaps and islands: among the first 50,000 ledger seqs above the cursor, those with
     // seq - row_number = cursor are exactly cursor+1, cursor+2, ... with no hole.
     let rows = tx
