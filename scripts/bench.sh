@@ -17,3 +17,11 @@ echo "## Centre (rollcall-ingest)"
 echo
 # Gateways over MQTT and, alongside them, ZKTeco terminals over HTTP (--terminals 0 leaves them out).
 cargo run --release -p rollcall-ingest --example bench
+echo
+echo "## Fleet (a campus at the start of a period)"
+echo
+# Simulated gateways tap a seeded campus in through real Mosquitto and rollcall-ingest replicas;
+# every combination of the lists runs on a fresh PostgreSQL and broker (see BENCHMARKS.md, Fleet).
+cargo run --release -p rollcall-tests --example fleet -- --gateways 100,300,1000 --per-room 40 --replicas 2 --time-scale 10
+cargo run --release -p rollcall-tests --example fleet -- --gateways 300 --students 12000 --replicas 1,2,4 --time-scale 30
+cargo run --release -p rollcall-tests --example fleet -- --gateways 300 --students 12000 --replicas 2 --time-scale 5,15,30,60,120
