@@ -363,18 +363,149 @@ mod tests {
         assert!(s.missing().is_empty());
     }
 
+    /// [`salvage`] on another thread, failing the test if it has not answered within 20 s (it
+    /// takes well under a second here): a scan that stops advancing must fail, not hang.
+    fn salvage_within_20_s(path: &Path, scratch: &Path) -> Result<Salvage, SalvageError> {
+        let (path, scratch) = (path.to_owned(), scratch.to_owned());
+        within_20_s(move || salvage(&path, &scratch))
+    }
+
+    fn within_20_s<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(work()));
+        match rx.recv_timeout(std::time::Duration::from_secs(20)) {
+            Ok(answer) => answer,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("no answer within 20 s"),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("it panicked (above)"),
+        }
+    }
+
+    fn numbered(seq: u64) -> Punch {
+        Punch { seq, ..punch(seq) }
+    }
+
+    /// A salvage that found `seqs`, with the given acked position and next seq.
+    fn found(seqs: &[u64], acked: u64, next_seq: Option<u64>) -> Salvage {
+        Salvage {
+            epoch: Some(9),
+            acked,
+            next_seq,
+            punches: seqs.iter().map(|&s| (s, numbered(s))).collect(),
+            notes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn missing_names_each_gap_up_to_the_journals_last_seq() {
+        // Gaps between the punches found, and after them up to next_seq - 1.
+        assert_eq!(
+            found(&[6, 7, 9, 12], 5, Some(16)).missing(),
+            [(8, 8), (10, 11), (13, 15)]
+        );
+        // The first unacked seq itself missing.
+        assert_eq!(found(&[8], 5, Some(9)).missing(), [(6, 7)]);
+        // Without the metadata: up to the highest seq found.
+        assert_eq!(found(&[6, 9], 5, None).missing(), [(7, 8)]);
+        // A punch beyond the metadata's next seq (an older copy of it): up to that punch.
+        assert_eq!(found(&[6, 7, 12], 5, Some(8)).missing(), [(8, 11)]);
+        // No punch found: everything unacked is missing; nothing when everything is acked.
+        assert_eq!(found(&[], 17, Some(21)).missing(), [(18, 20)]);
+        assert_eq!(found(&[], 20, Some(21)).missing(), []);
+        assert_eq!(found(&[], 0, Some(1)).missing(), []);
+        assert_eq!(found(&[], 5, None).missing(), []);
+        // The whole run.
+        assert_eq!(found(&[6, 7, 8], 5, Some(9)).missing(), []);
+        assert_eq!(found(&[6, 7, 8], 5, None).missing(), []);
+    }
+
+    #[test]
+    fn a_salvage_is_complete_with_its_epoch_its_last_seq_and_no_gap() {
+        assert!(found(&[6, 7], 5, Some(8)).complete());
+        let no_epoch = Salvage {
+            epoch: None,
+            ..found(&[6, 7], 5, Some(8))
+        };
+        assert!(!no_epoch.complete());
+        assert!(!found(&[6, 7], 5, None).complete(), "the last seq unknown");
+        assert!(!found(&[6, 8], 5, Some(9)).complete(), "7 missing");
+    }
+
+    #[test]
+    fn a_later_source_adds_punches_and_its_higher_ack_drops_those_it_covers() {
+        let mut s = Salvage::default();
+        s.absorb(Found {
+            epoch: Some(3),
+            acked: Some(5),
+            next_seq: Some(11),
+            punches: (6..=10).map(|q| (q, numbered(q))).collect(),
+        });
+        let mut other = numbered(9);
+        other.subject = Subject::Student("another copy".into());
+        s.absorb(Found {
+            epoch: Some(3),
+            acked: Some(7),
+            next_seq: Some(15),
+            punches: [(7, numbered(7)), (9, other), (13, numbered(13))].into(),
+        });
+        assert_eq!((s.epoch, s.acked, s.next_seq), (Some(3), 7, Some(15)));
+        assert_eq!(
+            s.punches.keys().copied().collect::<Vec<_>>(),
+            [8, 9, 10, 13]
+        );
+        assert_eq!(s.punches[&9].subject, Subject::Student("S009".into()));
+        // A source with no metadata lowers nothing.
+        s.absorb(Found {
+            punches: [(14, numbered(14))].into(),
+            ..Found::default()
+        });
+        assert_eq!((s.epoch, s.acked, s.next_seq), (Some(3), 7, Some(15)));
+        assert_eq!(s.missing(), [(11, 12)]);
+    }
+
     #[test]
     fn a_healthy_file_gives_its_unacked_punches() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (epoch, path) = journal(dir.path());
         let before = std::fs::read(&path).expect("read");
-        let s = salvage(&path, dir.path()).expect("salvage");
+        let s = salvage_within_20_s(&path, dir.path()).expect("salvage");
         check(&s, epoch);
+        assert_eq!(s.next_seq, Some(21));
+        // redb gave the whole run: neither a repair nor a scan was needed.
+        assert_eq!(
+            s.notes,
+            ["read 15 punches through redb's read-only view"],
+            "{:?}",
+            s.notes
+        );
         assert_eq!(
             std::fs::read(&path).expect("read"),
             before,
             "file untouched"
         );
+    }
+
+    #[test]
+    fn a_journal_with_nothing_acked_gives_every_punch() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("journal.redb");
+        let mut j = Journal::open(&path, 1000).expect("open");
+        let mut batch: Vec<Punch> = (0..7).map(punch).collect();
+        j.append(&mut batch).expect("append");
+        let epoch = j.epoch();
+        drop(j);
+        let s = salvage_within_20_s(&path, dir.path()).expect("salvage");
+        assert_eq!(
+            (s.epoch, s.acked, s.next_seq),
+            (Some(epoch), 0, Some(8)),
+            "{:?}",
+            s.notes
+        );
+        assert_eq!(
+            s.punches.keys().copied().collect::<Vec<_>>(),
+            (1..=7).collect::<Vec<_>>()
+        );
+        assert!(s.missing().is_empty());
+        assert_eq!(s.notes, ["read 7 punches through redb's read-only view"]);
     }
 
     #[test]
@@ -389,13 +520,18 @@ mod tests {
         // Never closed, as after kill -9: the file still says it needs recovery.
         std::mem::forget(j);
         let before = std::fs::read(&path).expect("read");
-        let s = salvage(&path, dir.path()).expect("salvage");
+        let s = salvage_within_20_s(&path, dir.path()).expect("salvage");
         assert!(
             s.notes.iter().any(|n| n.contains("repaired a copy")),
             "{:?}",
             s.notes
         );
-        assert_eq!(s.epoch, Some(epoch));
+        assert!(
+            !s.notes.iter().any(|n| n.contains("scanned")),
+            "the repaired copy gave the whole run: {:?}",
+            s.notes
+        );
+        assert_eq!((s.epoch, s.next_seq), (Some(epoch), Some(21)));
         // The un-synced ack may or may not have survived: either way nothing acked comes back
         // unless its deletion was lost, and every unacked punch does.
         assert!(s.acked <= 5);
@@ -418,8 +554,164 @@ mod tests {
         bytes[..64].fill(0xAA);
         std::fs::write(&path, &bytes).expect("write");
         assert!(Journal::open(&path, 1000).is_err(), "rollcalld refuses it");
-        let s = salvage(&path, dir.path()).expect("salvage");
+        let s = salvage_within_20_s(&path, dir.path()).expect("salvage");
         check(&s, epoch);
+        assert_eq!(s.next_seq, Some(21));
+    }
+
+    #[test]
+    fn a_punch_whose_bytes_no_longer_decode_is_reported_missing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (epoch, path) = journal(dir.path());
+        let mut bytes = std::fs::read(&path).expect("read");
+        // Seq 10's student id made invalid UTF-8 in every copy redb left of it (pages are
+        // copied on write, so older copies may still be in the file).
+        let stored = minicbor::to_vec(Punch {
+            seq: 10,
+            ..punch(9)
+        })
+        .expect("encode");
+        let id_at = find(&stored, b"S009").expect("student id in the encoding");
+        let mut copies = 0;
+        let mut at = 0;
+        while let Some(pos) = find(&bytes[at..], &stored) {
+            bytes[at + pos + id_at] = 0xff;
+            at += pos + stored.len();
+            copies += 1;
+        }
+        assert!(copies >= 1);
+        std::fs::write(&path, &bytes).expect("write");
+        let s = salvage_within_20_s(&path, dir.path()).expect("salvage");
+        assert_eq!(
+            (s.epoch, s.acked, s.next_seq),
+            (Some(epoch), 5, Some(21)),
+            "{:?}",
+            s.notes
+        );
+        assert_eq!(
+            s.punches.keys().copied().collect::<Vec<_>>(),
+            [6, 7, 8, 9, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]
+        );
+        assert_eq!(s.missing(), [(10, 10)]);
+        // The scan was tried for it, and found the same journal.
+        assert!(
+            s.notes.iter().any(|n| n.contains("scanned")),
+            "{:?}",
+            s.notes
+        );
+    }
+
+    #[test]
+    fn metadata_of_two_journals_is_refused_naming_both_epochs() {
+        let (one, two) = (
+            tempfile::tempdir().expect("tempdir"),
+            tempfile::tempdir().expect("tempdir"),
+        );
+        let (epoch_one, path_one) = journal(one.path());
+        let (epoch_two, path_two) = journal(two.path());
+        let mut bytes = std::fs::read(&path_one).expect("read");
+        bytes.extend(std::fs::read(&path_two).expect("read"));
+        bytes[..64].fill(0xAA);
+        let path = one.path().join("two.redb");
+        std::fs::write(&path, &bytes).expect("write");
+        match salvage_within_20_s(&path, one.path()) {
+            Err(SalvageError::Epochs { mut epochs, .. }) => {
+                epochs.sort_unstable();
+                let mut both = vec![epoch_one, epoch_two];
+                both.sort_unstable();
+                assert_eq!(epochs, both);
+            }
+            other => panic!("not refused for its two epochs: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_scan_keeps_only_punches_a_journal_could_have_stored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let junk: Vec<u8> = (0..300u32).map(|i| (i * 7 % 64) as u8).collect();
+        // A stored punch at the very start of the file, then punches no journal stores.
+        let mut bytes = minicbor::to_vec(numbered(3)).expect("encode");
+        let no_seq = Punch { seq: 0, ..punch(4) };
+        let no_reader = Punch {
+            reader_id: String::new(),
+            ..numbered(5)
+        };
+        let before_1970 = Punch {
+            captured_at_ms: -1,
+            ..numbered(6)
+        };
+        for p in [&no_seq, &no_reader, &before_1970] {
+            bytes.extend(&junk);
+            bytes.extend(minicbor::to_vec(p).expect("encode"));
+        }
+        bytes.extend(&junk);
+        let path = dir.path().join("junk");
+        std::fs::write(&path, &bytes).expect("write");
+        let s = salvage_within_20_s(&path, dir.path()).expect("salvage");
+        assert_eq!(s.punches.keys().copied().collect::<Vec<_>>(), [3]);
+        assert_eq!(s.punches[&3], numbered(3));
+        assert_eq!((s.epoch, s.next_seq), (None, None));
+    }
+
+    /// The meta leaf's keys followed, after `pad` bytes, by the values of acked, epoch, format
+    /// and next_seq, between other bytes.
+    fn meta_copy(pad: usize, acked: u64, epoch: u64, format: u64, next_seq: u64) -> Vec<u8> {
+        let mut b = vec![0x55; 100];
+        b.extend(META_KEYS);
+        b.extend(std::iter::repeat_n(0, pad));
+        for v in [acked, epoch, format, next_seq] {
+            b.extend(v.to_le_bytes());
+        }
+        b.extend([0x55; 100]);
+        b
+    }
+
+    fn scan_within_20_s(bytes: Vec<u8>) -> (Option<u64>, Option<u64>, Option<u64>, Vec<u64>) {
+        let (found, epochs) = within_20_s(move || scan(&bytes));
+        (found.epoch, found.acked, found.next_seq, epochs)
+    }
+
+    #[test]
+    fn the_scan_reads_metadata_copies_with_or_without_padding() {
+        for pad in [0, 3, 7] {
+            assert_eq!(
+                scan_within_20_s(meta_copy(pad, 4, 77, FORMAT, 9)),
+                (Some(77), Some(4), Some(9), vec![77]),
+                "padding {pad}"
+            );
+        }
+        // Nothing acked yet, and everything acked.
+        assert_eq!(
+            scan_within_20_s(meta_copy(0, 0, 77, FORMAT, 1)),
+            (Some(77), Some(0), Some(1), vec![77])
+        );
+        assert_eq!(
+            scan_within_20_s(meta_copy(0, 8, 77, FORMAT, 9)),
+            (Some(77), Some(8), Some(9), vec![77])
+        );
+        // Two copies of one journal's metadata: the highest acked and next seq win.
+        let mut two = meta_copy(0, 6, 77, FORMAT, 12);
+        two.extend(meta_copy(0, 4, 77, FORMAT, 9));
+        assert_eq!(
+            scan_within_20_s(two),
+            (Some(77), Some(6), Some(12), vec![77])
+        );
+    }
+
+    #[test]
+    fn the_scan_ignores_metadata_no_journal_writes() {
+        for (acked, epoch, format, next_seq, what) in [
+            (4, 77, FORMAT + 1, 9, "another format"),
+            (4, 0, FORMAT, 9, "epoch 0"),
+            (9, 77, FORMAT, 9, "acked at next_seq"),
+            (10, 77, FORMAT, 9, "acked past next_seq"),
+        ] {
+            assert_eq!(
+                scan_within_20_s(meta_copy(0, acked, epoch, format, next_seq)),
+                (None, None, None, vec![]),
+                "{what}"
+            );
+        }
     }
 
     #[test]
@@ -428,7 +720,7 @@ mod tests {
         let (epoch, path) = journal(dir.path());
         let bytes = std::fs::read(&path).expect("read");
         std::fs::write(&path, &bytes[..bytes.len() / 2]).expect("write");
-        let s = salvage(&path, dir.path()).expect("no panic, no error");
+        let s = salvage_within_20_s(&path, dir.path()).expect("no panic, no error");
         // Whatever survives is correct: the right epoch if found, and only unacked punches.
         if let Some(e) = s.epoch {
             assert_eq!(e, epoch);
@@ -444,7 +736,7 @@ mod tests {
             .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
             .collect();
         std::fs::write(&path, &junk).expect("write");
-        let s = salvage(&path, dir.path()).expect("salvage");
+        let s = salvage_within_20_s(&path, dir.path()).expect("salvage");
         assert!(s.punches.is_empty());
         assert_eq!(s.epoch, None);
     }
