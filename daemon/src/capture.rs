@@ -439,10 +439,15 @@ mod tests {
         ReaderEvent::Card { uid: uid.to_vec() }
     }
 
+    /// The next `n` signals. They come at once; a capture that never signals fails the test
+    /// after 20 s instead of hanging it.
     async fn signals(rx: &mut mpsc::Receiver<Signal>, n: usize) -> Vec<Signal> {
         let mut out = Vec::new();
         for _ in 0..n {
-            out.push(rx.recv().await.expect("signal"));
+            let next = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no signal within 20 s after {out:?}"));
+            out.push(next.expect("signal"));
         }
         out
     }
