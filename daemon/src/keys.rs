@@ -297,6 +297,8 @@ fn chown_like(file: &File, meta: &Metadata) {
 pub struct Keyring {
     state_dir: PathBuf,
     keys: RwLock<Keys>,
+    /// The sealing key's fingerprint, readable while a rotation holds the keys.
+    shown: std::sync::Mutex<String>,
 }
 
 impl Keyring {
@@ -349,6 +351,7 @@ impl Keyring {
         };
         Ok(Self {
             state_dir: dir.clone(),
+            shown: std::sync::Mutex::new(fingerprint(&keys.key)),
             keys: RwLock::new(keys),
         })
     }
@@ -357,6 +360,7 @@ impl Keyring {
     pub fn in_memory(state_dir: &Path, key: DataKey) -> Self {
         Self {
             state_dir: state_dir.to_owned(),
+            shown: std::sync::Mutex::new(fingerprint(&key)),
             keys: RwLock::new(Keys::single(key)),
         }
     }
@@ -367,9 +371,18 @@ impl Keyring {
         self.keys.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The sealing key's fingerprint.
+    /// The fingerprint of the key files are sealed under (never waits for a rotation: during
+    /// one, the key before it).
     pub fn fingerprint(&self) -> String {
-        fingerprint(self.keys().sealing())
+        self.shown.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Seconds since the key in use was made (its file's modification time), when known.
+    pub fn age_s(&self) -> Option<u64> {
+        let modified = std::fs::metadata(self.state_dir.join(KEY_FILE))
+            .and_then(|m| m.modified())
+            .ok()?;
+        Some(modified.elapsed().map_or(0, |d| d.as_secs()))
     }
 
     /// Rotates the key (see the module docs): blocking, holds the key's locks throughout.
@@ -403,6 +416,7 @@ impl Keyring {
         let done = complete(protected, &templates, &keys, hooks)?;
         // Overwritten as it is dropped.
         keys.old = None;
+        *self.shown.lock().unwrap_or_else(|p| p.into_inner()) = done.fingerprint.clone();
         tracing::info!(
             fingerprint = %done.fingerprint,
             templates = done.templates,

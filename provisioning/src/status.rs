@@ -317,6 +317,19 @@ fn human(config: &Config, r: &StatusReport, free: Option<u64>, problems: &[Probl
         "outbox",
         format!("{} enrolments waiting for the centre", r.enrolment_outbox),
     );
+    if !r.key_fingerprint.is_empty() {
+        row(
+            "data key",
+            match r.key_age_s {
+                Some(s) => format!(
+                    "{} (made or rotated {} days ago; rollcall keys rotate)",
+                    r.key_fingerprint,
+                    s / 86_400
+                ),
+                None => r.key_fingerprint.clone(),
+            },
+        );
+    }
     if let Some(free) = free {
         row(
             "disk",
@@ -392,6 +405,8 @@ fn to_json(
         "templates_loaded": r.templates_loaded,
         "module_capacity": r.module_capacity,
         "enrolment_outbox": r.enrolment_outbox,
+        "key_fingerprint": r.key_fingerprint,
+        "key_age_s": r.key_age_s,
         "free_disk_bytes": free,
     })
 }
@@ -479,6 +494,8 @@ mod tests {
             templates_loaded: 0,
             module_capacity: 0,
             enrolment_outbox: 0,
+            key_fingerprint: "3f0c9a2e51d4b7a6".into(),
+            key_age_s: Some(3600),
         }
     }
 

@@ -237,6 +237,11 @@ async fn taps_go_on_while_the_key_rotates_and_afterwards_the_old_key_opens_nothi
     let d = gw.start(&[(TEST_ONLY_PAUSE_ENV, "2")]).await?;
     fingers_identified(&d).await?;
 
+    let shown = rollcall(&["status", "--json"], &gw.config)?;
+    let v: serde_json::Value = serde_json::from_slice(&shown.stdout)?;
+    let before = rollcall_daemon::keys::fingerprint(&DataKey::from_bytes(first));
+    assert_eq!(v["key_fingerprint"], before.as_str(), "{}", text(&shown));
+
     // --offline is refused while rollcalld answers, and changes nothing.
     let out = rollcall(&["keys", "rotate", "--offline"], &gw.config)?;
     assert!(!out.status.success(), "{}", text(&out));
@@ -296,6 +301,10 @@ async fn taps_go_on_while_the_key_rotates_and_afterwards_the_old_key_opens_nothi
         "{}",
         text(&out)
     );
+    let shown = rollcall(&["status", "--json"], &gw.config)?;
+    let v: serde_json::Value = serde_json::from_slice(&shown.stdout)?;
+    assert_eq!(v["key_fingerprint"], fp.as_str(), "{}", text(&shown));
+    assert!(v["key_age_s"].as_u64().is_some(), "{}", text(&shown));
     let mut last = 0;
     for line in &replies {
         let r = parse_reply(line).ok_or_else(|| anyhow::anyhow!("tap: {line:?}"))?;

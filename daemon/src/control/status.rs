@@ -50,6 +50,13 @@ pub struct StatusReport {
     pub module_capacity: u64,
     /// Enrolments waiting for the centre's verdict.
     pub enrolment_outbox: u64,
+    /// The device data key's fingerprint (`rollcall keys rotate` changes it; empty from an
+    /// older rollcalld).
+    #[serde(default)]
+    pub key_fingerprint: String,
+    /// Seconds since the device data key was made or last rotated.
+    #[serde(default)]
+    pub key_age_s: Option<u64>,
 }
 
 /// One reader's reported health.
@@ -80,7 +87,8 @@ impl StatusReport {
             "{{\"epoch\":{},\"last_seq\":{},\"acked\":{},\"depth\":{},\"capacity\":{},\
              \"oldest_unacked_age_s\":{},\"punches_acked\":{},\"last_ack_age_s\":{},\"link_up\":{},\"readers\":{{{readers}}},\
              \"clock_synced\":{},\"clock_offset_ms\":{},\"roster_version\":{},\
-             \"templates_loaded\":{},\"module_capacity\":{},\"enrolment_outbox\":{}}}",
+             \"templates_loaded\":{},\"module_capacity\":{},\"enrolment_outbox\":{},\
+             \"key_fingerprint\":{},\"key_age_s\":{}}}",
             self.epoch,
             self.last_seq,
             self.acked,
@@ -96,6 +104,8 @@ impl StatusReport {
             self.templates_loaded,
             self.module_capacity,
             self.enrolment_outbox,
+            json_string(&self.key_fingerprint),
+            opt(self.key_age_s.map(|v| v.to_string())),
         )
     }
 }
@@ -183,6 +193,8 @@ pub(super) async fn report(control: &Control, last_ack: &LastAck) -> StatusRepor
         templates_loaded: gauge(&m.templates_loaded),
         module_capacity: gauge(&m.module_capacity),
         enrolment_outbox: gauge(&m.enrolment_outbox),
+        key_fingerprint: control.keyring.fingerprint(),
+        key_age_s: control.keyring.age_s(),
     }
 }
 
@@ -274,25 +286,29 @@ mod tests {
             templates_loaded: 2,
             module_capacity: 200,
             enrolment_outbox: 1,
+            key_fingerprint: "3f0c9a2e51d4b7a6".into(),
+            key_age_s: Some(86_400),
         };
         let line = r.to_json();
         assert!(!line.contains('\n'), "{line}");
         assert_eq!(
             line,
-            r#"{"epoch":3,"last_seq":20,"acked":12,"depth":8,"capacity":100,"oldest_unacked_age_s":42,"punches_acked":12,"last_ack_age_s":9,"link_up":false,"readers":{"door":{"healthy":false,"detail":"line\nbreak \"quoted\""}},"clock_synced":true,"clock_offset_ms":5,"roster_version":7,"templates_loaded":2,"module_capacity":200,"enrolment_outbox":1}"#
+            r#"{"epoch":3,"last_seq":20,"acked":12,"depth":8,"capacity":100,"oldest_unacked_age_s":42,"punches_acked":12,"last_ack_age_s":9,"link_up":false,"readers":{"door":{"healthy":false,"detail":"line\nbreak \"quoted\""}},"clock_synced":true,"clock_offset_ms":5,"roster_version":7,"templates_loaded":2,"module_capacity":200,"enrolment_outbox":1,"key_fingerprint":"3f0c9a2e51d4b7a6","key_age_s":86400}"#
         );
         let empty = StatusReport {
             oldest_unacked_age_s: None,
             last_ack_age_s: None,
             clock_offset_ms: None,
             readers: BTreeMap::new(),
+            key_age_s: None,
             ..r
         };
         let line = empty.to_json();
         assert!(
             line.contains(r#""oldest_unacked_age_s":null"#)
                 && line.contains(r#""readers":{}"#)
-                && line.contains(r#""clock_offset_ms":null"#),
+                && line.contains(r#""clock_offset_ms":null"#)
+                && line.contains(r#""key_age_s":null"#),
             "{line}"
         );
     }
