@@ -207,6 +207,29 @@ fn short_input_is_refused() {
 }
 
 #[test]
+fn ansi_long_form_cut_inside_its_length_is_refused() {
+    // 0x0000 where ANSI's u16 length would be announces the u32 form, whose last two bytes
+    // (offsets 12 and 13) are needed before anything else can be read.
+    let mut long = ANSI[..8].to_vec();
+    long.extend_from_slice(&[0x00, 0x00, 0x00, 0x00, 0x00, 0x30]);
+    for got in [12, 13] {
+        assert_eq!(
+            parse(&long[..got]),
+            Err(RecordError::TooShort { needed: 30, got }),
+            "{got} bytes"
+        );
+    }
+    // With all 14, the length is read: 48 declared, 14 there.
+    assert_eq!(
+        parse(&long),
+        Err(RecordError::Truncated {
+            declared: 48,
+            available: 14
+        })
+    );
+}
+
+#[test]
 fn wrong_magic_is_refused() {
     let mut r = ISO;
     r[2] = b'X';
