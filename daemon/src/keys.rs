@@ -69,8 +69,9 @@ pub const NEXT_FILE: &str = "template.key.next";
 pub const OLD_FILE: &str = "template.key.old";
 /// Held with `flock` by every process while it uses or rotates the key.
 pub const LOCK_FILE: &str = "template.key.lock";
-/// Test-only: makes a rotation abort the process (as kill -9 would) after re-sealing this many
-/// files (0: right after the new key is durable; the number of files: just before the rename).
+/// Test-only: makes a rotation kill its own process with SIGKILL (kill -9) after re-sealing this
+/// many files (0: right after the new key is durable; the number of files: just before the
+/// rename).
 /// Read by [`Keyring::rotate`] only, never by the start-up recovery.
 pub const TEST_ONLY_ABORT_ENV: &str = "ROLLCALL_TEST_ONLY_ABORT_ROTATION_AFTER";
 
@@ -411,7 +412,7 @@ impl Keyring {
         keys.old = Some(old);
         tracing::info!(fingerprint = %fingerprint(&keys.key), "key rotation: new key stored, re-sealing");
         if abort_after == Some(0) {
-            std::process::abort();
+            crate::sys::kill_self();
         }
         let done = complete(protected, &templates, &keys, hooks)?;
         // Overwritten as it is dropped.
@@ -483,7 +484,7 @@ fn reseal_all(
     let mut step = || {
         count += 1;
         if hooks.abort_after == Some(count) {
-            std::process::abort();
+            crate::sys::kill_self();
         }
         if hooks.pause_after == Some(count) {
             tracing::warn!(

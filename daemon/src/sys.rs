@@ -20,3 +20,17 @@ pub fn effective_uid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }
 }
+
+/// Ends this process with SIGKILL, as `kill -9` would: no destructors, no flush, no core dump
+/// (which `abort` could leave in the working directory). Test-only crash hooks use it.
+pub fn kill_self() -> ! {
+    // SAFETY: kill has no memory preconditions; SIGKILL to our own pid ends the process.
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGKILL);
+    }
+    // SIGKILL is delivered before kill returns to a single-threaded caller and at the latest
+    // at the next scheduling point otherwise.
+    loop {
+        std::thread::park();
+    }
+}

@@ -98,7 +98,8 @@ async fn offline(args: RotateArgs) -> anyhow::Result<ExitCode> {
     {
         anyhow::bail!(
             "rollcalld is running (it answers on {}): the key is unchanged. Rotate through it \
-             (rollcall keys rotate, without --offline), or stop it first (systemctl stop rollcalld)",
+             (rollcall keys rotate, without --offline), or stop it first (systemctl stop \
+             rollcalld)",
             socket.display()
         );
     }

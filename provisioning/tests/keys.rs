@@ -1,10 +1,11 @@
 //! `rollcall keys rotate` against the real rollcalld (a real Mosquitto, the test acker): taps and
 //! fingers go on being accepted and delivered while the key rotates (held half-way by the
-//! test-only pause hook, so they surely fall inside the rotation); afterwards the old key opens nothing in
-//! the state directory and the new one opens everything as it was; rollcalld killed half-way
-//! through a rotation (the test-only abort hook, at several points) finishes it at its next start
-//! with nothing lost; `--offline` refuses while rollcalld runs, and the online form says what to
-//! do when it does not.
+//! test-only pause hook, so they surely fall inside the rotation); afterwards the old key opens
+//! nothing in the state directory and the new one opens everything as it was, and `rollcall
+//! status` shows the new key's fingerprint; rollcalld killed (SIGKILL, by the test-only hook)
+//! half-way through a rotation at several points finishes it at its next start with nothing lost;
+//! `--offline` refuses while rollcalld runs, and the online form says what to do when it does
+//! not.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
