@@ -21,7 +21,8 @@
 //! person. The key is the **device data key**: 32 random bytes in `<state_dir>/template.key`
 //! (the name is historical), created mode 0600 on first use (by rollcalld or by `rollcalld
 //! roster add-template`). It also seals the centre's roster (`roster.sealed`) and the
-//! enrolment outbox (see `credentials::store`). Templates sealed under another device's key do
+//! enrolment outbox (see `credentials::store`); `keys.rs` owns it in rollcalld and rotates it
+//! (`rollcall keys rotate`). Templates sealed under another device's key do
 //! not open here: enrol them again on this device, or copy the key with them as IT policy
 //! allows.
 //!

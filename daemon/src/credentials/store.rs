@@ -10,7 +10,8 @@
 //! 16      N+16  AES-256-GCM ciphertext of the CBOR body, then the tag
 //! ```
 //!
-//! The key is the device data key (`<state_dir>/template.key`, see `templates.rs`); the
+//! The key is the device data key (`<state_dir>/template.key`, see `templates.rs`; held and
+//! rotated by `keys.rs`, whose rotation re-seals this file and the outbox too); the
 //! associated data is the magic and the device id, so a file copied from another gateway, or an
 //! enrolment put in the roster's place, does not open. The body is decrypted only into a
 //! [`Zeroizing`] buffer and its credential bytes are [`Secret`]s, overwritten when dropped.
