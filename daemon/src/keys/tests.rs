@@ -211,3 +211,34 @@ fn a_roster_file_that_does_not_parse_refuses_the_rotation_before_any_change() {
     assert!(!p.state_dir.join(NEXT_FILE).exists());
     assert_eq!(keyring.fingerprint(), fingerprint(&old));
 }
+
+#[test]
+fn a_crash_around_the_key_files_rename_leaves_nothing_of_the_old_key() {
+    let inst = install();
+    let p = &inst.protected;
+    let old = key_in(&p.state_dir);
+    // Killed after the old key was linked as .old, before the rename: both names hold the old
+    // key, the new key is still .next, every file already under it.
+    let keyring = Keyring::open(p).expect("open");
+    keyring.rotate(p).expect("rotate");
+    let new = key_in(&p.state_dir);
+    std::fs::write(p.state_dir.join(NEXT_FILE), new.bytes()).expect("next");
+    std::fs::write(p.state_dir.join(KEY_FILE), old.bytes()).expect("key");
+    std::fs::hard_link(p.state_dir.join(KEY_FILE), p.state_dir.join(OLD_FILE)).expect("link");
+    let keyring = Keyring::open(p).expect("finished");
+    assert_eq!(keyring.fingerprint(), fingerprint(&new));
+    assert_eq!(key_in(&p.state_dir).bytes(), new.bytes());
+    assert!(!p.state_dir.join(OLD_FILE).exists());
+    assert!(!p.state_dir.join(NEXT_FILE).exists());
+    assert_eq!(opened_by(p, &new), 5);
+
+    // Killed after the rename, before the old key's file was overwritten: it is at start.
+    std::fs::write(p.state_dir.join(OLD_FILE), old.bytes()).expect("old");
+    let keyring = Keyring::open(p).expect("open");
+    assert_eq!(keyring.fingerprint(), fingerprint(&new));
+    assert!(
+        !p.state_dir.join(OLD_FILE).exists(),
+        "the old key's file is gone"
+    );
+    assert_eq!(opened_by(p, &new), 5);
+}
