@@ -232,3 +232,23 @@ fn a_template_keeps_its_minutiae_as_given() {
     ];
     assert_eq!(Template::new(minutiae.clone()).minutiae(), minutiae);
 }
+
+#[test]
+fn a_lone_pair_gets_no_support_and_scores_little() {
+    // Four minutiae of which only the first has enough neighbourhood in view for a descriptor.
+    let minutiae = [
+        (100.0, 100.0, 0.3),
+        (170.0, 100.0, 1.0),
+        (100.0, 170.0, 2.0),
+        (30.0, 79.0, 4.0),
+    ]
+    .map(|(x, y, angle)| Minutia { x, y, angle })
+    .to_vec();
+    let lone = Template::new(minutiae);
+    assert_eq!(lone.descriptor_count(), 1);
+    // Its one pair with itself (similarity 1) has no other pair to reinforce it: relaxation
+    // halves its weight in each of the 5 rounds, and the score averages it over the minimum of
+    // 4 pairs: 1 / 32 / 4.
+    let score = Comparer::new().compare(&lone, &lone);
+    assert!((score - 1.0 / 128.0).abs() < 1e-6, "{score}");
+}
