@@ -252,3 +252,17 @@ fn a_lone_pair_gets_no_support_and_scores_little() {
     let score = Comparer::new().compare(&lone, &lone);
     assert!((score - 1.0 / 128.0).abs() < 1e-6, "{score}");
 }
+
+#[test]
+fn a_tie_stays_with_the_first_enrolled_and_shows_in_the_runner_up() {
+    let prints = sample();
+    let mut comparer = Comparer::new();
+    let mut roster = Roster::new();
+    // Two students enrolled with the same impression: an unclear decision.
+    roster.enroll("first", vec![prints[0].template.clone()]);
+    roster.enroll("second", vec![prints[0].template.clone()]);
+    let best = roster.search(&prints[1].template, &mut comparer).unwrap();
+    assert_eq!(*best.student, "first");
+    assert!(best.score > 0.0);
+    assert_eq!(best.runner_up, best.score);
+}

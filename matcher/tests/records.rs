@@ -158,6 +158,32 @@ fn with_extension(block_len: u8) -> Vec<u8> {
 }
 
 #[test]
+fn extension_blocks_end_exactly_at_a_header_or_are_refused() {
+    let mut r = parse(&ISO).unwrap();
+    // A block of its 4-byte header alone (length 4, header counted): an empty block.
+    r.views[0].extended_data = vec![0x00, 0x01, 0x00, 0x04];
+    assert_eq!(
+        r.views[0].extension_blocks().unwrap(),
+        vec![ExtensionBlock {
+            type_code: 1,
+            data: &[]
+        }]
+    );
+    // A whole block, then 1 to 3 bytes: too few for another block's header, under either
+    // length convention.
+    for tail in 1..=3 {
+        let mut data = vec![0x00, 0x01, 0x00, 0x05, 0xaa];
+        data.extend(std::iter::repeat_n(0, tail));
+        r.views[0].extended_data = data;
+        assert_eq!(
+            r.views[0].extension_blocks(),
+            Err(RecordError::BadExtensionBlocks { len: 5 + tail }),
+            "{tail} bytes after the block"
+        );
+    }
+}
+
+#[test]
 fn extension_block_length_counting_its_header_splits() {
     let r = parse(&with_extension(6)).unwrap();
     assert_eq!(r.views.len(), 2);
@@ -353,6 +379,8 @@ fn minutiae_are_normalised_to_500_dpi_and_a_y_down_frame() {
     // A 1000 dpi record (394 px/cm) has its coordinates halved; resolution 0 is taken as 500 dpi.
     let m = Minutia::from_record(&r.views[0].minutiae[0], 394, 0);
     assert_eq!((m.x, m.y), (50.0, 200.0));
+    let m = Minutia::from_record(&r.views[0].minutiae[0], 0, 394);
+    assert_eq!((m.x, m.y), (100.0, 100.0));
     r.views.clear();
     assert!(Template::from_record(&r).is_err());
 }
