@@ -12,7 +12,8 @@
 //! schema (`../shared/reference/campshub360-schema.sql`; the standalone subset when it is
 //! missing, and the verdict says so), a campus CA and certificates by `rollcall ca init/issue`, a
 //! TLS Mosquitto that requires client certificates and reads the CA's CRL, rollcall-ingest with its
-//! certificate, the gateway's row by `rollcall device register`. The guest reaches the broker at
+//! certificate and `[credentials]` (it sends the gateway its room's roster; without it `rollcall
+//! status` stays degraded), the gateway's row by `rollcall device register`. The guest reaches the broker at
 //! 10.0.2.2 (qemu's user-mode network maps it to this machine's 127.0.0.1).
 //!
 //! The guest boots from an ext4 image of the root file system with the three files from the CA
@@ -37,13 +38,24 @@ const DEVICE: &str = "room-101";
 const MARK: &str = "ARM64-IMAGE: ";
 const GUEST_SH: &str = include_str!("guest.sh");
 /// The card presented: a made-up EM4100 tag nobody holds, so the centre records it as an
-/// unknown credential (a roster with students and cards is not what this run proves).
+/// unknown credential (the room's roster is empty: students and cards are not what this run
+/// proves).
 const CARD: Tag = Tag {
     version: 0x12,
     id: 0x3456_789A,
 };
-/// Guest commands that must succeed for the verdict to pass.
-const REQUIRED: [&str; 5] = ["install", "provision", "enable", "active", "acked"];
+/// Guest commands that must succeed for the verdict to pass. `status-before` is only shown: it
+/// may run before the link is up or the roster has come.
+const REQUIRED: [&str; 8] = [
+    "install",
+    "provision",
+    "enable",
+    "active",
+    "acked",
+    "status",
+    "status-json",
+    "doctor",
+];
 
 struct Args {
     work: PathBuf,
@@ -352,7 +364,15 @@ async fn run(args: Args) -> Result<Verdict> {
     )?;
     wait_for_port(port, &mut broker, "mosquitto", &broker_log)?;
 
-    // rollcall-ingest with its certificate; its tables first, so registration finds them.
+    // rollcall-ingest with its certificate and the credentials service (it publishes each
+    // device's roster; without it a gateway waits for one forever); its tables first, so
+    // registration finds them.
+    let keys = run_dir.join("credential-keys");
+    output(
+        Command::new(&args.ingest)
+            .args(["credentials", "init-key"])
+            .arg(&keys),
+    )?;
     let ingest_toml = run_dir.join("ingest.toml");
     std::fs::write(
         &ingest_toml,
@@ -360,7 +380,9 @@ async fn run(args: Args) -> Result<Verdict> {
             "node_name = \"arm64-image\"\n[database]\nurl = \"{db_url}\"\npool_size = 2\n\
              schema_mode = \"{schema_mode}\"\n[mqtt]\nurl = \"mqtts://127.0.0.1:{port}\"\n\
              ca_file = \"{ca}\"\nclient_cert = \"{cert}\"\nclient_key = \"{key}\"\n\
-             [campus]\ntimezone = \"UTC\"\n[jobs]\nenabled = false\n",
+             [campus]\ntimezone = \"UTC\"\n[jobs]\nenabled = false\n\
+             [credentials]\nkey_file = \"{keys}\"\n",
+            keys = keys.display(),
             ca = ca.join("ca.pem").display(),
             cert = issued("rollcall-ingest", "pem").display(),
             key = issued("rollcall-ingest", "key").display(),
