@@ -13,8 +13,8 @@
 //! missing, and the verdict says so), a campus CA and certificates by `rollcall ca init/issue`, a
 //! TLS Mosquitto that requires client certificates and reads the CA's CRL, rollcall-ingest with its
 //! certificate and `[credentials]` (it sends the gateway its room's roster; without it `rollcall
-//! status` stays degraded), the gateway's row by `rollcall device register`. The guest reaches the broker at
-//! 10.0.2.2 (qemu's user-mode network maps it to this machine's 127.0.0.1).
+//! status` stays degraded), the gateway's row by `rollcall device register`. The guest reaches
+//! the broker at 10.0.2.2 (qemu's user-mode network maps it to this machine's 127.0.0.1).
 //!
 //! The guest boots from an ext4 image of the root file system with the three files from the CA
 //! machine and the package in `/root/arm64-image`; `guest.sh` (run by
