@@ -366,6 +366,18 @@ fn encoding_round_trips_both_formats() {
 }
 
 #[test]
+fn an_ansi_record_past_65535_bytes_is_written_in_the_long_form_and_reads_back() {
+    let mut r = parse(&ANSI).unwrap();
+    r.views[0].extended_data = vec![0; 0xffff];
+    let bytes = r.to_bytes();
+    // 30-byte long header + view header 4 + 2 minutiae x 6 + 2 + 65,535 extended bytes.
+    assert_eq!(bytes.len(), 30 + 4 + 12 + 2 + 0xffff);
+    assert_eq!(&bytes[8..10], &[0, 0], "the long form");
+    assert_eq!(&bytes[10..14], &(bytes.len() as u32).to_be_bytes());
+    assert_eq!(parse(&bytes).unwrap(), r);
+}
+
+#[test]
 fn minutiae_are_normalised_to_500_dpi_and_a_y_down_frame() {
     // 90 degrees counter-clockwise as viewed points up the image: -y in image coordinates.
     let mut r = parse(&ISO).unwrap();
