@@ -266,3 +266,8 @@ fn a_tie_stays_with_the_first_enrolled_and_shows_in_the_runner_up() {
     assert!(best.score > 0.0);
     assert_eq!(best.runner_up, best.score);
 }
+
+#[test]
+fn a_comparer_debugs_as_its_name_without_its_tables() {
+    assert_eq!(format!("{:?}", Comparer::new()), "Comparer { .. }");
+}
