@@ -93,6 +93,15 @@ mod tests {
     }
 
     #[test]
+    fn a_one_point_hull_holds_the_margin_around_its_point_and_an_empty_one_nothing() {
+        let hull = Hull::new([(10.0, 10.0)]);
+        assert!(hull.within(10.0, 10.0, 5.0));
+        assert!(hull.within(13.0, 14.0, 5.0), "at the margin");
+        assert!(!hull.within(13.0, 14.5, 5.0), "past it");
+        assert!(!Hull::new(std::iter::empty()).within(10.0, 10.0, 5.0));
+    }
+
+    #[test]
     fn hull_contains_inside_and_margin_but_not_far_points() {
         let hull = Hull::new([
             (0.0, 0.0),
