@@ -271,3 +271,18 @@ fn a_tie_stays_with_the_first_enrolled_and_shows_in_the_runner_up() {
 fn a_comparer_debugs_as_its_name_without_its_tables() {
     assert_eq!(format!("{:?}", Comparer::new()), "Comparer { .. }");
 }
+
+#[test]
+fn minutiae_seen_through_a_pinhole_give_no_descriptor() {
+    // Three minutiae a few pixels apart: each has two neighbours, but the area around them that
+    // was seen (their hull grown by 50 px) covers well under the three quarters of a 70 px
+    // neighbourhood a descriptor needs.
+    let minutiae = [
+        (100.0, 100.0, 0.3),
+        (104.0, 100.0, 1.0),
+        (100.0, 104.0, 2.0),
+    ]
+    .map(|(x, y, angle)| Minutia { x, y, angle })
+    .to_vec();
+    assert_eq!(Template::new(minutiae).descriptor_count(), 0);
+}
