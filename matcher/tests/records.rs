@@ -169,6 +169,21 @@ fn extension_blocks_end_exactly_at_a_header_or_are_refused() {
             data: &[]
         }]
     );
+    // Two blocks in a row, the second its header alone.
+    r.views[0].extended_data = vec![0x00, 0x01, 0x00, 0x05, 0xaa, 0x00, 0x02, 0x00, 0x04];
+    assert_eq!(
+        r.views[0].extension_blocks().unwrap(),
+        vec![
+            ExtensionBlock {
+                type_code: 1,
+                data: &[0xaa]
+            },
+            ExtensionBlock {
+                type_code: 2,
+                data: &[]
+            }
+        ]
+    );
     // A whole block, then 1 to 3 bytes: too few for another block's header, under either
     // length convention.
     for tail in 1..=3 {
