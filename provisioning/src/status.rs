@@ -291,7 +291,9 @@ fn human(config: &Config, r: &StatusReport, free: Option<u64>, problems: &[Probl
         let state = match r.readers.get(&reader.id) {
             Some(h) if h.healthy => "ok".to_owned(),
             Some(h) => format!("DOWN: {}", h.detail),
-            None => "no report yet".to_owned(),
+            // The drivers report a reader's first start only by its failures (and a recovery
+            // after one), so a reader absent from the health map has not failed.
+            None => "ok (no failure since rollcalld started)".to_owned(),
         };
         row(
             "reader",
