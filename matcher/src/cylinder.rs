@@ -222,3 +222,71 @@ pub fn similarity(a: &Cylinder, b: &Cylinder, roots: &SqrtTable) -> f32 {
     let r = &roots.0;
     1.0 - r[nx as usize] / (r[na as usize] + r[nb as usize])
 }
+
+#[cfg(test)]
+impl Cylinder {
+    /// A cylinder written by hand: `valid_cells` (indices of disc cells, every direction bin of
+    /// each valid) and the `bits` set (indices `cell * DIRECTION_CELLS + bin`, each in a valid
+    /// cell, as `build` guarantees).
+    pub(crate) fn by_hand(valid_cells: impl IntoIterator<Item = usize>, bits: &[usize]) -> Self {
+        let mut c = Cylinder {
+            bits: [0; WORDS],
+            valid: [0; WORDS],
+            cells: [0; CELL_WORDS],
+            ones: 0,
+        };
+        for cell in valid_cells {
+            assert!(cell < DISC_CELLS);
+            c.cells[cell / 64] |= 1 << (cell % 64);
+            for k in 0..DIRECTION_CELLS {
+                let bit = cell * DIRECTION_CELLS + k;
+                c.valid[bit / 64] |= 1 << (bit % 64);
+            }
+        }
+        for &bit in bits {
+            assert!(
+                c.valid[bit / 64] & (1 << (bit % 64)) != 0,
+                "bit {bit} in an invalid cell"
+            );
+            c.bits[bit / 64] |= 1 << (bit % 64);
+        }
+        c.ones = c.bits.iter().map(|w| w.count_ones()).sum();
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(got: f32, expected: f32) -> bool {
+        (got - expected).abs() < 1e-6
+    }
+
+    #[test]
+    fn a_cylinder_with_no_bit_set_scores_what_the_formula_says() {
+        let roots = SqrtTable::new();
+        // MCC: 1 - ||a xor b|| / (||a|| + ||b||), over the cells valid in both.
+        let formula = |nx: f32, na: f32, nb: f32| 1.0 - nx.sqrt() / (na.sqrt() + nb.sqrt());
+        // Cell 0 is not seen in `empty`; `full` has one bit there and three in cells both saw.
+        let empty = Cylinder::by_hand(1..DISC_CELLS, &[]);
+        let full = Cylinder::by_hand(0..DISC_CELLS, &[0, 5 * 6 + 1, 7 * 6 + 2, 9 * 6 + 3]);
+        let expected = formula(3.0, 0.0, 4.0);
+        assert!(expected > 0.1, "{expected}");
+        let s = similarity(&empty, &full, &roots);
+        assert!(close(s, expected), "{s} against {expected}");
+        let s = similarity(&full, &empty, &roots);
+        assert!(
+            close(s, expected),
+            "{s} against {expected}, the other way round"
+        );
+
+        // With every bit of the other in cells both saw, the formula gives 0.
+        let seen = Cylinder::by_hand(1..DISC_CELLS, &[5 * 6 + 1, 7 * 6 + 2, 9 * 6 + 3]);
+        assert_eq!(similarity(&empty, &seen, &roots), 0.0);
+        // Two cylinders with no bit set have nothing in common to measure: 0, not NaN.
+        let other_empty = Cylinder::by_hand(0..DISC_CELLS, &[]);
+        assert_eq!(similarity(&empty, &other_empty, &roots), 0.0);
+        assert_eq!(similarity(&empty, &empty, &roots), 0.0);
+    }
+}
