@@ -241,6 +241,61 @@ fn pair_count(n: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cylinder::{Cylinder, DIRECTION_CELLS};
+
+    /// A template of hand-written descriptors, all seen over the whole disc, with the
+    /// minutiae's directions given, the last minutia `last_at` px from the others and the others
+    /// 20 px apart, all with the same relative angles.
+    fn by_hand(descriptors: &[(u8, &[usize])], last_at: f32) -> Template {
+        let n = descriptors.len();
+        let mut t = Template::new(Vec::new());
+        t.cylinders = descriptors
+            .iter()
+            .map(|(_, bits)| Cylinder::by_hand(0..200, bits))
+            .collect();
+        t.directions = descriptors.iter().map(|&(d, _)| d).collect();
+        t.distance = (0..n * n)
+            .map(|ik| {
+                let (i, k) = (ik / n, ik % n);
+                if i != k && (i == n - 1 || k == n - 1) {
+                    last_at
+                } else {
+                    20.0
+                }
+            })
+            .collect();
+        t.direction_diff = vec![0; n * n];
+        t.radial = vec![0; n * n];
+        t
+    }
+
+    #[test]
+    fn a_pair_of_zero_similarity_never_counts_toward_a_score() {
+        let bits = |cell: usize| -> Vec<usize> {
+            (0..3)
+                .map(|k| (cell + k * 10) * DIRECTION_CELLS + k)
+                .collect()
+        };
+        let (one, two) = (bits(3), bits(40));
+        // Two prints with two minutiae in common (the same descriptors, 20 px apart) and a third
+        // minutia with no bit set (its neighbours all too far from its cells), in a direction no
+        // other is near, 30 px from the others in one print and 90 px in the other: paired with
+        // each other the two empty descriptors have similarity 0, and that pair is not
+        // compatible with the two others.
+        let a = by_hand(&[(10, &one), (20, &two), (128, &[])], 30.0);
+        let b = by_hand(&[(10, &one), (20, &two), (128, &[])], 90.0);
+        let without = by_hand(&[(10, &one), (20, &two)], 20.0);
+        let mut comparer = Comparer::new();
+        let zero = cylinder::similarity(&a.cylinders[2], &b.cylinders[2], &comparer.roots);
+        assert_eq!(zero, 0.0);
+        let expected = comparer.compare(&without, &without);
+        assert!(expected > 0.4, "{expected}");
+        // The zero pair takes no place in relaxation (where the two good pairs' support would be
+        // spread over one more, incompatible pair) and adds nothing to the score: the score is
+        // that of the prints without the third minutia.
+        assert_eq!(comparer.compare(&a, &b), expected);
+        assert_eq!(comparer.compare(&b, &a), expected);
+    }
 
     #[test]
     fn direction_window_holds_exactly_the_gated_directions_across_the_wrap() {
