@@ -501,16 +501,11 @@ fn reseal_all(
 
     let roster = p.state_dir.join(ROSTER_FILE);
     remove_if_there(&tmp_of(&roster))?;
-    if let Some(bytes) = store::read_sealed(&roster)? {
-        match keys.open(|k| store::open(k, ROSTER_MAGIC, device, &bytes)) {
-            Some(plain) => {
-                let sealed = store::seal(keys.sealing(), ROSTER_MAGIC, device, &plain);
-                replace(&roster, &sealed, &mut done)?;
-                done.roster += 1;
-                step();
-            }
-            None => unreadable(&mut done, roster),
-        }
+    if let Some(bytes) = store::read_sealed(&roster)?
+        && reseal_store_file(keys, ROSTER_MAGIC, device, roster, &bytes, &mut done)?
+    {
+        done.roster += 1;
+        step();
     }
 
     let outbox = p.state_dir.join(OUTBOX_DIR);
@@ -530,14 +525,9 @@ fn reseal_all(
             continue;
         }
         let bytes = store::read_sealed(&path)?.unwrap_or_default();
-        match keys.open(|k| store::open(k, ENROLMENT_MAGIC, device, &bytes)) {
-            Some(plain) => {
-                let sealed = store::seal(keys.sealing(), ENROLMENT_MAGIC, device, &plain);
-                replace(&path, &sealed, &mut done)?;
-                done.outbox += 1;
-                step();
-            }
-            None => unreadable(&mut done, path),
+        if reseal_store_file(keys, ENROLMENT_MAGIC, device, path, &bytes, &mut done)? {
+            done.outbox += 1;
+            step();
         }
     }
 
@@ -564,6 +554,30 @@ fn reseal_all(
         }
     }
     Ok(done)
+}
+
+/// Re-seals one file of the credentials store (the roster or an enrolment, told by `magic`)
+/// under the new key: `true` when it was, `false` when neither key opens it (reported and left
+/// as it is).
+fn reseal_store_file(
+    keys: &Keys,
+    magic: &[u8; 4],
+    device: &str,
+    path: PathBuf,
+    bytes: &[u8],
+    done: &mut Resealed,
+) -> Result<bool, KeyError> {
+    match keys.open(|k| store::open(k, magic, device, bytes)) {
+        Some(plain) => {
+            let sealed = store::seal(keys.sealing(), magic, device, &plain);
+            replace(&path, &sealed, done)?;
+            Ok(true)
+        }
+        None => {
+            unreadable(done, path);
+            Ok(false)
+        }
+    }
 }
 
 fn unreadable(done: &mut Resealed, path: PathBuf) {
