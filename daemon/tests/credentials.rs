@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use credentials_support::*;
 use rollcall_protocol::v1::Action;
+use rollcall_tests::fixtures::fvc;
 use rollcall_tests::mosquitto::Mosquitto;
 use rollcall_tests::rollcalld::{GatewayOptions, Rollcalld, parse_reply};
 
@@ -262,24 +263,6 @@ async fn a_roster_larger_than_the_module_reports_what_does_not_fit() -> anyhow::
     );
     assert_eq!(module.library().len(), 3);
     Ok(())
-}
-
-/// FVC2002 DB1_B (`FVC_ISO_DIR`, default `../shared/reference/fingerprint/fvc-iso`).
-fn fvc(name: &str) -> std::path::PathBuf {
-    let dir = std::env::var("FVC_ISO_DIR").unwrap_or_else(|_| {
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/reference/fingerprint/fvc-iso"
-        )
-        .into()
-    });
-    let path = std::path::Path::new(&dir).join(format!("fvc2002/DB1_B/{name}.iso"));
-    assert!(
-        path.is_file(),
-        "{}: missing: set FVC_ISO_DIR to the fvc-iso directory",
-        path.display()
-    );
-    path
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,35 +4,18 @@
 //! the test acker. Enrolled: impressions 1-3 of three fingers; presented: other impressions of
 //! them, and fingers that are not enrolled.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use rollcall_protocol::v1::{CredentialKind, Subject};
 use rollcall_tests::acker::Acker;
+use rollcall_tests::fixtures::fvc;
 use rollcall_tests::mosquitto::Mosquitto;
 use rollcall_tests::rollcalld::{GatewayOptions, Rollcalld, parse_reply};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rollcalld");
 const DEVICE: &str = "room-101";
-
-/// FVC2002 DB1_B (`FVC_ISO_DIR`, default `../shared/reference/fingerprint/fvc-iso`).
-fn fvc(name: &str) -> PathBuf {
-    let dir = std::env::var("FVC_ISO_DIR").unwrap_or_else(|_| {
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/reference/fingerprint/fvc-iso"
-        )
-        .into()
-    });
-    let path = Path::new(&dir).join(format!("fvc2002/DB1_B/{name}.iso"));
-    assert!(
-        path.is_file(),
-        "{}: missing: set FVC_ISO_DIR to the fvc-iso directory",
-        path.display()
-    );
-    path
-}
 
 fn add_template(config: &Path, student: &str, file: &Path) -> anyhow::Result<()> {
     let out = Command::new(BIN)

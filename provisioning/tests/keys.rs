@@ -21,6 +21,7 @@ use rollcall_daemon::templates::{self, DataKey};
 use rollcall_protocol::v1::credentials::FORMAT_CARD;
 use rollcall_protocol::v1::{CredentialKind, Enrolment, RosterStudent, Secret};
 use rollcall_tests::acker::Acker;
+use rollcall_tests::fixtures::fvc;
 use rollcall_tests::mosquitto::Mosquitto;
 use rollcall_tests::rollcalld::{GatewayOptions, Rollcalld, parse_reply};
 
@@ -28,23 +29,6 @@ const ROLLCALL: &str = env!("CARGO_BIN_EXE_rollcall");
 const DEVICE: &str = "room-101";
 /// Enrolled (two impressions each) and presented (a third).
 const FINGERS: [u32; 2] = [101, 102];
-
-fn fvc(name: &str) -> PathBuf {
-    let dir = std::env::var("FVC_ISO_DIR").unwrap_or_else(|_| {
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/reference/fingerprint/fvc-iso"
-        )
-        .into()
-    });
-    let path = Path::new(&dir).join(format!("fvc2002/DB1_B/{name}.iso"));
-    assert!(
-        path.is_file(),
-        "{}: missing: set FVC_ISO_DIR to the fvc-iso directory",
-        path.display()
-    );
-    path
-}
 
 fn text(out: &Output) -> String {
     format!(

@@ -7,7 +7,7 @@
 //! `ROLLCALL_ROLLCALLD_BIN` and `ROLLCALL_INGEST_BIN` name other builds to test instead (a
 //! release, or the code before a fix, to see a regression test fail).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// rollcalld, or the build `ROLLCALL_ROLLCALLD_BIN` names.
 pub fn rollcalld() -> PathBuf {
@@ -17,6 +17,20 @@ pub fn rollcalld() -> PathBuf {
 /// rollcall-ingest, or the build `ROLLCALL_INGEST_BIN` names.
 pub fn ingest() -> PathBuf {
     workspace_binary("ROLLCALL_INGEST_BIN", "rollcall-ingest", "rollcall-ingest")
+}
+
+/// `rollcall-ingest -c <config> migrate`: creates or upgrades the tables (standalone, with
+/// CampsHub360's own), failing with its standard error.
+pub fn migrate(config: &Path) -> anyhow::Result<()> {
+    let out = std::process::Command::new(ingest())
+        .args(["-c", &config.to_string_lossy(), "migrate"])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "rollcall-ingest migrate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
 }
 
 fn workspace_binary(override_var: &str, package: &str, bin: &str) -> PathBuf {

@@ -1,7 +1,28 @@
-//! Values tests build again and again: one valid punch to start from.
+//! Values tests build again and again: one valid punch to start from, a sample fingerprint.
 
 use rollcall_protocol::v1;
+use std::path::{Path, PathBuf};
 use uuid::Uuid;
+
+/// An ISO fingerprint record of FVC2002 DB1_B, e.g. `fvc("101_1")` (finger 101, impression 1),
+/// from `FVC_ISO_DIR`, default `../shared/reference/fingerprint/fvc-iso` beside the workspace.
+/// Panics naming the file and the fix when it is missing.
+pub fn fvc(name: &str) -> PathBuf {
+    let dir = std::env::var("FVC_ISO_DIR").unwrap_or_else(|_| {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/reference/fingerprint/fvc-iso"
+        )
+        .into()
+    });
+    let path = Path::new(&dir).join(format!("fvc2002/DB1_B/{name}.iso"));
+    assert!(
+        path.is_file(),
+        "{}: missing: set FVC_ISO_DIR to the fvc-iso directory",
+        path.display()
+    );
+    path
+}
 
 /// When [`punch`]'s punches are captured, before their own offset: 2023-11-14T22:13:20Z.
 pub const CAPTURED_FROM_MS: i64 = 1_700_000_000_000;

@@ -46,19 +46,6 @@ impl Ingest {
         Ok(me)
     }
 
-    /// `rollcall-ingest migrate` with this replica's configuration (creates the tables).
-    pub fn migrate(&self) -> anyhow::Result<()> {
-        let out = Command::new(&self.bin)
-            .args(["-c", &self.config.to_string_lossy(), "migrate"])
-            .output()?;
-        anyhow::ensure!(
-            out.status.success(),
-            "rollcall-ingest migrate: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(())
-    }
-
     /// Starts the process (again).
     pub fn spawn(&mut self) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new()

@@ -365,14 +365,7 @@ async fn setup(cfg: &SoakConfig, dir: &std::path::Path) -> anyhow::Result<World>
             // Tables first (standalone: ingest creates CampsHub360's), then the campus.
             let path = dir.join("migrate.toml");
             std::fs::write(&path, &text)?;
-            let out = std::process::Command::new(crate::binaries::ingest())
-                .args(["-c", &path.to_string_lossy(), "migrate"])
-                .output()?;
-            anyhow::ensure!(
-                out.status.success(),
-                "rollcall-ingest migrate: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            crate::binaries::migrate(&path)?;
         }
         ingest.push(Ingest::start(dir, &node, &text)?);
     }

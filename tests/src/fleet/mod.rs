@@ -329,14 +329,7 @@ pub async fn run(cfg: &FleetConfig, dir: &Path) -> anyhow::Result<Report> {
         .collect();
     let path = dir.join("migrate.toml");
     std::fs::write(&path, &configs[0])?;
-    let out = std::process::Command::new(crate::binaries::ingest())
-        .args(["-c", &path.to_string_lossy(), "migrate"])
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "rollcall-ingest migrate: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::binaries::migrate(&path)?;
     seed(&db, cfg.gateways, cfg.students).await?;
     let mut replicas = Vec::new();
     for (i, text) in configs.iter().enumerate() {
