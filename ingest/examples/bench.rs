@@ -585,7 +585,7 @@ async fn main() -> anyhow::Result<()> {
     let naive_rate = naive(&broker, &naive_url, naive_n).await?;
 
     let mut idle_ms = idle.clone();
-    println!("machine: {}", cpu());
+    println!("machine: {}", rollcall_tests::cpu());
     println!(
         "writers: {writers}; postgres: {}",
         if tuned {
@@ -726,17 +726,4 @@ async fn naive(broker: &Mosquitto, url: &str, n: usize) -> anyhow::Result<f64> {
         }
     }
     Ok(n as f64 / t0.elapsed().as_secs_f64())
-}
-
-fn cpu() -> String {
-    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = info
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .unwrap_or("?")
-        .trim()
-        .to_string();
-    let n = info.lines().filter(|l| l.starts_with("processor")).count();
-    format!("{n} x {model}")
 }

@@ -112,7 +112,7 @@ async fn main() -> anyhow::Result<()> {
         base.uplink.ack_timeout = Duration::from_secs(s);
         base.uplink.ack_timeout_max = Duration::from_secs(s * 12);
     }
-    println!("machine: {}", cpu());
+    println!("machine: {}", rollcall_tests::cpu());
     println!(
         "latency: scheduled tap -> the gateway's first ack covering the punch (acks follow COMMIT)"
     );
@@ -213,17 +213,4 @@ fn print_run(r: &Report) {
         r.load.0,
         r.load.1
     );
-}
-
-fn cpu() -> String {
-    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = info
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .unwrap_or("?")
-        .trim()
-        .to_string();
-    let n = info.lines().filter(|l| l.starts_with("processor")).count();
-    format!("{n} x {model}")
 }

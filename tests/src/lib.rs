@@ -29,6 +29,21 @@ pub mod postgres;
 pub mod rollcalld;
 pub mod zkteco;
 
+/// This machine's processors for a benchmark's report: `<count> x <model name>` from
+/// `/proc/cpuinfo` (`?` for a model it does not name).
+pub fn cpu() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = info
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("?")
+        .trim()
+        .to_string();
+    let n = info.lines().filter(|l| l.starts_with("processor")).count();
+    format!("{n} x {model}")
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
